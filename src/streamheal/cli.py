@@ -1,0 +1,194 @@
+"""The ``streamheal`` command.
+
+Exit codes: 0 ok, 1 runtime failure, 2 bad arguments, 78 bad config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from streamheal.config import Config, ConfigError, load_config
+
+EXIT_CONFIG = 78  # sysexits.h EX_CONFIG
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="streamheal", description="A self-healing online-learning worker on Kafka."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the worker until SIGINT/SIGTERM")
+    _config_option(run)
+
+    simulate = commands.add_parser("simulate", help="stream a scenario with known drifts")
+    simulate.add_argument("scenario", choices=_scenario_names())
+    target = simulate.add_mutually_exclusive_group(required=True)
+    target.add_argument("--kafka", action="store_true", help="produce to the events topic")
+    target.add_argument("--out", type=Path, metavar="FILE.jsonl", help="write a JSONL file")
+    simulate.add_argument("--events", type=_positive_int, default=2000)
+    simulate.add_argument("--seed", type=int, default=42)
+    simulate.add_argument("--label-delay", type=_non_negative_int, default=0)
+    simulate.add_argument("--drift-at", type=_non_negative_int, default=None)
+    simulate.add_argument("--unlabeled", type=float, default=0.0, help="fraction never labeled")
+    simulate.add_argument("--rate", type=float, default=None, metavar="EPS", help="events/s cap")
+    simulate.add_argument(
+        "--truth", type=Path, default=None, help="truth file (default: FILE.truth.json with --out)"
+    )
+    _config_option(simulate)
+
+    bench = commands.add_parser("bench", help="measure Engine throughput against bare River")
+    bench.add_argument("--events", type=_positive_int, default=50_000)
+    bench.add_argument("--rounds", type=_positive_int, default=3)
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+
+    kafka = commands.add_parser("kafka", help="a local single-node Apache Kafka for development")
+    kafka.add_argument("action", choices=["up", "down", "status"])
+    kafka.add_argument("--purge", action="store_true", help="with down: delete the broker's data")
+    _config_option(kafka)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        config = load_config(getattr(args, "config", None))
+    except ConfigError as err:
+        print(f"streamheal: config error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    handler = {"run": _run, "simulate": _simulate, "bench": _bench, "kafka": _kafka}
+    return handler[args.command](args, config)
+
+
+# ---------------------------------------------------------------------- commands
+def _run(args: argparse.Namespace, config: Config) -> int:
+    from streamheal.kafka.worker import Worker
+
+    worker = Worker(config)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: worker.stop())
+    worker.run()
+    return 0
+
+
+def _simulate(args: argparse.Namespace, config: Config) -> int:
+    from streamheal.events import encode
+    from streamheal.scenarios import SCENARIOS
+
+    options = {
+        "events": args.events,
+        "seed": args.seed,
+        "label_delay": args.label_delay,
+        "unlabeled": args.unlabeled,
+    }
+    if args.drift_at is not None:
+        options["drift_at"] = args.drift_at
+    scenario = SCENARIOS[args.scenario](**options)
+    truth_path = args.truth or (args.out.with_suffix(".truth.json") if args.out else None)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        with open(args.out, "wb") as out:
+            for event in scenario.events:
+                out.write(encode(event) + b"\n")
+        target = str(args.out)
+    else:
+        from streamheal.kafka.admin import ensure_topics
+        from streamheal.producer import EventProducer
+
+        if config.topics.create:
+            ensure_topics(config)
+        pause = 1.0 / args.rate if args.rate else 0.0
+        with EventProducer(
+            config.kafka.bootstrap_servers, config.topics.events, config.kafka.common
+        ) as producer:
+            for event in scenario.events:
+                producer.send_event(event)
+                if pause:
+                    time.sleep(pause)
+        target = f"topic {config.topics.events}"
+    if truth_path:
+        truth_path.write_text(json.dumps(scenario.truth, indent=2) + "\n")
+    print(
+        f"{scenario.name}: {len(scenario.events)} records to {target}; "
+        f"truth {json.dumps(scenario.truth)}" + (f" in {truth_path}" if truth_path else "")
+    )
+    return 0
+
+
+def _bench(args: argparse.Namespace, config: Config) -> int:
+    from streamheal.bench import run_bench
+
+    figures = run_bench(config, events=args.events, rounds=args.rounds)
+    if args.json:
+        print(json.dumps(figures))
+    else:
+        for key, value in figures.items():
+            print(f"{key:>24}: {value}")
+    return 0
+
+
+def _kafka(args: argparse.Namespace, config: Config) -> int:
+    from streamheal.kafka.local_broker import LocalKafka, LocalKafkaError
+
+    broker = LocalKafka(config.local_kafka)
+    try:
+        if args.action == "up":
+            status = broker.up()
+            from streamheal.kafka.admin import ensure_topics
+
+            ensure_topics(config.replace(kafka={"bootstrap_servers": broker.bootstrap}))
+            print(f"kafka up: {status.bootstrap} (pid {status.pid}, log {status.log_file})")
+        elif args.action == "down":
+            broker.down(purge=args.purge)
+            print("kafka down" + (" (data purged)" if args.purge else ""))
+        else:
+            status = broker.status()
+            state = f"running (pid {status.pid})" if status.running else "stopped"
+            print(f"kafka {state} at {status.bootstrap}; log {status.log_file}")
+            return 0 if status.running else 1
+    except LocalKafkaError as err:
+        print(f"streamheal kafka {args.action}: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# ----------------------------------------------------------------------- helpers
+def _config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--config", type=Path, default=None, help="TOML config file")
+
+
+def _scenario_names() -> list[str]:
+    from streamheal.scenarios import SCENARIOS
+
+    return sorted(SCENARIOS)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
+    return value
+
+
+if __name__ == "__main__":
+    sys.exit(main())

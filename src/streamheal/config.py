@@ -1,0 +1,232 @@
+"""One typed configuration for every streamheal command.
+
+Values come from a TOML file (``config/streamheal.toml`` by default) and are then
+overridden by ``STREAMHEAL_<SECTION>__<KEY>`` environment variables, e.g.
+``STREAMHEAL_KAFKA__BOOTSTRAP_SERVERS=broker:9092``. Any unknown key or badly typed
+value stops the program at start with a message that names the key and the form it
+expects.
+
+>>> cfg = load_config(None, env={})
+>>> cfg.engine.mode
+'per_event'
+>>> load_config(None, env={"STREAMHEAL_ENGINE__BATCH_SIZE": "zero"})
+Traceback (most recent call last):
+...
+streamheal.config.ConfigError: engine.batch_size: expected an integer >= 1, got 'zero'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CONFIG_PATH = Path("config/streamheal.toml")
+ENV_PREFIX = "STREAMHEAL_"
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or of the wrong form."""
+
+
+def _rule(expect: str, check: Callable[[Any], bool] = lambda _: True) -> dict[str, Any]:
+    return {"expect": expect, "check": check}
+
+
+def _positive(expect: str = "an integer >= 1") -> dict[str, Any]:
+    return _rule(expect, lambda v: v >= 1)
+
+
+def _choice(*options: str) -> dict[str, Any]:
+    return _rule("one of " + ", ".join(repr(o) for o in options), lambda v: v in options)
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    bootstrap_servers: str = "127.0.0.1:19092"
+    group_id: str = "streamheal"
+    client_id: str = "streamheal-worker"
+    # Extra librdkafka properties passed through verbatim: `common` to every client
+    # (security settings), the others to consumers or producers only (tuning).
+    common: dict[str, Any] = field(default_factory=dict)
+    consumer: dict[str, Any] = field(default_factory=dict)
+    producer: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TopicsConfig:
+    events: str = "streamheal.events"
+    predictions: str = "streamheal.predictions"
+    alerts: str = "streamheal.alerts"
+    metrics: str = "streamheal.metrics"
+    dlq: str = "streamheal.dlq"
+    state: str = "streamheal.state"
+    control: str = "streamheal.control"
+    partitions: int = field(default=4, metadata=_positive())
+    replication_factor: int = field(default=1, metadata=_positive())
+    create: bool = True
+
+
+@dataclass(frozen=True)
+class EventsConfig:
+    max_bytes: int = field(default=65536, metadata=_positive())
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = field(
+        default="logistic_regression",
+        metadata=_choice("logistic_regression", "hoeffding_tree", "arf"),
+    )
+    # Keyword arguments of the River estimator, e.g. {grace_period = 100}.
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    mode: str = field(default="per_event", metadata=_choice("per_event", "mini_batch"))
+    batch_size: int = field(default=500, metadata=_positive())
+    seed: int = 42
+    join_buffer_size: int = field(default=100_000, metadata=_positive())
+    join_max_age_seconds: float = field(
+        default=3600.0, metadata=_rule("a number of seconds > 0", lambda v: v > 0)
+    )
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    poll_timeout_seconds: float = field(
+        default=0.5, metadata=_rule("a number of seconds > 0", lambda v: v > 0)
+    )
+    progress_interval_seconds: float = field(
+        default=10.0, metadata=_rule("a number of seconds > 0", lambda v: v > 0)
+    )
+
+
+@dataclass(frozen=True)
+class LocalKafkaConfig:
+    version: str = "4.1.1"
+    port: int = field(default=19092, metadata=_rule("a TCP port", lambda v: 0 < v < 65536))
+    controller_port: int = field(
+        default=19093, metadata=_rule("a TCP port", lambda v: 0 < v < 65536)
+    )
+    home: str = "~/.cache/streamheal/kafka"
+    heap: str = "512m"
+
+
+@dataclass(frozen=True)
+class Config:
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    topics: TopicsConfig = field(default_factory=TopicsConfig)
+    events: EventsConfig = field(default_factory=EventsConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    worker: WorkerConfig = field(default_factory=WorkerConfig)
+    local_kafka: LocalKafkaConfig = field(default_factory=LocalKafkaConfig)
+
+    def replace(self, **sections: Mapping[str, Any]) -> Config:
+        """A validated copy with some keys changed: ``replace(engine={"mode": ...})``."""
+        merged = _merge(dataclasses.asdict(self), {k: dict(v) for k, v in sections.items()})
+        return _build(Config, merged, "")
+
+
+def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Read ``path`` (or the default file if it exists), apply env overrides, validate."""
+    table: dict[str, Any] = {}
+    if path is not None:
+        file = Path(path)
+        if not file.is_file():
+            raise ConfigError(f"config file {str(file)!r} does not exist")
+        table = _read_toml(file)
+    elif DEFAULT_CONFIG_PATH.is_file():
+        table = _read_toml(DEFAULT_CONFIG_PATH)
+    overrides = _env_overrides(os.environ if env is None else env)
+    return _build(Config, _merge(table, overrides), "")
+
+
+def _read_toml(file: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(file.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{file}: not valid TOML: {err}") from err
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    for name, raw in env.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
+        overrides.setdefault(section, {})[key] = _parse_env_value(raw)
+    return overrides
+
+
+def _parse_env_value(raw: str) -> Any:
+    # Read the value as a TOML literal (numbers, booleans, inline tables); fall back to a string.
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _build(cls: type, table: Any, where: str) -> Any:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where or 'config'}: expected a table, got {table!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(table) - set(fields))
+    if unknown:
+        key = f"{where}.{unknown[0]}" if where else unknown[0]
+        raise ConfigError(f"{key}: unknown key; expected one of {', '.join(sorted(fields))}")
+    values = {}
+    for name, value in table.items():
+        key = f"{where}.{name}" if where else name
+        values[name] = _coerce(hints[name], value, key, fields[name].metadata)
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: Any, key: str, meta: Mapping[str, Any]) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key)
+    origin = typing.get_origin(hint) or hint
+    if isinstance(origin, types.UnionType):
+        origin = typing.get_args(hint)[0]
+    expect = meta.get("expect") or _DEFAULT_EXPECT.get(origin, origin.__name__)
+    ok = _TYPE_CHECKS.get(origin, lambda v: isinstance(v, origin))(value)
+    if ok and origin is float:
+        value = float(value)
+    if not ok or not meta.get("check", lambda _: True)(value):
+        raise ConfigError(f"{key}: expected {expect}, got {value!r}")
+    return value
+
+
+_TYPE_CHECKS: dict[Any, Callable[[Any], bool]] = {
+    int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+    float: lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    bool: lambda v: isinstance(v, bool),
+    str: lambda v: isinstance(v, str),
+    dict: lambda v: isinstance(v, dict),
+}
+_DEFAULT_EXPECT = {
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    str: "a string",
+    dict: "a table",
+}

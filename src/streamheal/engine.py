@@ -1,0 +1,328 @@
+"""The pure, deterministic core: a batch of decoded events in, a list of outputs out.
+
+The Engine owns one partition's model, its label-join buffer and its counters. It
+does no I/O and reads no clock but the events' own ``ts``, so the Kafka worker,
+replay, the benchmark and the tests all drive exactly the same code.
+
+Prequential order is kept: a feature event is always scored before anything is
+learned from its label.
+
+>>> from streamheal.config import Config
+>>> from streamheal.events import Event, Source
+>>> engine = Engine(Config())
+>>> src = Source("t", 0, 0)
+>>> out = engine.process([
+...     Event("a", 1.0, {"x": 1.0}, None, (), src, b""),
+...     Event("a", 2.0, None, 1, (), src, b""),
+... ])
+>>> [type(o).__name__ for o in out], engine.counters.labeled
+(['Prediction'], 1)
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from streamheal import models
+from streamheal.config import Config
+from streamheal.events import Event, Label, Reason, Rejection, Source
+
+Output = Any  # Prediction | Rejection, more kinds as detectors and policy land
+
+
+@dataclass(slots=True)
+class Prediction:
+    """The model's answer for one feature event, as written to the predictions topic."""
+
+    id: str
+    ts: float
+    index: int
+    prediction: Label | None
+    probabilities: dict[Any, float]
+    model_version: int
+    source: Source
+    missing: tuple[str, ...]
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "ts": self.ts,
+            "index": self.index,
+            "prediction": self.prediction,
+            "probabilities": self.probabilities,
+            "model_version": self.model_version,
+            "partition": self.source.partition,
+            "offset": self.source.offset,
+            "missing": self.missing,
+        }
+
+
+@dataclass
+class Counters:
+    """Everything the Engine has counted; restored with the rest of its state."""
+
+    feature_events: int = 0
+    label_events: int = 0
+    labeled: int = 0
+    correct: int = 0
+    unlabeled_expired: int = 0
+    dead_lettered: Counter[str] = field(default_factory=Counter)  # by reason
+    missing: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def accuracy(self) -> float | None:
+        """Prequential accuracy over every labeled event so far."""
+        return self.correct / self.labeled if self.labeled else None
+
+
+@dataclass(slots=True)
+class _Pending:
+    features: dict[str, Any]
+    prediction: Label | None
+    ts: float
+
+
+class Engine:
+    """Scores, joins labels, learns; one instance per input partition."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        engine_cfg = config.engine
+        self.model = models.build_model(config.model, seed=engine_cfg.seed)
+        self.model_version = 1
+        self.mini_batch = engine_cfg.mode == "mini_batch" and models.supports_mini_batch(self.model)
+        # River's binary classifiers answer False/True; we speak 0/1 on the wire.
+        self._binary = models.is_binary_bool(self.model)
+        self._max_pending = engine_cfg.join_buffer_size
+        self._max_age = engine_cfg.join_max_age_seconds
+        # Plain dicts keep insertion order; the oldest entry is next(iter(d)).
+        self._pending: dict[str, _Pending] = {}
+        # Ids that left the buffer, so a late or repeated label gets the right DLQ reason.
+        self._closed: dict[str, Reason] = {}
+        self.counters = Counters()
+
+    # ------------------------------------------------------------------ public
+    def process(self, records: list[Event | Rejection]) -> list[Output]:
+        """Score, join and learn from ``records`` in order; return what to publish.
+
+        Rejections from decoding pass through (counted, in order), so one place sees every
+        consumed record: consumed = scored + labels joined + dead-lettered.
+        """
+        if self.mini_batch:
+            return self._process_mini_batch(records)
+        outputs: list[Output] = []
+        for event in records:
+            if type(event) is Rejection:
+                self._pass_rejection(event, outputs)
+                continue
+            features = event.features
+            if features is None:
+                self._join_label(event, outputs, learn=self.model.learn_one)
+                continue
+            prediction = self._score_one(event, features, outputs)
+            if event.label is not None:
+                label = self._learn_labeled(event, prediction, outputs)
+                if label is not None:
+                    self.model.learn_one(features, label)
+            else:
+                self._remember(event, features, prediction)
+        return outputs
+
+    @property
+    def pending_labels(self) -> int:
+        """Feature events waiting for their label (bounded by ``join_buffer_size``)."""
+        return len(self._pending)
+
+    # ---------------------------------------------------------------- per event
+    def _score_one(self, event: Event, features: dict[str, Any], outputs: list[Output]) -> Any:
+        return self._emit_prediction(event, self._proba_one(features), outputs)
+
+    def _proba_one(self, features: dict[str, Any]) -> dict[Any, float]:
+        proba = self.model.predict_proba_one(features)
+        if self._binary:
+            return {int(k): v for k, v in proba.items()}
+        return proba
+
+    # ---------------------------------------------------------------- mini batch
+    def _process_mini_batch(self, records: list[Event | Rejection]) -> list[Output]:
+        """Score all feature events of the batch at once, then learn all labels at once.
+
+        River's batch methods cannot skip a missing cell as the per-event ones do, so a row
+        with a missing value is scored and learned per event instead.
+        """
+        import pandas as pd  # only mini-batch mode needs a DataFrame
+
+        outputs: list[Output] = []
+        scored = [r for r in records if type(r) is not Rejection and r.features is not None]
+        if scored:
+            frame = pd.DataFrame.from_records([e.features for e in scored])
+            complete = frame.notna().all(axis=1).tolist()
+            proba_frame = self.model.predict_proba_many(frame)
+            classes = list(proba_frame.columns)
+            if self._binary:
+                classes = [int(c) for c in classes]
+            rows = proba_frame.to_numpy().tolist()
+        # Rows of `frame` to learn from, labels that join rows from earlier batches, and
+        # rows with missing cells (learned one by one).
+        batch_rows: list[int] = []
+        batch_labels: list[Label] = []
+        late: list[tuple[dict[str, Any], Label]] = []
+        one_by_one: list[tuple[dict[str, Any], Label]] = []
+
+        def collect_late(features: dict[str, Any], label: Label) -> None:
+            late.append((features, label))
+
+        k = 0  # position of the next feature event in `scored`/`frame`
+        for event in records:
+            if type(event) is Rejection:
+                self._pass_rejection(event, outputs)
+                continue
+            features = event.features
+            if features is None:
+                self._join_label(event, outputs, learn=collect_late)
+                continue
+            if complete[k]:
+                proba = dict(zip(classes, rows[k], strict=True))
+            else:
+                proba = self._proba_one(features)
+            prediction = self._emit_prediction(event, proba, outputs)
+            if event.label is None:
+                self._remember(event, features, prediction)
+            elif complete[k]:
+                label = self._learn_labeled(event, prediction, outputs)
+                if label is not None:
+                    batch_rows.append(k)
+                    batch_labels.append(label)
+            else:
+                label = self._learn_labeled(event, prediction, outputs)
+                if label is not None:
+                    one_by_one.append((features, label))
+            k += 1
+        parts, labels = [], []
+        if batch_rows:
+            parts.append(frame if len(batch_rows) == len(scored) else frame.iloc[batch_rows])
+            labels.extend(batch_labels)
+        if late:
+            late_frame = pd.DataFrame.from_records([x for x, _ in late])
+            whole = late_frame.notna().all(axis=1).tolist()
+            if parts:  # stacked under this batch's rows, a late row needs the same columns
+                columns = set(frame.columns)
+                whole = [w and columns == x.keys() for w, (x, _) in zip(whole, late, strict=True)]
+            for (features, label), ok in zip(late, whole, strict=True):
+                if not ok:
+                    one_by_one.append((features, label))
+            if any(whole):
+                parts.append(late_frame[whole])
+                labels.extend(label for (_, label), ok in zip(late, whole, strict=True) if ok)
+        if parts:
+            learn_frame = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+            self.model.learn_many(learn_frame.reset_index(drop=True), pd.Series(labels))
+        for features, label in one_by_one:
+            self.model.learn_one(features, label)
+        return outputs
+
+    # ------------------------------------------------------------------ shared
+    def _emit_prediction(self, event: Event, proba: dict[Any, float], outputs: list) -> Any:
+        counters = self.counters
+        counters.feature_events += 1
+        for name in event.missing:
+            counters.missing[name] += 1
+        prediction = max(proba, key=proba.__getitem__) if proba else None
+        outputs.append(
+            Prediction(
+                event.id,
+                event.ts,
+                counters.feature_events - 1,
+                prediction,
+                proba,
+                self.model_version,
+                event.source,
+                event.missing,
+            )
+        )
+        return prediction
+
+    def _learn_labeled(self, event: Event, prediction: Any, outputs: list) -> Label | None:
+        """Account for a feature event's own label; return it in the model's form (or None)."""
+        label = self._model_label(event, outputs)
+        if label is not None:
+            self._record_outcome(prediction, event.label)
+            self._close(event.id, Reason.DUPLICATE_LABEL)
+        return label
+
+    def _join_label(self, event: Event, outputs: list[Output], learn: Any) -> None:
+        self.counters.label_events += 1
+        self._expire(event.ts)
+        pending = self._pending.get(event.id)
+        if pending is None:
+            reason = self._closed.get(event.id, Reason.UNKNOWN_LABEL_ID)
+            self._reject(event, reason, f"no buffered features for id {event.id!r}", outputs)
+            return
+        label = self._model_label(event, outputs)
+        if label is None:
+            return
+        del self._pending[event.id]
+        self._record_outcome(pending.prediction, event.label)
+        learn(pending.features, label)
+        self._close(event.id, Reason.DUPLICATE_LABEL)
+
+    def _model_label(self, event: Event, outputs: list[Output]) -> Label | None:
+        label = event.label
+        if self._binary:
+            if label not in (0, 1):  # True/False compare equal to 1/0
+                self._reject(
+                    event,
+                    Reason.BAD_LABEL,
+                    f"the binary model takes labels 0/1 or true/false, got {label!r}",
+                    outputs,
+                )
+                return None
+            return bool(label)
+        return label
+
+    def _record_outcome(self, prediction: Any, label: Label) -> None:
+        counters = self.counters
+        counters.labeled += 1
+        if prediction == label:
+            counters.correct += 1
+
+    def _remember(self, event: Event, features: dict[str, Any], prediction: Any) -> None:
+        pending = self._pending
+        pending[event.id] = _Pending(features, prediction, event.ts)
+        if len(pending) > self._max_pending:
+            old_id = next(iter(pending))
+            del pending[old_id]
+            self._evict(old_id)
+        self._expire(event.ts)
+
+    def _expire(self, now: float) -> None:
+        # The buffer is in arrival order; ts mostly grows with it, so age out from the front.
+        pending = self._pending
+        horizon = now - self._max_age
+        while pending:
+            oldest_id, oldest = next(iter(pending.items()))
+            if oldest.ts >= horizon:
+                break
+            del pending[oldest_id]
+            self._evict(oldest_id)
+
+    def _evict(self, event_id: str) -> None:
+        self.counters.unlabeled_expired += 1
+        self._close(event_id, Reason.EXPIRED_LABEL_ID)
+
+    def _close(self, event_id: str, reason: Reason) -> None:
+        closed = self._closed
+        closed.pop(event_id, None)  # re-insert at the young end
+        closed[event_id] = reason
+        if len(closed) > self._max_pending:
+            del closed[next(iter(closed))]
+
+    def _reject(self, event: Event, reason: Reason, detail: str, outputs: list[Output]) -> None:
+        key = event.id.encode()
+        self._pass_rejection(Rejection(reason, detail, event.source, event.raw, key), outputs)
+
+    def _pass_rejection(self, rejection: Rejection, outputs: list[Output]) -> None:
+        self.counters.dead_lettered[rejection.reason] += 1
+        outputs.append(rejection)

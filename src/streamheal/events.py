@@ -1,0 +1,193 @@
+"""The event schema: decoding, validation and dead-letter reasons.
+
+A *feature event* carries ``features`` (and possibly a ``label``); a *label event*
+carries only a ``label`` for an ``id`` seen before. ``null``, NaN and ±Infinity
+feature values are *missing*: they are left out of the model input and listed in
+``Event.missing``. Anything else that does not fit the schema becomes a
+:class:`Rejection` with a machine-readable :class:`Reason`.
+
+>>> src = Source("streamheal.events", 0, 7)
+>>> ev = decode(b'{"id": "e-1", "ts": 1.5, "features": {"a": 1.0, "b": NaN, "c": "red"}}', src)
+>>> ev.features, ev.missing
+({'a': 1.0, 'c': 'red'}, ('b',))
+>>> decode(b'{"id": 5, "ts": 1.5, "label": 1}', src).reason
+<Reason.BAD_ID: 'bad_id'>
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+from importlib import resources
+from typing import Any
+
+import orjson
+
+Label = int | str | bool
+FeatureValue = float | int | str
+
+DEFAULT_MAX_BYTES = 65536
+
+
+class Reason(StrEnum):
+    """Why a record went to the dead-letter topic (the ``reason`` header)."""
+
+    TOO_LARGE = "too_large"
+    NOT_JSON = "not_json"
+    NOT_AN_OBJECT = "not_an_object"
+    MISSING_ID = "missing_id"
+    BAD_ID = "bad_id"
+    BAD_TS = "bad_ts"
+    BAD_FEATURES = "bad_features"
+    BAD_FEATURE_VALUE = "bad_feature_value"
+    BAD_LABEL = "bad_label"
+    NO_FEATURES_OR_LABEL = "no_features_or_label"
+    UNKNOWN_LABEL_ID = "unknown_label_id"
+    EXPIRED_LABEL_ID = "expired_label_id"
+    DUPLICATE_LABEL = "duplicate_label"
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where a record came from: enough to find it again on the broker."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(slots=True)
+class Event:
+    """A valid event. ``features is None`` means a label event."""
+
+    id: str
+    ts: float
+    features: dict[str, FeatureValue] | None
+    label: Label | None
+    missing: tuple[str, ...]
+    source: Source
+    raw: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A record that will be dead-lettered, with the original bytes."""
+
+    reason: Reason
+    detail: str
+    source: Source
+    raw: bytes
+    key: bytes | None = None
+
+
+class InvalidEvent(ValueError):
+    """Raised by :func:`validate` (the producer side) for an event that would be rejected."""
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def decode(
+    raw: bytes, source: Source, max_bytes: int = DEFAULT_MAX_BYTES, key: bytes | None = None
+) -> Event | Rejection:
+    """Turn one record value into an :class:`Event`, or a :class:`Rejection` saying why not."""
+    if raw is None:
+        return Rejection(Reason.NOT_JSON, "record has no value (tombstone)", source, b"", key)
+    if len(raw) > max_bytes:
+        return Rejection(
+            Reason.TOO_LARGE, f"{len(raw)} bytes > limit of {max_bytes}", source, raw, key
+        )
+    try:
+        obj = loads(raw)
+    except ValueError as err:
+        return Rejection(Reason.NOT_JSON, f"not valid JSON: {err}", source, raw, key)
+    try:
+        event_id, ts, features, label, missing = _check(obj)
+    except InvalidEvent as err:
+        return Rejection(err.reason, err.detail, source, raw, key)
+    return Event(event_id, ts, features, label, missing, source, raw)
+
+
+def validate(obj: Any) -> None:
+    """Raise :class:`InvalidEvent` if ``obj`` (a decoded event) would be dead-lettered."""
+    _check(obj)
+
+
+def loads(raw: bytes) -> Any:
+    """Parse JSON like the worker does (bare NaN/Infinity accepted as missing values)."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        # Python's json.dumps writes NaN/Infinity as bare literals that strict parsers refuse;
+        # accept them (they mean "missing") through the slower stdlib parser, only on this path.
+        if b"NaN" in raw or b"Infinity" in raw:
+            return json.loads(raw)
+        raise
+
+
+def _check(obj: Any) -> tuple[str, float, dict[str, FeatureValue] | None, Label | None, tuple]:
+    if not isinstance(obj, dict):
+        raise InvalidEvent(
+            Reason.NOT_AN_OBJECT, f"expected a JSON object, got {type(obj).__name__}"
+        )
+    event_id = obj.get("id")
+    if event_id is None:
+        raise InvalidEvent(Reason.MISSING_ID, "field 'id' is required")
+    if type(event_id) is not str or not event_id:
+        raise InvalidEvent(Reason.BAD_ID, f"'id' must be a non-empty string, got {event_id!r}")
+    ts = obj.get("ts")
+    if type(ts) not in (float, int) or not math.isfinite(ts):
+        raise InvalidEvent(
+            Reason.BAD_TS, f"'ts' must be a finite number of seconds since the epoch, got {ts!r}"
+        )
+    label = obj.get("label")
+    if label is not None and type(label) not in (int, str, bool):
+        raise InvalidEvent(
+            Reason.BAD_LABEL, f"'label' must be an integer, string or boolean, got {label!r}"
+        )
+    raw_features = obj.get("features")
+    if raw_features is None:
+        if label is None:
+            raise InvalidEvent(
+                Reason.NO_FEATURES_OR_LABEL, "an event needs 'features', 'label' or both"
+            )
+        return event_id, float(ts), None, label, ()
+    if not isinstance(raw_features, dict):
+        raise InvalidEvent(
+            Reason.BAD_FEATURES,
+            f"'features' must be an object, got {type(raw_features).__name__}",
+        )
+    features: dict[str, FeatureValue] = {}
+    missing: list[str] = []
+    for name, value in raw_features.items():
+        kind = type(value)
+        if kind is float:
+            if value - value == 0.0:  # finite; NaN and ±inf fail this cheaply
+                features[name] = value
+            else:
+                missing.append(name)
+        elif kind is int or kind is str:
+            features[name] = value
+        elif value is None:
+            missing.append(name)
+        else:
+            raise InvalidEvent(
+                Reason.BAD_FEATURE_VALUE,
+                f"feature {name!r} must be a number, string or null, got {value!r}",
+            )
+    return event_id, float(ts), features, label, tuple(missing)
+
+
+def encode(event: dict[str, Any]) -> bytes:
+    """Serialize an event dict (numpy scalars welcome; NaN becomes ``null``)."""
+    return orjson.dumps(event, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def json_schema() -> dict[str, Any]:
+    """The event schema as JSON Schema (also shipped as ``streamheal/schema/event.schema.json``)."""
+    text = resources.files("streamheal").joinpath("schema/event.schema.json").read_text("utf-8")
+    return orjson.loads(text)

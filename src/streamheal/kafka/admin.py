@@ -1,0 +1,38 @@
+"""Topic creation: every topic streamheal reads or writes, with counts from config."""
+
+from __future__ import annotations
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from streamheal.config import Config
+
+
+def topic_specs(config: Config) -> list[NewTopic]:
+    topics = config.topics
+    partitions, replicas = topics.partitions, topics.replication_factor
+    plain = [topics.events, topics.predictions, topics.alerts, topics.metrics, topics.dlq]
+    specs = [NewTopic(name, partitions, replicas) for name in plain]
+    # Latest checkpoint per partition: compaction keeps one record per key.
+    specs.append(NewTopic(topics.state, partitions, replicas, config={"cleanup.policy": "compact"}))
+    # One partition so every worker sees every command in order.
+    specs.append(NewTopic(topics.control, 1, replicas))
+    return specs
+
+
+def ensure_topics(config: Config, timeout: float = 30.0) -> list[str]:
+    """Create the missing topics; return the names created (existing ones are left alone)."""
+    admin = AdminClient(admin_settings(config))
+    created = []
+    for name, future in admin.create_topics(topic_specs(config), request_timeout=timeout).items():
+        try:
+            future.result(timeout=timeout)
+            created.append(name)
+        except KafkaException as err:
+            if err.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+    return created
+
+
+def admin_settings(config: Config) -> dict[str, object]:
+    return {"bootstrap.servers": config.kafka.bootstrap_servers, **config.kafka.common}

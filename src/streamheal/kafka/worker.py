@@ -1,0 +1,224 @@
+"""The worker: a consumer-group member that drives one Engine per assigned partition.
+
+Per batch: ``consume`` up to ``engine.batch_size`` records, decode them, let each
+partition's Engine process its records, produce predictions and dead letters, wait
+until the broker has acknowledged every one of them, and only then commit the
+consumed offsets (at-least-once). Rebalance callbacks run inside ``consume``, i.e.
+between batches, when everything before them is already committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from streamheal.config import Config
+from streamheal.engine import Engine, Prediction
+from streamheal.events import Rejection, Source, decode
+from streamheal.kafka import records
+from streamheal.kafka.admin import ensure_topics
+
+log = logging.getLogger("streamheal.worker")
+
+
+class WorkerError(RuntimeError):
+    """The worker cannot go on without risking loss (its uncommitted batch will be re-read)."""
+
+
+@dataclass
+class WorkerStats:
+    consumed: int = 0
+    predictions: int = 0
+    dead_lettered: int = 0
+    batches: int = 0
+
+
+class Worker:
+    """Run with :meth:`run`; stop from any thread (or a signal handler) with :meth:`stop`."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.engines: dict[int, Engine] = {}
+        self.stats = WorkerStats()
+        self._stop = threading.Event()
+        self._delivery_errors: list[str] = []
+        kafka = config.kafka
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": kafka.bootstrap_servers,
+                "group.id": kafka.group_id,
+                "client.id": kafka.client_id,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "partition.assignment.strategy": "cooperative-sticky",
+                **kafka.common,
+                **kafka.consumer,
+            }
+        )
+        self._producer = Producer(
+            {
+                "bootstrap.servers": kafka.bootstrap_servers,
+                "client.id": kafka.client_id,
+                "acks": "all",
+                "enable.idempotence": True,
+                "linger.ms": 5,
+                **kafka.common,
+                **kafka.producer,
+            }
+        )
+
+    # ------------------------------------------------------------------ control
+    def stop(self) -> None:
+        """Finish the current batch, commit it, leave the group."""
+        self._stop.set()
+
+    def run(self) -> WorkerStats:
+        config = self.config
+        if config.topics.create:
+            ensure_topics(config)
+        log.info(
+            "streamheal worker starting: brokers=%s group=%s topic=%s model=%s mode=%s batch=%d",
+            config.kafka.bootstrap_servers,
+            config.kafka.group_id,
+            config.topics.events,
+            config.model.name,
+            config.engine.mode,
+            config.engine.batch_size,
+        )
+        self._consumer.subscribe(
+            [config.topics.events],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_revoke,
+        )
+        progress = _Progress(config.worker.progress_interval_seconds)
+        try:
+            while not self._stop.is_set():
+                messages = self._consumer.consume(
+                    num_messages=config.engine.batch_size,
+                    timeout=config.worker.poll_timeout_seconds,
+                )
+                if messages:
+                    self._process_batch(messages)
+                if progress.due():
+                    progress.report(self.stats.consumed, self._lag())
+        finally:
+            self._producer.flush(30)
+            self._consumer.close()  # leaves the group; commits nothing (auto-commit is off)
+            log.info(
+                "streamheal worker stopped: consumed=%d predictions=%d dead_lettered=%d",
+                self.stats.consumed,
+                self.stats.predictions,
+                self.stats.dead_lettered,
+            )
+        return self.stats
+
+    # ------------------------------------------------------------------ the loop
+    def _process_batch(self, messages: list[Message]) -> None:
+        max_bytes = self.config.events.max_bytes
+        by_partition: dict[int, list] = defaultdict(list)
+        next_offsets: dict[tuple[str, int], int] = {}
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.fatal():
+                    raise WorkerError(f"fatal consumer error: {error}")
+                log.warning("consumer error (skipped, librdkafka retries): %s", error)
+                continue
+            topic, partition, offset = message.topic(), message.partition(), message.offset()
+            source = Source(topic, partition, offset)
+            by_partition[partition].append(
+                decode(message.value(), source, max_bytes, message.key())
+            )
+            next_offsets[(topic, partition)] = offset + 1
+        for partition, batch in by_partition.items():
+            engine = self.engines.get(partition)
+            if engine is None:  # assignment callbacks run first; this is only a safety net
+                engine = self.engines[partition] = Engine(self.config)
+            self._publish(engine.process(batch))
+            self.stats.consumed += len(batch)
+        self._producer.flush()
+        if self._delivery_errors:
+            errors, self._delivery_errors = self._delivery_errors, []
+            raise WorkerError(f"{len(errors)} outputs not acknowledged, first: {errors[0]}")
+        self._commit(next_offsets)
+        self.stats.batches += 1
+
+    def _publish(self, outputs: list) -> None:
+        topics = self.config.topics
+        for output in outputs:
+            if type(output) is Prediction:
+                self._produce(topics.predictions, output.id.encode(), records.prediction(output))
+                self.stats.predictions += 1
+            elif type(output) is Rejection:
+                self._produce(
+                    topics.dlq, output.key, output.raw, headers=records.dead_letter_headers(output)
+                )
+                self.stats.dead_lettered += 1
+
+    def _produce(self, topic: str, key: bytes | None, value: bytes, headers=None) -> None:
+        while True:
+            try:
+                self._producer.produce(
+                    topic, value, key, headers=headers, on_delivery=self._on_delivery
+                )
+                return
+            except BufferError:  # local queue full: let deliveries drain, then retry
+                self._producer.poll(0.1)
+
+    def _on_delivery(self, err: KafkaError | None, message: Message) -> None:
+        if err is not None:
+            self._delivery_errors.append(f"{message.topic()}: {err}")
+
+    def _commit(self, next_offsets: dict[tuple[str, int], int]) -> None:
+        offsets = [TopicPartition(t, p, o) for (t, p), o in next_offsets.items()]
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as err:
+            # Lost the partitions in a rebalance: the new owner re-reads this batch (at-least-once).
+            log.warning("offset commit failed, batch will be re-read by the new owner: %s", err)
+
+    # ------------------------------------------------------------------ rebalance
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self.engines[tp.partition] = Engine(self.config)
+        log.info("assigned partitions %s", sorted(tp.partition for tp in partitions))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Everything processed so far is flushed and committed at the end of each batch.
+        for tp in partitions:
+            self.engines.pop(tp.partition, None)
+        log.info("revoked partitions %s", sorted(tp.partition for tp in partitions))
+
+    def _lag(self) -> int:
+        lag = 0
+        try:
+            for tp in self._consumer.position(self._consumer.assignment()):
+                _, high = self._consumer.get_watermark_offsets(tp, timeout=1.0)
+                lag += max(0, high - tp.offset) if tp.offset >= 0 else high
+        except KafkaException:
+            return -1
+        return lag
+
+
+class _Progress:
+    """A periodic one-line progress report (events/s since the last line, lag)."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._last_time = time.monotonic()
+        self._last_count = 0
+
+    def due(self) -> bool:
+        return time.monotonic() - self._last_time >= self.interval
+
+    def report(self, consumed: int, lag: int) -> None:
+        now = time.monotonic()
+        rate = (consumed - self._last_count) / (now - self._last_time)
+        log.info("progress: consumed=%d rate=%.0f events/s lag=%d", consumed, rate, lag)
+        self._last_time, self._last_count = now, consumed

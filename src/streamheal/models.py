@@ -1,0 +1,99 @@
+"""River model pipelines built from config, and their serialization.
+
+Numeric features are standard-scaled and string features one-hot encoded before a
+linear model; trees take both as they are. ``logistic_regression`` is River's
+binary classifier (labels 0/1 or booleans); set ``model.params.multiclass = true``
+for more classes or string labels (one-vs-rest).
+
+>>> from streamheal.config import ModelConfig
+>>> model = build_model(ModelConfig(), seed=1)
+>>> model.learn_one({"x": 1.0, "colour": "red"}, 1)
+>>> sorted(model.predict_proba_one({"x": 1.0, "colour": "red"}))
+[False, True]
+"""
+
+from __future__ import annotations
+
+import numbers
+import pickle
+from typing import Any
+
+from river import base, compose, forest, linear_model, multiclass, preprocessing, tree
+
+from streamheal.config import ModelConfig
+
+
+class _SelectNumbers(compose.SelectType):
+    """``SelectType(Number)`` that also works on a DataFrame (for mini-batch mode)."""
+
+    def __init__(self) -> None:
+        super().__init__(numbers.Number)
+
+    def learn_many(self, X: Any, y: Any = None) -> None:
+        pass
+
+    def transform_many(self, X: Any) -> Any:
+        return X.select_dtypes("number")
+
+
+class _SelectStrings(compose.SelectType):
+    """``SelectType(str)`` that also works on a DataFrame (for mini-batch mode)."""
+
+    def __init__(self) -> None:
+        super().__init__(str)
+
+    def learn_many(self, X: Any, y: Any = None) -> None:
+        pass
+
+    def transform_many(self, X: Any) -> Any:
+        return X.select_dtypes(exclude="number")
+
+
+class _OneHotEncoder(preprocessing.OneHotEncoder):
+    """River's one-hot encoder, tolerant of a mini-batch without any string column."""
+
+    def learn_many(self, X: Any) -> None:
+        if len(X.columns):
+            super().learn_many(X)
+
+    def transform_many(self, X: Any) -> Any:
+        if len(X.columns):
+            return super().transform_many(X)
+        return X
+
+
+def build_model(cfg: ModelConfig, seed: int) -> base.Classifier:
+    """A fresh, untrained model as the config describes it."""
+    params = dict(cfg.params)
+    if cfg.name == "logistic_regression":
+        one_vs_rest = bool(params.pop("multiclass", False))
+        classifier: base.Classifier = linear_model.LogisticRegression(**params)
+        if one_vs_rest:
+            classifier = multiclass.OneVsRestClassifier(classifier)
+        numeric = _SelectNumbers() | preprocessing.StandardScaler()
+        categorical = _SelectStrings() | _OneHotEncoder()
+        return (numeric + categorical) | classifier
+    if cfg.name == "hoeffding_tree":
+        return tree.HoeffdingTreeClassifier(**params)
+    if cfg.name == "arf":
+        return forest.ARFClassifier(seed=seed, **params)
+    raise ValueError(f"unknown model name {cfg.name!r}")
+
+
+def is_binary_bool(model: base.Classifier) -> bool:
+    """True when the model reports classes as False/True (River's binary classifiers)."""
+    last = model[list(model.steps)[-1]] if isinstance(model, compose.Pipeline) else model
+    return isinstance(last, base.Classifier) and not last._multiclass
+
+
+def supports_mini_batch(model: base.Classifier) -> bool:
+    return hasattr(model, "learn_many") and hasattr(model, "predict_proba_many")
+
+
+def dumps(model: base.Classifier) -> bytes:
+    return pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def loads(blob: bytes) -> base.Classifier:
+    # Only for bytes this process or its registry wrote (integrity is checked by the caller).
+    return pickle.loads(blob)
