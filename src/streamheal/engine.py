@@ -61,15 +61,24 @@ class Prediction:
 
 @dataclass
 class Counters:
-    """Everything the Engine has counted; restored with the rest of its state."""
+    """Everything the Engine has counted; restored with the rest of its state.
 
-    feature_events: int = 0
-    label_events: int = 0
-    labeled: int = 0
+    Every record is accounted for exactly once:
+    ``records == feature_events + labels_joined + dead_lettered_total``.
+    """
+
+    records: int = 0
+    feature_events: int = 0  # scored
+    labels_joined: int = 0  # label events matched to buffered features
+    labeled: int = 0  # learned from (joined or carried by the feature event)
     correct: int = 0
     unlabeled_expired: int = 0
     dead_lettered: Counter[str] = field(default_factory=Counter)  # by reason
     missing: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def dead_lettered_total(self) -> int:
+        return sum(self.dead_lettered.values())
 
     @property
     def accuracy(self) -> float | None:
@@ -110,6 +119,7 @@ class Engine:
         Rejections from decoding pass through (counted, in order), so one place sees every
         consumed record: consumed = scored + labels joined + dead-lettered.
         """
+        self.counters.records += len(records)
         if self.mini_batch:
             return self._process_mini_batch(records)
         outputs: list[Output] = []
@@ -121,13 +131,14 @@ class Engine:
             if features is None:
                 self._join_label(event, outputs, learn=self.model.learn_one)
                 continue
-            prediction = self._score_one(event, features, outputs)
-            if event.label is not None:
-                label = self._learn_labeled(event, prediction, outputs)
-                if label is not None:
-                    self.model.learn_one(features, label)
-            else:
-                self._remember(event, features, prediction)
+            if event.label is None:
+                self._remember(event, features, self._score_one(event, features, outputs))
+                continue
+            label = self._model_label(event, outputs)
+            if label is not None:  # a record is taken whole or dead-lettered whole
+                prediction = self._score_one(event, features, outputs)
+                self._account_own_label(event, prediction)
+                self.model.learn_one(features, label)
         return outputs
 
     @property
@@ -174,7 +185,7 @@ class Engine:
         def collect_late(features: dict[str, Any], label: Label) -> None:
             late.append((features, label))
 
-        k = 0  # position of the next feature event in `scored`/`frame`
+        k = 0  # feature events seen so far; k - 1 is the current one's row in `frame`
         for event in records:
             if type(event) is Rejection:
                 self._pass_rejection(event, outputs)
@@ -183,23 +194,24 @@ class Engine:
             if features is None:
                 self._join_label(event, outputs, learn=collect_late)
                 continue
-            if complete[k]:
-                proba = dict(zip(classes, rows[k], strict=True))
+            k += 1
+            label = None if event.label is None else self._model_label(event, outputs)
+            if event.label is not None and label is None:
+                continue  # dead-lettered whole, not scored
+            if complete[k - 1]:
+                proba = dict(zip(classes, rows[k - 1], strict=True))
             else:
                 proba = self._proba_one(features)
             prediction = self._emit_prediction(event, proba, outputs)
-            if event.label is None:
+            if label is None:
                 self._remember(event, features, prediction)
-            elif complete[k]:
-                label = self._learn_labeled(event, prediction, outputs)
-                if label is not None:
-                    batch_rows.append(k)
-                    batch_labels.append(label)
+                continue
+            self._account_own_label(event, prediction)
+            if complete[k - 1]:
+                batch_rows.append(k - 1)
+                batch_labels.append(label)
             else:
-                label = self._learn_labeled(event, prediction, outputs)
-                if label is not None:
-                    one_by_one.append((features, label))
-            k += 1
+                one_by_one.append((features, label))
         parts, labels = [], []
         if batch_rows:
             parts.append(frame if len(batch_rows) == len(scored) else frame.iloc[batch_rows])
@@ -244,16 +256,11 @@ class Engine:
         )
         return prediction
 
-    def _learn_labeled(self, event: Event, prediction: Any, outputs: list) -> Label | None:
-        """Account for a feature event's own label; return it in the model's form (or None)."""
-        label = self._model_label(event, outputs)
-        if label is not None:
-            self._record_outcome(prediction, event.label)
-            self._close(event.id, Reason.DUPLICATE_LABEL)
-        return label
+    def _account_own_label(self, event: Event, prediction: Any) -> None:
+        self._record_outcome(prediction, event.label)
+        self._close(event.id, Reason.DUPLICATE_LABEL)
 
     def _join_label(self, event: Event, outputs: list[Output], learn: Any) -> None:
-        self.counters.label_events += 1
         self._expire(event.ts)
         pending = self._pending.get(event.id)
         if pending is None:
@@ -264,6 +271,7 @@ class Engine:
         if label is None:
             return
         del self._pending[event.id]
+        self.counters.labels_joined += 1
         self._record_outcome(pending.prediction, event.label)
         learn(pending.features, label)
         self._close(event.id, Reason.DUPLICATE_LABEL)

@@ -1,0 +1,167 @@
+import math
+
+import pytest
+
+from streamheal import models
+from streamheal.config import Config
+from streamheal.engine import Engine, Prediction
+from streamheal.events import Event, Reason, Rejection, Source
+from streamheal.scenarios import breast_cancer
+
+SRC = Source("events", 0, 0)
+
+
+def feature(event_id: str, ts: float, x: dict, label=None, missing=()) -> Event:
+    return Event(event_id, ts, x, label, missing, SRC, b"raw-" + event_id.encode())
+
+
+def label(event_id: str, ts: float, value) -> Event:
+    return Event(event_id, ts, None, value, (), SRC, b"label-" + event_id.encode())
+
+
+def scenario_events(**options) -> list[Event]:
+    events = []
+    for offset, e in enumerate(breast_cancer(**options).events):
+        source = Source("events", 0, offset)
+        events.append(Event(e["id"], e["ts"], e.get("features"), e.get("label"), (), source, b""))
+    return events
+
+
+def run(engine: Engine, events: list[Event], batch: int = 100) -> list:
+    outputs = []
+    for i in range(0, len(events), batch):
+        outputs += engine.process(events[i : i + batch])
+    return outputs
+
+
+def test_an_event_with_features_and_label_is_scored_before_it_is_learned() -> None:
+    engine = Engine(Config())
+    [prediction] = engine.process([feature("a", 1.0, {"x": 3.0}, label=1)])
+    # Had it learned first, the model would already lean towards class 1.
+    assert prediction.probabilities == {0: 0.5, 1: 0.5}
+    assert engine.counters.labeled == 1
+    assert engine.model.predict_proba_one({"x": 3.0})[True] > 0.5
+
+
+def test_a_delayed_label_joins_its_buffered_features_and_is_learned() -> None:
+    engine = Engine(Config())
+    engine.process([feature("a", 1.0, {"x": 3.0})])
+    assert engine.pending_labels == 1
+    assert engine.process([label("a", 50.0, 1)]) == []
+    assert engine.pending_labels == 0
+    assert engine.counters.labeled == 1
+    assert engine.model.predict_proba_one({"x": 3.0})[True] > 0.5
+
+
+@pytest.mark.parametrize(
+    ("events", "reason"),
+    [
+        ([label("nobody", 1.0, 1)], Reason.UNKNOWN_LABEL_ID),
+        (
+            [feature("a", 1.0, {"x": 1.0}), label("a", 2.0, 1), label("a", 3.0, 0)],
+            Reason.DUPLICATE_LABEL,
+        ),
+        ([feature("a", 1.0, {"x": 1.0}), label("a", 1.0 + 3601, 1)], Reason.EXPIRED_LABEL_ID),
+        ([feature("a", 1.0, {"x": 1.0}, label=7)], Reason.BAD_LABEL),
+    ],
+)
+def test_labels_that_cannot_be_learned_are_dead_lettered_with_a_reason(events, reason) -> None:
+    engine = Engine(Config())
+    rejections = [o for o in engine.process(events) if isinstance(o, Rejection)]
+    assert [r.reason for r in rejections] == [reason]
+    assert rejections[0].raw == events[-1].raw
+    assert engine.counters.dead_lettered[reason] == 1
+
+
+def test_the_join_buffer_is_bounded_and_counts_what_ages_out_as_unlabeled() -> None:
+    engine = Engine(Config().replace(engine={"join_buffer_size": 10}))
+    engine.process([feature(f"e{i}", float(i), {"x": 1.0}) for i in range(15)])
+    assert engine.pending_labels == 10
+    assert engine.counters.unlabeled_expired == 5
+    [rejection] = engine.process([label("e0", 30.0, 1)])
+    assert rejection.reason == Reason.EXPIRED_LABEL_ID
+
+
+def test_missing_values_are_counted_and_left_out_of_the_model_input() -> None:
+    engine = Engine(Config())
+    engine.process([feature("a", 1.0, {"y": 1.0}, label=1, missing=("x",))])
+    assert engine.counters.missing["x"] == 1
+
+
+def test_decode_rejections_pass_through_in_order_and_are_counted() -> None:
+    engine = Engine(Config())
+    bad = Rejection(Reason.NOT_JSON, "nope", SRC, b"{")
+    outputs = engine.process([feature("a", 1.0, {"x": 1.0}), bad, feature("b", 2.0, {"x": 1.0})])
+    assert [type(o) for o in outputs] == [Prediction, Rejection, Prediction]
+    assert engine.counters.dead_lettered[Reason.NOT_JSON] == 1
+
+
+@pytest.mark.parametrize("mode", ["per_event", "mini_batch"])
+def test_same_config_and_input_give_the_same_outputs_and_model_bytes(mode: str) -> None:
+    config = Config().replace(engine={"mode": mode})
+    events = scenario_events(events=600, label_delay=25, seed=3)
+    first, second = Engine(config), Engine(config)
+    assert run(first, events) == run(second, events)
+    assert models.dumps(first.model) == models.dumps(second.model)
+
+
+@pytest.mark.parametrize("name", ["logistic_regression", "hoeffding_tree", "arf"])
+def test_every_selectable_model_learns_the_breast_cancer_stream(name: str) -> None:
+    config = Config().replace(
+        model={"name": name, "params": {"n_models": 3} if name == "arf" else {}}
+    )
+    engine = Engine(config)
+    run(engine, scenario_events(events=1500, label_delay=10, drift_at=1500))
+    assert engine.counters.labeled == 1500
+    assert engine.counters.accuracy > 0.85
+
+
+def test_mini_batch_mode_learns_the_stream_too() -> None:
+    # One gradient step per mini-batch instead of one per event: a little less accurate
+    # on a short stream, by design (README: "Mini-batch mode").
+    events = scenario_events(events=3000, label_delay=50, drift_at=3000)
+    per_event = Engine(Config())
+    mini_batch = Engine(Config().replace(engine={"mode": "mini_batch"}))
+    run(per_event, events, batch=500)
+    run(mini_batch, events, batch=500)
+    assert mini_batch.mini_batch
+    assert mini_batch.counters.labeled == per_event.counters.labeled == 3000
+    assert per_event.counters.accuracy > 0.95
+    assert mini_batch.counters.accuracy > 0.85
+
+
+def test_mini_batch_mode_survives_missing_values_and_string_features() -> None:
+    engine = Engine(Config().replace(engine={"mode": "mini_batch"}))
+    events = []
+    for i in range(400):
+        x = {"a": float(i % 7), "colour": "red" if i % 2 else "blue"}
+        missing = ()
+        if i % 5 == 0:
+            del x["a"]
+            missing = ("a",)
+        events.append(feature(f"e{i}", float(i), x, label=i % 2, missing=missing))
+    run(engine, events, batch=100)
+    for i in range(400, 420):
+        events_late = [feature(f"e{i}", float(i), {"a": 1.0, "colour": "red"})]
+        engine.process([*events_late, label(f"e{i}", float(i), 1)])
+    weights = engine.model["LogisticRegression"].weights
+    assert weights and all(math.isfinite(w) for w in weights.values())
+    assert engine.counters.labeled == 420
+    assert engine.counters.accuracy > 0.8
+
+
+def test_every_record_is_accounted_for_exactly_once() -> None:
+    engine = Engine(Config())
+    records = [
+        feature("a", 1.0, {"x": 1.0}),
+        feature("b", 1.0, {"x": 1.0}, label=7),  # bad label: dead-lettered whole, not scored
+        Rejection(Reason.NOT_JSON, "nope", SRC, b"{"),
+        label("a", 2.0, 1),
+        label("a", 3.0, 1),  # duplicate
+        feature("c", 4.0, {"x": 2.0}, label=0),
+    ]
+    outputs = engine.process(records)
+    c = engine.counters
+    assert [o.id for o in outputs if isinstance(o, Prediction)] == ["a", "c"]
+    assert (c.records, c.feature_events, c.labels_joined, c.dead_lettered_total) == (6, 2, 1, 3)
+    assert c.records == c.feature_events + c.labels_joined + c.dead_lettered_total

@@ -1,0 +1,106 @@
+import json
+import math
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from streamheal.events import Event, InvalidEvent, Reason, Rejection, Source, decode, json_schema
+from streamheal.events import validate as validate_event
+
+SRC = Source("events", 3, 41)
+
+
+def reason_of(raw: bytes, max_bytes: int = 65536) -> Reason:
+    result = decode(raw, SRC, max_bytes)
+    assert isinstance(result, Rejection), result
+    assert result.raw == raw and result.source == SRC
+    return result.reason
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"not json", Reason.NOT_JSON),
+        (b"\xff\xfe", Reason.NOT_JSON),
+        (b"[1, 2]", Reason.NOT_AN_OBJECT),
+        (b'{"ts": 1, "features": {}}', Reason.MISSING_ID),
+        (b'{"id": 7, "ts": 1, "features": {}}', Reason.BAD_ID),
+        (b'{"id": "", "ts": 1, "features": {}}', Reason.BAD_ID),
+        (b'{"id": "a", "features": {}}', Reason.BAD_TS),
+        (b'{"id": "a", "ts": "noon", "features": {}}', Reason.BAD_TS),
+        (b'{"id": "a", "ts": 1, "features": [1, 2]}', Reason.BAD_FEATURES),
+        (b'{"id": "a", "ts": 1, "features": {"x": [1]}}', Reason.BAD_FEATURE_VALUE),
+        (b'{"id": "a", "ts": 1, "features": {"x": {"y": 1}}}', Reason.BAD_FEATURE_VALUE),
+        (b'{"id": "a", "ts": 1, "features": {"x": true}}', Reason.BAD_FEATURE_VALUE),
+        (b'{"id": "a", "ts": 1, "label": 1.5}', Reason.BAD_LABEL),
+        (b'{"id": "a", "ts": 1, "label": [1]}', Reason.BAD_LABEL),
+        (b'{"id": "a", "ts": 1}', Reason.NO_FEATURES_OR_LABEL),
+    ],
+)
+def test_each_bad_record_is_rejected_with_its_reason(raw: bytes, reason: Reason) -> None:
+    assert reason_of(raw) == reason
+
+
+def test_a_record_over_the_size_limit_is_rejected_before_parsing() -> None:
+    raw = orjson.dumps({"id": "a", "ts": 1, "features": {"x": "y" * 200}})
+    assert reason_of(raw, max_bytes=100) == Reason.TOO_LARGE
+
+
+@pytest.mark.parametrize("missing", ["null", "NaN", "Infinity", "-Infinity"])
+def test_null_nan_and_infinity_are_missing_values_not_errors(missing: str) -> None:
+    raw = f'{{"id": "a", "ts": 1.0, "features": {{"x": {missing}, "y": 2}}}}'.encode()
+    event = decode(raw, SRC)
+    assert isinstance(event, Event)
+    assert event.features == {"y": 2}
+    assert event.missing == ("x",)
+
+
+def test_python_json_dumps_output_with_nan_is_accepted() -> None:
+    raw = json.dumps({"id": "a", "ts": 1.0, "features": {"x": math.nan, "c": "red"}}).encode()
+    event = decode(raw, SRC)
+    assert isinstance(event, Event) and event.features == {"c": "red"}
+
+
+def test_label_event_and_feature_event_with_label() -> None:
+    label_event = decode(b'{"id": "a", "ts": 2, "label": "spam"}', SRC)
+    assert isinstance(label_event, Event)
+    assert label_event.features is None and label_event.label == "spam"
+    both = decode(b'{"id": "a", "ts": 2, "features": {"x": 1}, "label": 0}', SRC)
+    assert isinstance(both, Event) and both.label == 0 and both.features == {"x": 1}
+
+
+def test_validate_raises_for_the_producer_side() -> None:
+    with pytest.raises(InvalidEvent) as err:
+        validate_event({"id": "a", "ts": 1, "features": {"x": object()}})
+    assert err.value.reason == Reason.BAD_FEATURE_VALUE
+
+
+def test_shipped_json_schema_examples_decode_as_valid_events() -> None:
+    schema = json_schema()
+    assert schema["required"] == ["id", "ts"]
+    for example in schema["examples"]:
+        assert isinstance(decode(orjson.dumps(example), SRC), Event)
+
+
+@given(st.binary(max_size=300))
+def test_decode_never_raises_on_arbitrary_bytes(raw: bytes) -> None:
+    assert isinstance(decode(raw, SRC), Event | Rejection)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner),
+    max_leaves=8,
+)
+
+
+@given(st.dictionaries(st.sampled_from(["id", "ts", "features", "label", "x"]), json_values))
+def test_decode_never_raises_on_arbitrary_json_objects(obj: dict) -> None:
+    raw = json.dumps(obj).encode()
+    result = decode(raw, SRC)
+    assert isinstance(result, Event | Rejection)
+    if isinstance(result, Event) and result.features is not None:
+        for value in result.features.values():
+            assert isinstance(value, str) or math.isfinite(value)
