@@ -165,3 +165,12 @@ def test_every_record_is_accounted_for_exactly_once() -> None:
     assert [o.id for o in outputs if isinstance(o, Prediction)] == ["a", "c"]
     assert (c.records, c.feature_events, c.labels_joined, c.dead_lettered_total) == (6, 2, 1, 3)
     assert c.records == c.feature_events + c.labels_joined + c.dead_lettered_total
+
+
+def test_mini_batch_mode_keeps_numeric_looking_strings_categorical() -> None:
+    from streamheal.engine import _frame
+
+    numeric = _frame([{"a": 1, "b": 2.5}, {"a": 3, "b": 4.0}])
+    assert list(numeric.dtypes.astype(str)) == ["float64", "float64"]
+    mixed = _frame([{"a": 1.0, "code": "1.5"}, {"a": 2.0, "code": "7"}])
+    assert mixed["code"].tolist() == ["1.5", "7"]

@@ -25,6 +25,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from streamheal import models
 from streamheal.config import Config
 from streamheal.events import Event, Label, Reason, Rejection, Source
@@ -168,13 +170,15 @@ class Engine:
         outputs: list[Output] = []
         scored = [r for r in records if type(r) is not Rejection and r.features is not None]
         if scored:
-            frame = pd.DataFrame.from_records([e.features for e in scored])
+            frame = _frame([e.features for e in scored])
             complete = frame.notna().all(axis=1).tolist()
             proba_frame = self.model.predict_proba_many(frame)
             classes = list(proba_frame.columns)
             if self._binary:
                 classes = [int(c) for c in classes]
-            rows = proba_frame.to_numpy().tolist()
+            proba_matrix = proba_frame.to_numpy()
+            rows = proba_matrix.tolist()
+            best = [classes[i] for i in proba_matrix.argmax(axis=1).tolist()]
         # Rows of `frame` to learn from, labels that join rows from earlier batches, and
         # rows with missing cells (learned one by one).
         batch_rows: list[int] = []
@@ -200,9 +204,9 @@ class Engine:
                 continue  # dead-lettered whole, not scored
             if complete[k - 1]:
                 proba = dict(zip(classes, rows[k - 1], strict=True))
+                prediction = self._emit_prediction(event, proba, outputs, best[k - 1])
             else:
-                proba = self._proba_one(features)
-            prediction = self._emit_prediction(event, proba, outputs)
+                prediction = self._emit_prediction(event, self._proba_one(features), outputs)
             if label is None:
                 self._remember(event, features, prediction)
                 continue
@@ -217,7 +221,7 @@ class Engine:
             parts.append(frame if len(batch_rows) == len(scored) else frame.iloc[batch_rows])
             labels.extend(batch_labels)
         if late:
-            late_frame = pd.DataFrame.from_records([x for x, _ in late])
+            late_frame = _frame([x for x, _ in late])
             whole = late_frame.notna().all(axis=1).tolist()
             if parts:  # stacked under this batch's rows, a late row needs the same columns
                 columns = set(frame.columns)
@@ -236,12 +240,15 @@ class Engine:
         return outputs
 
     # ------------------------------------------------------------------ shared
-    def _emit_prediction(self, event: Event, proba: dict[Any, float], outputs: list) -> Any:
+    def _emit_prediction(
+        self, event: Event, proba: dict[Any, float], outputs: list, prediction: Any = None
+    ) -> Any:
         counters = self.counters
         counters.feature_events += 1
         for name in event.missing:
             counters.missing[name] += 1
-        prediction = max(proba, key=proba.__getitem__) if proba else None
+        if prediction is None and proba:
+            prediction = max(proba, key=proba.__getitem__)
         outputs.append(
             Prediction(
                 event.id,
@@ -334,3 +341,17 @@ class Engine:
     def _pass_rejection(self, rejection: Rejection, outputs: list[Output]) -> None:
         self.counters.dead_lettered[rejection.reason] += 1
         outputs.append(rejection)
+
+
+def _frame(rows: list[dict[str, Any]]) -> Any:
+    """A DataFrame of feature dicts; the fast path when every row has the same numeric keys."""
+    import pandas as pd
+
+    columns = tuple(rows[0])
+    if all(tuple(row) == columns for row in rows):
+        # Without a dtype, numpy turns any string into a str array: then let pandas infer
+        # per-column types (dtype=float would silently parse "1.5" as a number).
+        matrix = np.array([list(row.values()) for row in rows])
+        if matrix.dtype.kind in "fi":
+            return pd.DataFrame(matrix.astype(float, copy=False), columns=list(columns))
+    return pd.DataFrame.from_records(rows)

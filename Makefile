@@ -1,0 +1,48 @@
+# streamheal — the two set-up commands are `make demo` and `make test`.
+# Needs only Python 3.11+, Java 17+ and Maven: everything else is installed here.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+# `make test` runs its own broker on other ports, so a dev broker (`make kafka-up`) is untouched.
+TEST_KAFKA := STREAMHEAL_LOCAL_KAFKA__PORT=19192 STREAMHEAL_LOCAL_KAFKA__CONTROLLER_PORT=19193
+
+.PHONY: install demo test lint bench kafka-up kafka-down kafka-status clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: install kafka-up
+	$(BIN)/python -m streamheal.demo
+
+test: install lint
+	$(TEST_KAFKA) $(BIN)/streamheal kafka up
+	status=0; \
+	STREAMHEAL_TEST_BOOTSTRAP=127.0.0.1:19192 $(BIN)/python -m pytest $(PYTEST_ARGS) || status=$$?; \
+	$(TEST_KAFKA) $(BIN)/streamheal kafka down --purge; \
+	exit $$status
+
+lint: install
+	$(BIN)/ruff check src tests producers bench
+	$(BIN)/ruff format --check src tests producers bench
+
+bench: install
+	$(BIN)/streamheal bench --json
+
+kafka-up: install
+	$(BIN)/streamheal kafka up
+
+kafka-down: install
+	$(BIN)/streamheal kafka down
+
+kafka-status: install
+	$(BIN)/streamheal kafka status
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info
