@@ -168,7 +168,7 @@ def test_every_record_is_accounted_for_exactly_once() -> None:
 
 
 def test_mini_batch_mode_keeps_numeric_looking_strings_categorical() -> None:
-    from streamheal.engine import _frame
+    from streamheal.models import feature_frame as _frame
 
     numeric = _frame([{"a": 1, "b": 2.5}, {"a": 3, "b": 4.0}])
     assert list(numeric.dtypes.astype(str)) == ["float64", "float64"]

@@ -100,6 +100,53 @@ class EngineConfig:
 
 
 @dataclass(frozen=True)
+class DetectorsConfig:
+    """Drift detection on every signal, under one family-wise false-alarm budget."""
+
+    enabled: bool = True
+    # Expected false drift declarations per 10,000 stationary events, all signals together.
+    false_alarms_per_10k: float = field(
+        default=0.5, metadata=_rule("a number > 0", lambda v: v > 0)
+    )
+    reference_size: int = field(default=500, metadata=_rule("an integer >= 50", lambda v: v >= 50))
+    window_size: int = field(default=500, metadata=_rule("an integer >= 50", lambda v: v >= 50))
+    # Cheap checks (sequential detectors, confirmation bookkeeping) every `check_every` events;
+    # windowed tests (KS, PSI, chi-square, re-scored predictions) every `window_check_every`.
+    check_every: int = field(default=100, metadata=_positive())
+    window_check_every: int = field(default=2000, metadata=_positive())
+    # A drift is declared when `confirm_checks` of the last `confirm_window` checks raise,
+    # and cleared when the last `confirm_window` checks are all below the clearing level.
+    confirm_checks: int = field(default=2, metadata=_positive())
+    confirm_window: int = field(default=3, metadata=_positive())
+    cooldown_events: int = field(default=1000, metadata=_rule("an integer >= 0", lambda v: v >= 0))
+    # Hysteresis: p-value tests clear above `clear_p_value`; thresholds clear below half.
+    clear_p_value: float = field(
+        default=0.05, metadata=_rule("a probability in (0, 1)", lambda v: 0 < v < 1)
+    )
+    cusum_k: float = field(default=0.25, metadata=_rule("a number > 0", lambda v: v > 0))
+    psi_threshold: float = field(default=0.25, metadata=_rule("a number > 0", lambda v: v > 0))
+    psi_bins: int = field(default=10, metadata=_rule("an integer >= 2", lambda v: v >= 2))
+    max_categories: int = field(default=50, metadata=_positive())
+    max_features: int = field(default=200, metadata=_positive())
+    concept_detector: str = field(
+        default="adwin", metadata=_choice("adwin", "page_hinkley", "ddm", "hddm_a")
+    )
+    # Concept detectors decide on their own statistics: confirm on the first firing by default.
+    concept_confirm_checks: int = field(default=1, metadata=_positive())
+    confidence_threshold: float = field(
+        default=25.0, metadata=_rule("a number > 0", lambda v: v > 0)
+    )
+    # Rows re-scored by the current model for the model-drift and confidence comparisons,
+    # every `model_check_every` events (re-scoring is the costliest check).
+    model_sample_size: int = field(
+        default=200, metadata=_rule("an integer >= 20", lambda v: v >= 20)
+    )
+    model_check_every: int = field(default=4000, metadata=_positive())
+    reference_profile: str = ""  # a profile JSON written by DriftSuite.profile(); "" = learn it
+    roll_reference_on_drift: bool = False
+
+
+@dataclass(frozen=True)
 class WorkerConfig:
     poll_timeout_seconds: float = field(
         default=0.5, metadata=_rule("a number of seconds > 0", lambda v: v > 0)
@@ -127,6 +174,7 @@ class Config:
     events: EventsConfig = field(default_factory=EventsConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
+    detectors: DetectorsConfig = field(default_factory=DetectorsConfig)
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     local_kafka: LocalKafkaConfig = field(default_factory=LocalKafkaConfig)
 

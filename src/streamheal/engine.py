@@ -25,13 +25,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from streamheal import models
 from streamheal.config import Config
+from streamheal.detectors.suite import DriftSuite, Observation
 from streamheal.events import Event, Label, Reason, Rejection, Source
 
-Output = Any  # Prediction | Rejection, more kinds as detectors and policy land
+Output = Any  # Prediction | Rejection | Drift
 
 
 @dataclass(slots=True)
@@ -113,6 +112,9 @@ class Engine:
         # Ids that left the buffer, so a late or repeated label gets the right DLQ reason.
         self._closed: dict[str, Reason] = {}
         self.counters = Counters()
+        self.drift = DriftSuite(config.detectors) if config.detectors.enabled else None
+        self._model_check_every = config.detectors.model_check_every if self.drift else 1 << 62
+        self._seen = Observation()
 
     # ------------------------------------------------------------------ public
     def process(self, records: list[Event | Rejection]) -> list[Output]:
@@ -123,7 +125,7 @@ class Engine:
         """
         self.counters.records += len(records)
         if self.mini_batch:
-            return self._process_mini_batch(records)
+            return self._watch(self._process_mini_batch(records))
         outputs: list[Output] = []
         for event in records:
             if type(event) is Rejection:
@@ -135,12 +137,24 @@ class Engine:
                 continue
             if event.label is None:
                 self._remember(event, features, self._score_one(event, features, outputs))
-                continue
-            label = self._model_label(event, outputs)
-            if label is not None:  # a record is taken whole or dead-lettered whole
+            else:
+                label = self._model_label(event, outputs)
+                if label is None:  # a record is taken whole or dead-lettered whole
+                    continue
                 prediction = self._score_one(event, features, outputs)
                 self._account_own_label(event, prediction)
                 self.model.learn_one(features, label)
+            if self.counters.feature_events % self._model_check_every == 0:
+                # The model-drift check re-scores rows with the model exactly as it is at
+                # this event, so per-event results do not depend on how batches were cut.
+                self._watch(outputs)
+        return self._watch(outputs)
+
+    def _watch(self, outputs: list[Output]) -> list[Output]:
+        """Let the drift detectors see this batch; their declarations follow its outputs."""
+        seen, self._seen = self._seen, Observation()
+        if self.drift is not None and (seen.rows or seen.outcomes):
+            outputs.extend(self.drift.observe(seen, self.model, self.model_version))
         return outputs
 
     @property
@@ -155,7 +169,7 @@ class Engine:
     def _proba_one(self, features: dict[str, Any]) -> dict[Any, float]:
         proba = self.model.predict_proba_one(features)
         if self._binary:
-            return {int(k): v for k, v in proba.items()}
+            return {0: proba.get(False, 0.0), 1: proba.get(True, 0.0)}
         return proba
 
     # ---------------------------------------------------------------- mini batch
@@ -170,7 +184,7 @@ class Engine:
         outputs: list[Output] = []
         scored = [r for r in records if type(r) is not Rejection and r.features is not None]
         if scored:
-            frame = _frame([e.features for e in scored])
+            frame = models.feature_frame([e.features for e in scored])
             complete = frame.notna().all(axis=1).tolist()
             proba_frame = self.model.predict_proba_many(frame)
             classes = list(proba_frame.columns)
@@ -221,7 +235,7 @@ class Engine:
             parts.append(frame if len(batch_rows) == len(scored) else frame.iloc[batch_rows])
             labels.extend(batch_labels)
         if late:
-            late_frame = _frame([x for x, _ in late])
+            late_frame = models.feature_frame([x for x, _ in late])
             whole = late_frame.notna().all(axis=1).tolist()
             if parts:  # stacked under this batch's rows, a late row needs the same columns
                 columns = set(frame.columns)
@@ -249,6 +263,11 @@ class Engine:
             counters.missing[name] += 1
         if prediction is None and proba:
             prediction = max(proba, key=proba.__getitem__)
+        seen = self._seen
+        seen.rows.append(event.features)
+        seen.top.append(proba[prediction] if proba else 0.0)
+        seen.offsets.append(event.source.offset)
+        seen.partition = event.source.partition
         outputs.append(
             Prediction(
                 event.id,
@@ -300,8 +319,9 @@ class Engine:
     def _record_outcome(self, prediction: Any, label: Label) -> None:
         counters = self.counters
         counters.labeled += 1
-        if prediction == label:
-            counters.correct += 1
+        right = prediction == label
+        counters.correct += right
+        self._seen.outcomes.append((counters.feature_events, label, int(right)))
 
     def _remember(self, event: Event, features: dict[str, Any], prediction: Any) -> None:
         pending = self._pending
@@ -341,17 +361,3 @@ class Engine:
     def _pass_rejection(self, rejection: Rejection, outputs: list[Output]) -> None:
         self.counters.dead_lettered[rejection.reason] += 1
         outputs.append(rejection)
-
-
-def _frame(rows: list[dict[str, Any]]) -> Any:
-    """A DataFrame of feature dicts; the fast path when every row has the same numeric keys."""
-    import pandas as pd
-
-    columns = tuple(rows[0])
-    if all(tuple(row) == columns for row in rows):
-        # Without a dtype, numpy turns any string into a str array: then let pandas infer
-        # per-column types (dtype=float would silently parse "1.5" as a number).
-        matrix = np.array([list(row.values()) for row in rows])
-        if matrix.dtype.kind in "fi":
-            return pd.DataFrame(matrix.astype(float, copy=False), columns=list(columns))
-    return pd.DataFrame.from_records(rows)

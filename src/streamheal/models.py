@@ -18,6 +18,7 @@ import numbers
 import pickle
 from typing import Any
 
+import numpy as np
 from river import base, compose, forest, linear_model, multiclass, preprocessing, tree
 
 from streamheal.config import ModelConfig
@@ -97,3 +98,33 @@ def dumps(model: base.Classifier) -> bytes:
 def loads(blob: bytes) -> base.Classifier:
     # Only for bytes this process or its registry wrote (integrity is checked by the caller).
     return pickle.loads(blob)
+
+
+def feature_frame(rows: list[dict[str, Any]]) -> Any:
+    """A DataFrame of feature dicts; the fast path when every row has the same numeric keys."""
+    import pandas as pd  # only mini-batch paths need a DataFrame
+
+    columns = tuple(rows[0])
+    if all(tuple(row) == columns for row in rows):
+        # Without a dtype, numpy turns any string into a str array: then let pandas infer
+        # per-column types (dtype=float would silently parse "1.5" as a number).
+        matrix = np.array([list(row.values()) for row in rows])
+        if matrix.dtype.kind in "fi":
+            return pd.DataFrame(matrix.astype(float, copy=False), columns=list(columns))
+    return pd.DataFrame.from_records(rows)
+
+
+def predict_proba_rows(
+    model: base.Classifier, rows: list[dict[str, Any]]
+) -> list[dict[Any, float]]:
+    """Class probabilities for many rows: one ``predict_proba_many`` where the model has
+    it and no cell is missing, else row by row."""
+    if rows and supports_mini_batch(model):
+        frame = feature_frame(rows)
+        if frame.notna().all(axis=None):
+            probabilities = model.predict_proba_many(frame)
+            classes = list(probabilities.columns)
+            return [
+                dict(zip(classes, row, strict=True)) for row in probabilities.to_numpy().tolist()
+            ]
+    return [model.predict_proba_one(row) for row in rows]

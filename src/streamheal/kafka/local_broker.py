@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import os
 import signal
+import socket
 import subprocess
 import time
 import uuid
@@ -86,6 +87,12 @@ class LocalKafka:
         if self.status().running:
             self._wait_ready(timeout)
             return self.status()
+        for port in (self.cfg.port, self.cfg.controller_port):
+            if _port_in_use(port):
+                raise LocalKafkaError(
+                    f"port {port} is taken by another process (not the broker recorded in "
+                    f"{self.pid_file}); stop it or set local_kafka.port / controller_port"
+                )
         self.ensure_jars()
         self._write_config()
         if not (self.data_dir / "meta.properties").exists():
@@ -257,3 +264,9 @@ class LocalKafka:
             return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
+
+
+def _port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex(("127.0.0.1", port)) == 0

@@ -1,0 +1,59 @@
+"""What every detector shares: evidence levels, evidence records, checkpointable state."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+
+class Level(IntEnum):
+    """A detector's verdict at one check (hysteresis: raising needs more than holding)."""
+
+    CLEAR = 0  # below the lower (clearing) threshold
+    HOLD = 1  # between the clearing and the raising threshold
+    RAISE = 2  # beyond the raising threshold
+
+
+@dataclass
+class Evidence:
+    """One detector's reading for one signal at one check."""
+
+    kind: str  # covariate | prior | concept | model | confidence
+    signal: str  # feature | missing_rate | label | error | prediction | predicted_class | ...
+    feature: str | None
+    detector: str  # cusum | ks | psi | chi2 | adwin | page_hinkley | ddm | hddm_a
+    level: Level
+    statistic: float
+    p_value: float | None = None
+    threshold: float | None = None
+    started_index: int | None = None
+    reference: dict[str, Any] = field(default_factory=dict)
+    current: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    # Window summaries cost more than the test itself: computed only if a record is written.
+    describe: Callable[[], tuple[dict[str, Any], dict[str, Any]]] | None = None
+
+    def summaries(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        return self.describe() if self.describe is not None else (self.reference, self.current)
+
+    @property
+    def key(self) -> tuple[str, str, str | None, str]:
+        return (self.kind, self.signal, self.feature, self.detector)
+
+
+class Stateful:
+    """``state_dict`` / ``load_state_dict`` for checkpoints, in River's and PyTorch's spirit.
+
+    The state is a deep copy of the instance's attributes (numpy arrays, River detectors,
+    plain Python values): restoring it into a fresh instance continues exactly where the
+    original was.
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        return copy.deepcopy(vars(self))
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        vars(self).update(copy.deepcopy(state))

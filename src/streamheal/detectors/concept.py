@@ -1,0 +1,79 @@
+"""Concept drift: River's detectors on the prequential error stream (0 right, 1 wrong).
+
+Only a *rise* of the error rate is drift: a learning model's error falls as it learns,
+and ADWIN would otherwise report that improvement as a change.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from river import drift
+
+from streamheal.detectors.base import Evidence, Level, Stateful
+
+
+def build_detector(name: str, delta: float) -> drift.base.DriftDetector:
+    if name == "adwin":
+        return drift.ADWIN(delta=delta)
+    if name == "page_hinkley":
+        return drift.PageHinkley(mode="up")
+    if name == "ddm":
+        return drift.binary.DDM()
+    if name == "hddm_a":
+        return drift.binary.HDDM_A(drift_confidence=delta)
+    raise ValueError(f"unknown concept detector {name!r}")
+
+
+class ErrorMonitor(Stateful):
+    RECENT = 50  # errors compared with the longer window when a detector fires
+
+    def __init__(self, detector: str, delta: float, window: int) -> None:
+        self.name = detector
+        self.detector = build_detector(detector, delta)
+        self.delta = delta
+        self.window: deque[int] = deque(maxlen=window)
+        self.recent: deque[int] = deque(maxlen=self.RECENT)
+        self.window_errors = 0
+        self.recent_errors = 0
+        self.fired_at: int | None = None
+        self.error_before = 0.0
+
+    def observe(self, errors: list[int], index: int) -> None:
+        detector, window, recent = self.detector, self.window, self.recent
+        for error in errors:
+            if len(window) == window.maxlen:
+                self.window_errors -= window[0]
+            if len(recent) == recent.maxlen:
+                self.recent_errors -= recent[0]
+            window.append(error)
+            recent.append(error)
+            self.window_errors += error
+            self.recent_errors += error
+            detector.update(error)
+            if detector.drift_detected:
+                before = self.window_errors / len(window)
+                if self.recent_errors / len(recent) > before:  # a rise: not an improvement
+                    self.fired_at = index
+                    self.error_before = before
+
+    def evidence(self, watched: bool) -> list[Evidence]:
+        fired, self.fired_at = self.fired_at, None
+        if fired is None and not watched:
+            return []
+        rate = self.window_errors / max(len(self.window), 1)
+        return [
+            Evidence(
+                "concept",
+                "error",
+                None,
+                self.name,
+                Level.RAISE if fired is not None else Level.CLEAR,
+                rate,
+                None,
+                self.delta,
+                started_index=fired,
+                reference={"error_rate": round(self.error_before, 6)},
+                current={"error_rate": round(rate, 6), "n": len(self.window)},
+            )
+        ]

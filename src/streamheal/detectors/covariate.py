@@ -1,0 +1,259 @@
+"""Covariate drift: every input feature against its reference, all features at once.
+
+Numeric features: a two-sided CUSUM on winsorized robust z-scores (fast, for shifts of
+location) plus windowed KS and PSI on reference-quantile bins (for changes of shape).
+Categorical features: chi-square and PSI on category shares. Every feature: a
+chi-square test on its missing rate. The current window is a numpy ring buffer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from streamheal.detectors import stats
+from streamheal.detectors.base import Evidence, Level, Stateful
+from streamheal.detectors.cusum import VectorCusum
+from streamheal.detectors.reference import Reference
+
+
+class CovariateMonitor(Stateful):
+    def __init__(
+        self, reference: Reference, window_size: int, cusum_k: float, cusum_threshold: float
+    ) -> None:
+        self.reference = reference
+        self.window_size = window_size
+        n_num, n_cat = len(reference.numeric_names), len(reference.categorical_names)
+        self.numeric_window = np.full((window_size, n_num), np.nan)
+        self.category_window = np.full((window_size, n_cat), -1, dtype=np.int64)
+        self.cursor = 0  # next row of the ring to write
+        self.seen = 0  # rows observed since the reference was set
+        self.cusum = VectorCusum(n_num, cusum_k, cusum_threshold, prior_weight=window_size)
+
+    @property
+    def warm(self) -> bool:
+        return self.seen >= self.window_size
+
+    # ---------------------------------------------------------------- updates
+    def encode(self, rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Numeric matrix, normal scores and category codes for a batch of rows."""
+        ref = self.reference
+        matrix = ref.numeric_matrix(rows)
+        scores = ref.robust_scores(matrix)
+        return matrix, scores, ref.category_codes(rows)
+
+    def begin(self, scores: np.ndarray, first_index: int) -> None:
+        """Prepare the CUSUM for a batch of scores (see :meth:`VectorCusum.begin`)."""
+        self.cusum.begin(scores, first_index)
+
+    def observe(self, matrix: np.ndarray, codes: np.ndarray) -> None:
+        """Add the next chunk of the batch to the window, and walk the CUSUM over it."""
+        self.cusum.advance(len(matrix))
+        n = len(matrix)
+        if n >= self.window_size:
+            matrix, codes, n = (
+                matrix[-self.window_size :],
+                codes[-self.window_size :],
+                self.window_size,
+            )
+        end = self.cursor + n
+        if end <= self.window_size:
+            self.numeric_window[self.cursor : end] = matrix
+            self.category_window[self.cursor : end] = codes
+        else:
+            split = self.window_size - self.cursor
+            self.numeric_window[self.cursor :] = matrix[:split]
+            self.numeric_window[: n - split] = matrix[split:]
+            self.category_window[self.cursor :] = codes[:split]
+            self.category_window[: n - split] = codes[split:]
+        self.cursor = end % self.window_size
+        self.seen += len(matrix)
+
+    # ----------------------------------------------------------------- checks
+    def sequential_evidence(self, watched: set[str]) -> list[Evidence]:
+        """CUSUM readings (every cheap check): features not clear, and those in ``watched``."""
+        cusum = self.cusum
+        levels = cusum.level()
+        evidence = []
+        for j in np.flatnonzero(levels).tolist() if not watched else range(len(levels)):
+            name = self.reference.numeric_names[j]
+            if not levels[j] and name not in watched:
+                continue
+            evidence.append(
+                Evidence(
+                    "covariate",
+                    "feature",
+                    name,
+                    "cusum",
+                    Level(int(levels[j])),
+                    float(cusum.peak[j]),
+                    threshold=cusum.threshold,
+                    started_index=int(cusum.last_zero[j]),
+                )
+            )
+        cusum.end_check()
+        return evidence
+
+    def reset_sequential(self, feature: str) -> None:
+        self.cusum.reset_series(self.reference.numeric_names.index(feature))
+
+    def window_evidence(
+        self, alpha: float, clear_p: float, psi_threshold: float, watched: set[tuple]
+    ) -> list[Evidence]:
+        """KS, PSI and missing-rate tests on the current window (every windowed check).
+
+        Only readings that are not clear, or whose signal is in ``watched`` (an alarm to
+        feed), become :class:`Evidence`: a stationary check allocates almost nothing.
+        """
+        if not self.warm:
+            return []
+        ref = self.reference
+        evidence: list[Evidence] = []
+
+        def keep(level: Level, feature: str, detector: str, signal: str = "feature") -> bool:
+            return level != Level.CLEAR or ("covariate", signal, feature, detector) in watched
+
+        names = ref.numeric_names + ref.categorical_names
+        missing = np.concatenate(
+            [np.isnan(self.numeric_window).sum(axis=0), (self.category_window < 0).sum(axis=0)]
+        )
+        for name, level, statistic, p in self._missing_tests(names, missing, alpha, clear_p):
+            if keep(level, name, "chi2", "missing_rate"):
+                evidence.append(self._missing(name, level, statistic, p, alpha))
+        for j, name in enumerate(ref.numeric_names):
+            column = self.numeric_window[:, j]
+            finite = column[np.isfinite(column)]
+            sorted_ref = ref.sorted[j]
+            if len(finite) < 2 or len(sorted_ref) < 2:
+                continue
+            d, p = stats.ks_2samp(sorted_ref, finite)
+            level = _p_level(p, alpha, clear_p)
+            describe = _describe(sorted_ref, finite)
+            if keep(level, name, "ks"):
+                evidence.append(
+                    Evidence(
+                        "covariate", "feature", name, "ks", level, d, p, alpha, describe=describe
+                    )
+                )
+            value = stats.psi(ref.bin_counts[j], stats.binned_counts(ref.edges[j], finite))
+            level = _threshold_level(value, psi_threshold)
+            if keep(level, name, "psi"):
+                evidence.append(
+                    Evidence(
+                        "covariate",
+                        "feature",
+                        name,
+                        "psi",
+                        level,
+                        value,
+                        None,
+                        psi_threshold,
+                        describe=describe,
+                    )
+                )
+        for j, name in enumerate(ref.categorical_names):
+            codes = self.category_window[:, j]
+            present = codes[codes >= 0]
+            reference_counts = ref.category_counts[j]
+            current_counts = np.bincount(present, minlength=len(reference_counts))
+            labels = [*ref.categories[j], "__unseen__"]
+            summaries = {
+                "reference": _shares(labels, reference_counts),
+                "current": _shares(labels, current_counts),
+            }
+            statistic, p = stats.chi2_homogeneity(reference_counts, current_counts)
+            level = _p_level(p, alpha, clear_p)
+            if keep(level, name, "chi2"):
+                evidence.append(
+                    Evidence(
+                        "covariate",
+                        "feature",
+                        name,
+                        "chi2",
+                        level,
+                        statistic,
+                        p,
+                        alpha,
+                        **summaries,
+                    )
+                )
+            value = stats.psi(reference_counts, current_counts)
+            level = _threshold_level(value, psi_threshold)
+            if keep(level, name, "psi"):
+                evidence.append(
+                    Evidence(
+                        "covariate",
+                        "feature",
+                        name,
+                        "psi",
+                        level,
+                        value,
+                        None,
+                        psi_threshold,
+                        **summaries,
+                    )
+                )
+        return evidence
+
+    def _missing_tests(
+        self, names: list[str], missing: np.ndarray, alpha: float, clear_p: float
+    ) -> list[tuple[str, Level, float, float]]:
+        """Chi-square on each feature's missing rate, reference vs window, all at once."""
+        ref_rows = self.reference.rows
+        ref_missing = np.array([self.reference.missing.get(n, 0) for n in names])
+        statistics, p_values = stats.chi2_2x2_many(ref_missing, ref_rows, missing, self.window_size)
+        return [
+            (name, _p_level(p, alpha, clear_p), s, p)
+            for name, s, p in zip(names, statistics.tolist(), p_values.tolist(), strict=True)
+        ]
+
+    def _missing(
+        self, name: str, level: Level, statistic: float, p: float, alpha: float
+    ) -> Evidence:
+        ref_missing, ref_rows = self.reference.missing.get(name, 0), self.reference.rows
+        window = self.numeric_window if name in self.reference.numeric_names else None
+        if window is not None:
+            current = int(np.isnan(window[:, self.reference.numeric_names.index(name)]).sum())
+        else:
+            j = self.reference.categorical_names.index(name)
+            current = int((self.category_window[:, j] < 0).sum())
+        return Evidence(
+            "covariate",
+            "missing_rate",
+            name,
+            "chi2",
+            level,
+            statistic,
+            p,
+            alpha,
+            reference={"missing_rate": ref_missing / max(ref_rows, 1)},
+            current={"missing_rate": current / self.window_size},
+        )
+
+    @property
+    def windowed_tests(self) -> int:
+        """How many p-value tests one windowed check runs (for the multiple-testing budget)."""
+        ref = self.reference
+        return 2 * len(ref.numeric_names) + 2 * len(ref.categorical_names)
+
+
+def _p_level(p: float, alpha: float, clear_p: float) -> Level:
+    if p < alpha:
+        return Level.RAISE
+    return Level.CLEAR if p > clear_p else Level.HOLD
+
+
+def _threshold_level(value: float, threshold: float) -> Level:
+    if value > threshold:
+        return Level.RAISE
+    return Level.CLEAR if value < threshold / 2 else Level.HOLD
+
+
+def _shares(labels: list[str], counts: np.ndarray) -> dict[str, float]:
+    total = max(int(counts.sum()), 1)
+    return {label: round(int(c) / total, 6) for label, c in zip(labels, counts, strict=True) if c}
+
+
+def _describe(reference: np.ndarray, current: np.ndarray):
+    return lambda: (stats.summary(reference), stats.summary(current))

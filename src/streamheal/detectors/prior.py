@@ -1,0 +1,73 @@
+"""Prior drift: the class mix of arriving labels against the reference class mix."""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from typing import Any
+
+import numpy as np
+
+from streamheal.detectors import stats
+from streamheal.detectors.base import Evidence, Stateful
+from streamheal.detectors.covariate import _p_level, _shares, _threshold_level
+
+
+class LabelMonitor(Stateful):
+    """Chi-square and PSI of class frequencies: first ``reference_size`` labels vs the last
+    ``window_size`` labels."""
+
+    def __init__(self, reference_size: int, window_size: int) -> None:
+        self.reference_size = reference_size
+        self.reference: Counter[Any] = Counter()
+        self.window: deque[Any] = deque(maxlen=window_size)
+
+    def observe(self, labels: list[Any]) -> None:
+        for label in labels:
+            if sum(self.reference.values()) < self.reference_size:
+                self.reference[label] += 1
+            else:
+                self.window.append(label)
+
+    def reset(self) -> None:
+        self.reference.clear()
+        self.window.clear()
+
+    @property
+    def warm(self) -> bool:
+        return len(self.window) == self.window.maxlen
+
+    def window_evidence(self, alpha: float, clear_p: float, psi_threshold: float) -> list[Evidence]:
+        if not self.warm:
+            return []
+        current = Counter(self.window)
+        classes = sorted(set(self.reference) | set(current), key=str)
+        ref_counts = np.array([self.reference[c] for c in classes])
+        cur_counts = np.array([current[c] for c in classes])
+        names = [str(c) for c in classes]
+        summaries = {"reference": _shares(names, ref_counts), "current": _shares(names, cur_counts)}
+        statistic, p = stats.chi2_homogeneity(ref_counts, cur_counts)
+        value = stats.psi(ref_counts, cur_counts)
+        return [
+            Evidence(
+                "prior",
+                "label",
+                None,
+                "chi2",
+                _p_level(p, alpha, clear_p),
+                statistic,
+                p,
+                alpha,
+                **summaries,
+            ),
+            Evidence(
+                "prior",
+                "label",
+                None,
+                "psi",
+                _threshold_level(value, psi_threshold),
+                value,
+                None,
+                psi_threshold,
+                **summaries,
+            ),
+        ]

@@ -1,0 +1,262 @@
+"""All drift detectors of one partition, under one family-wise false-alarm budget.
+
+The Engine hands the suite, once per batch, what it saw: the scored rows, each one's
+top-class probability, and the labels it learned from (with whether the prediction was
+right). The suite splits that at check boundaries (every ``check_every`` feature
+events), so its decisions do not depend on how the stream was cut into batches, and
+returns a :class:`Drift` for every declared or resolved drift.
+
+The budget, ``false_alarms_per_10k`` expected false declarations per 10,000 stationary
+events, is shared out: 40% to the per-feature CUSUMs (their threshold comes from
+Siegmund's run-length approximation, Bonferroni over features and sides), 40% to the
+windowed tests (a per-test level of ``share / checks per 10k / tests per check``), 10% to
+the concept detector (ADWIN's or HDDM_A's confidence) and 10% to the confidence
+Page-Hinkley (threshold from config). M-of-N confirmation only lowers the rate further.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from streamheal.config import DetectorsConfig
+from streamheal.detectors.alarm import Alarm
+from streamheal.detectors.base import Evidence, Level, Stateful
+from streamheal.detectors.concept import ErrorMonitor
+from streamheal.detectors.covariate import CovariateMonitor
+from streamheal.detectors.cusum import threshold_for_run_length
+from streamheal.detectors.model import PredictionMonitor
+from streamheal.detectors.prior import LabelMonitor
+from streamheal.detectors.reference import Reference
+
+SEQUENTIAL_SHARE = 0.4
+WINDOWED_SHARE = 0.4
+CONCEPT_SHARE = 0.1
+ADWIN_CLOCK = 32  # River's ADWIN tests for a cut every 32 updates
+
+
+@dataclass
+class Drift:
+    """A declared (``firing``) or ended (``resolved``) drift, as written to the alerts topic."""
+
+    status: str
+    kind: str
+    signal: str
+    feature: str | None
+    detector: str
+    statistic: float
+    p_value: float | None
+    threshold: float | None
+    started_index: int | None
+    confirmed_index: int
+    offset: int | None
+    partition: int | None
+    model_version: int
+    reference: dict[str, Any] = field(default_factory=dict)
+    current: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}:{self.signal}:{self.feature or '-'}:{self.detector}"
+
+    def to_record(self) -> dict[str, Any]:
+        record = {"type": "drift", "key": self.key}
+        record.update({k: v for k, v in vars(self).items() if k != "extra"})
+        record.update(self.extra)
+        return record
+
+
+@dataclass
+class Observation:
+    """What the Engine saw in one batch, in order."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    top: list[float] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    # (feature events seen when it was learned, label, 1 if the prediction was right)
+    outcomes: list[tuple[int, Any, int]] = field(default_factory=list)
+    partition: int | None = None
+
+
+class DriftSuite(Stateful):
+    def __init__(self, cfg: DetectorsConfig) -> None:
+        self.cfg = cfg
+        self.index = 0  # feature events observed
+        self.reference_rows: list[dict[str, Any]] = []
+        self.covariate: CovariateMonitor | None = None
+        self.labels = LabelMonitor(cfg.reference_size, cfg.window_size)
+        concept_delta = CONCEPT_SHARE * cfg.false_alarms_per_10k / (10_000 / ADWIN_CLOCK)
+        self.errors = ErrorMonitor(cfg.concept_detector, concept_delta, cfg.window_size)
+        self.predictions = PredictionMonitor(
+            cfg.model_sample_size, cfg.window_size, cfg.confidence_threshold
+        )
+        self.alarms: dict[tuple, Alarm] = {}
+        self.alpha = 0.0
+        if cfg.reference_profile:
+            profile = json.loads(Path(cfg.reference_profile).read_text())
+            self._start(Reference.from_profile(profile, cfg.psi_bins), rows=[])
+
+    # ------------------------------------------------------------------ public
+    def observe(self, seen: Observation, model: Any, model_version: int) -> list[Drift]:
+        """Feed one batch; return the drifts declared or resolved at its checks."""
+        cfg, drifts = self.cfg, []
+        rows, top, offsets = seen.rows, seen.top, seen.offsets
+        encoded = None
+        outcomes, o = seen.outcomes, 0
+        start = 0
+        while start < len(rows) or o < len(outcomes):
+            boundary = (self.index // cfg.check_every + 1) * cfg.check_every
+            if self.covariate is None:
+                boundary = min(boundary, self.index + cfg.reference_size - len(self.reference_rows))
+            end = min(len(rows), start + boundary - self.index)
+            chunk = rows[start:end]
+            if self.covariate is None:
+                self.reference_rows.extend(chunk)
+                if len(self.reference_rows) >= cfg.reference_size:
+                    reference = Reference.from_rows(
+                        self.reference_rows, cfg.max_features, cfg.max_categories, cfg.psi_bins
+                    )
+                    self._start(reference, self.reference_rows)
+                    encoded = None
+            elif chunk:
+                if encoded is None:  # encode the rest of the batch once, then slice it
+                    matrix, scores, codes = self.covariate.encode(rows[start:])
+                    self.covariate.begin(scores, self.index)
+                    encoded = (start, matrix, codes)
+                at = start - encoded[0]
+                self.covariate.observe(
+                    encoded[1][at : at + len(chunk)], encoded[2][at : at + len(chunk)]
+                )
+            if chunk:
+                self.predictions.observe(chunk, top[start:end], self.index)
+            self.index += len(chunk)
+            # Labels learned before feature event `index` belong to this chunk.
+            labels, errors, correct = [], [], []
+            while o < len(outcomes) and (outcomes[o][0] <= self.index or end == len(rows)):
+                _, label, right = outcomes[o]
+                labels.append(label)
+                errors.append(1 - right)
+                correct.append(right)
+                o += 1
+            self.labels.observe(labels)
+            self.errors.observe(errors, self.index)
+            self.predictions.observe_outcomes(correct)
+            start = end
+            if chunk and self.index % cfg.check_every == 0:
+                offset = offsets[end - 1] if offsets else None
+                drifts += self._check(model, model_version, offset, seen.partition)
+            if not chunk and o >= len(outcomes):
+                break
+        return drifts
+
+    def profile(self) -> dict[str, Any] | None:
+        """The reference as JSON, for ``detectors.reference_profile`` (None while warming up)."""
+        return self.covariate.reference.profile() if self.covariate else None
+
+    def reset_reference(self) -> None:
+        """Learn a new reference from the next ``reference_size`` events (after a reset or an
+        accepted drift)."""
+        self.covariate = None
+        self.reference_rows = []
+        self.labels.reset()
+
+    @property
+    def firing(self) -> list[tuple]:
+        return [key for key, alarm in self.alarms.items() if alarm.firing]
+
+    # ---------------------------------------------------------------- internals
+    def _start(self, reference: Reference, rows: list[dict[str, Any]]) -> None:
+        cfg = self.cfg
+        n_series = max(len(reference.numeric_names), 1)
+        rate = cfg.false_alarms_per_10k / 10_000
+        run_length = 2 * n_series / (SEQUENTIAL_SHARE * rate)  # two sides per feature
+        threshold = threshold_for_run_length(cfg.cusum_k, run_length)
+        self.covariate = CovariateMonitor(reference, cfg.window_size, cfg.cusum_k, threshold)
+        self.predictions.set_reference(rows or self.predictions.reference_rows)
+        self.reference_rows = []
+        # Bonferroni over the tests of a check and over the checks in 10,000 events.
+        tests_per_10k = (self.covariate.windowed_tests + 1) * 10_000 / cfg.window_check_every
+        tests_per_10k += self.predictions.windowed_tests * 10_000 / cfg.model_check_every
+        self.alpha = WINDOWED_SHARE * cfg.false_alarms_per_10k / tests_per_10k
+
+    def _check(
+        self, model: Any, version: int, offset: int | None, partition: int | None
+    ) -> list[Drift]:
+        cfg = self.cfg
+        covariate = self.covariate
+        if covariate is None or not covariate.warm:
+            if covariate is not None:
+                covariate.cusum.end_check()  # keep the CUSUM's per-check peaks fresh
+            return []
+        # Clear readings matter only where an alarm exists to be confirmed or cleared.
+        alarms = self.alarms
+        watched = {key[2] for key in alarms if key[3] == "cusum"}
+        evidence = covariate.sequential_evidence(watched)
+        evidence += self.errors.evidence(("concept", "error", None, self.errors.name) in alarms)
+        evidence += self.predictions.sequential_evidence(
+            ("confidence", "confidence", None, "page_hinkley") in alarms
+        )
+        args = (self.alpha, cfg.clear_p_value, cfg.psi_threshold)
+        if self.index % cfg.window_check_every == 0:
+            evidence += covariate.window_evidence(*args, watched=set(self.alarms))
+            evidence += self.labels.window_evidence(*args)
+        if self.index % cfg.model_check_every == 0:
+            evidence += self.predictions.window_evidence(model, *args)
+        drifts = []
+        for item in evidence:
+            if item.level == Level.CLEAR and item.key not in self.alarms:
+                continue  # nothing to confirm or to clear
+            change = self._alarm(item).update(item.level, self.index)
+            if change is None:
+                continue
+            drifts.append(self._drift(item, change, version, offset, partition))
+            if change == "firing" and item.detector == "cusum":
+                covariate.reset_sequential(item.feature)  # re-arm: a persisting shift re-raises
+        if cfg.roll_reference_on_drift and any(
+            d.status == "firing" and d.kind == "covariate" for d in drifts
+        ):
+            self.reset_reference()
+            for key in [k for k in self.firing if k[0] == "covariate"]:
+                self.alarms.pop(key)
+        return drifts
+
+    def _alarm(self, item: Evidence) -> Alarm:
+        alarm = self.alarms.get(item.key)
+        if alarm is None:
+            cfg = self.cfg
+            one_shot = item.detector in ("adwin", "page_hinkley", "ddm", "hddm_a")
+            confirm = cfg.concept_confirm_checks if one_shot else cfg.confirm_checks
+            alarm = self.alarms[item.key] = Alarm(confirm, cfg.confirm_window, cfg.cooldown_events)
+        return alarm
+
+    def _drift(
+        self, item: Evidence, change: str, version: int, offset: int | None, partition: int | None
+    ) -> Drift:
+        alarm = self.alarms[item.key]
+        started = item.started_index if item.started_index is not None else alarm.first_raise_index
+        reference, current = item.summaries()
+        return Drift(
+            change,
+            item.kind,
+            item.signal,
+            item.feature,
+            item.detector,
+            _round(item.statistic),
+            _round(item.p_value),
+            _round(item.threshold),
+            started,
+            self.index,
+            offset,
+            partition,
+            version,
+            reference,
+            current,
+            {**item.extra, **self.predictions.accuracy_report()},
+        )
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else float(f"{value:.6g}")
