@@ -2,8 +2,9 @@
 
 The stream is the breast-cancer data (30 features) drawn at random to ``events`` events,
 each carrying its label (score, then learn). Events are decoded before timing: decoding
-is the worker's job, the figures are about the Engine. Each variant runs ``rounds`` times, interleaved
-so that machine noise hits all of them alike; the median round is reported.
+is the worker's job, the figures are about the Engine. Each variant runs ``rounds``
+times, interleaved so that machine noise hits all of them alike; the median round is
+reported. Times are process CPU time, which a busy neighbour disturbs less than wall time.
 """
 
 from __future__ import annotations
