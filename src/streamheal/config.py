@@ -133,8 +133,9 @@ class DetectorsConfig:
     )
     # Concept detectors decide on their own statistics: confirm on the first firing by default.
     concept_confirm_checks: int = field(default=1, metadata=_positive())
+    # Page-Hinkley threshold on the top-class probability stream (River's default is 50).
     confidence_threshold: float = field(
-        default=25.0, metadata=_rule("a number > 0", lambda v: v > 0)
+        default=50.0, metadata=_rule("a number > 0", lambda v: v > 0)
     )
     # Rows re-scored by the current model for the model-drift and confidence comparisons,
     # every `model_check_every` events (re-scoring is the costliest check).

@@ -21,6 +21,7 @@ learned from its label.
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -156,6 +157,27 @@ class Engine:
         if self.drift is not None and (seen.rows or seen.outcomes):
             outputs.extend(self.drift.observe(seen, self.model, self.model_version))
         return outputs
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly here (for checkpoints): model bytes, the
+        label-join buffer, counters and detector state."""
+        return {
+            "model": models.dumps(self.model),
+            "model_version": self.model_version,
+            "pending": copy.deepcopy(self._pending),
+            "closed": dict(self._closed),
+            "counters": copy.deepcopy(self.counters),
+            "drift": self.drift.state_dict() if self.drift is not None else None,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model = models.loads(state["model"])
+        self.model_version = state["model_version"]
+        self._pending = copy.deepcopy(state["pending"])
+        self._closed = dict(state["closed"])
+        self.counters = copy.deepcopy(state["counters"])
+        if self.drift is not None and state["drift"] is not None:
+            self.drift.load_state_dict(state["drift"])
 
     @property
     def pending_labels(self) -> int:

@@ -112,4 +112,35 @@ def breast_cancer(
     return Scenario("breast-cancer", with_labels(rows(), label_delay, "bc", unlabeled, seed), truth)
 
 
-SCENARIOS: dict[str, Callable[..., Scenario]] = {"breast-cancer": breast_cancer}
+def prior_shift(
+    events: int = 4000,
+    seed: int = 42,
+    label_delay: int = 0,
+    drift_at: int | None = None,
+    unlabeled: float = 0.0,
+    before: float = 0.4,
+    after: float = 0.8,
+) -> Scenario:
+    """Class balance change on the breast-cancer rows: the share of class 0 (malignant) goes
+    from ``before`` to ``after`` at ``drift_at``; each class's rows keep their distribution."""
+    _, X, y = load_breast_cancer()
+    names = load_breast_cancer()[0]
+    drift_at = events // 2 if drift_at is None else drift_at
+    rng = np.random.default_rng(seed)
+    by_class = [np.flatnonzero(y == c) for c in (0, 1)]
+    share = np.where(np.arange(events) < drift_at, before, after)
+    classes = (rng.random(events) >= share).astype(int)  # class 0 with probability `share`
+    picks = [by_class[c][rng.integers(len(by_class[c]))] for c in classes]
+    rows = ((dict(zip(names, X[r].tolist(), strict=True)), int(y[r])) for r in picks)
+    truth = (
+        {"drifts": [{"index": drift_at, "width": 1, "kind": "prior"}]}
+        if drift_at < events
+        else {"drifts": []}
+    )
+    return Scenario("prior-shift", with_labels(rows, label_delay, "ps", unlabeled, seed), truth)
+
+
+SCENARIOS: dict[str, Callable[..., Scenario]] = {
+    "breast-cancer": breast_cancer,
+    "prior-shift": prior_shift,
+}

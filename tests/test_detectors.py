@@ -1,0 +1,353 @@
+"""Drift detectors: exactness against scipy and the textbook, each drift kind on a stream
+with a known change point, silence on stationary streams, robustness, checkpoints."""
+
+from __future__ import annotations
+
+import math
+import pickle
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import scipy.stats
+from hypothesis import given
+from hypothesis import strategies as st
+from river.datasets import synth
+
+from streamheal.config import Config, DetectorsConfig
+from streamheal.detectors import stats
+from streamheal.detectors.cusum import VectorCusum
+from streamheal.detectors.suite import Drift, DriftSuite, Observation
+from streamheal.engine import Engine
+from streamheal.events import Event, Source
+from streamheal.scenarios import breast_cancer, prior_shift
+
+# ---------------------------------------------------------------- helpers
+
+
+def events_from(rows: Iterator[tuple[dict, object]], label_delay: int = 0) -> list[Event]:
+    """(features, label) rows -> events; with a delay, labels come as label events."""
+    events, waiting = [], []
+    for i, (x, y) in enumerate(rows):
+        src = Source("t", 0, i)
+        if label_delay == 0:
+            events.append(Event(f"e{i}", float(i), x, y, (), src, b""))
+            continue
+        events.append(Event(f"e{i}", float(i), x, None, (), src, b""))
+        waiting.append((f"e{i}", y))
+        if len(waiting) > label_delay:
+            late, label = waiting.pop(0)
+            events.append(Event(late, float(i), None, label, (), src, b""))
+    return events
+
+
+def scenario_events(scenario) -> list[Event]:
+    return [
+        Event(e["id"], e["ts"], e.get("features"), e.get("label"), (), Source("t", 0, i), b"")
+        for i, e in enumerate(scenario.events)
+    ]
+
+
+def drifts(events: list[Event], config: Config | None = None, batch: int = 500) -> list[Drift]:
+    engine = Engine(config or Config())
+    found = []
+    for i in range(0, len(events), batch):
+        found += [o for o in engine.process(events[i : i + batch]) if isinstance(o, Drift)]
+    return found
+
+
+def firing(found: list[Drift], **match) -> list[Drift]:
+    return [
+        d
+        for d in found
+        if d.status == "firing" and all(getattr(d, k) == v for k, v in match.items())
+    ]
+
+
+def gaussian_rows(
+    n: int,
+    seed: int,
+    shift_at: int | None = None,
+    feature: int = 7,
+    shift: float = 1.0,
+    features: int = 30,
+):
+    rng = np.random.default_rng(seed)
+    weights = rng.normal(size=features)
+    for i in range(n):
+        x = rng.normal(size=features)
+        if shift_at is not None and i >= shift_at:
+            x[feature] += shift
+        y = int(x @ weights + rng.normal() > 0)
+        yield {f"f{j:02d}": float(v) for j, v in enumerate(x)}, y
+
+
+# ---------------------------------------------------------------- exactness
+
+
+@pytest.mark.parametrize(
+    ("n1", "n2", "shift", "rounded"),
+    [
+        (500, 500, 0.0, False),
+        (500, 300, 0.2, False),
+        (40, 70, 0.5, False),
+        (500, 500, 0.1, True),
+        (12000, 300, 0.1, False),
+        (1000, 11000, 0.05, False),
+    ],
+)
+def test_ks_matches_scipy_ks_2samp_to_1e_6(n1: int, n2: int, shift: float, rounded: bool) -> None:
+    rng = np.random.default_rng(n1 + n2)
+    a, b = rng.normal(size=n1), rng.normal(shift, 1.0, size=n2)
+    if rounded:  # ties within and across samples
+        a, b = np.round(a, 1), np.round(b, 1)
+    d, p = stats.ks_2samp(np.sort(a), b)
+    expected = scipy.stats.ks_2samp(a, b)
+    assert abs(d - expected.statistic) < 1e-12
+    assert abs(p - expected.pvalue) < 1e-6
+
+
+def test_psi_matches_the_textbook_formula_with_epsilon_for_empty_bins() -> None:
+    reference = np.array([30, 50, 20, 0])
+    current = np.array([10, 40, 30, 20])
+    r = reference / reference.sum()
+    c = current / current.sum()
+    r[r == 0] = stats.PSI_EPSILON
+    expected = sum((ci - ri) * math.log(ci / ri) for ri, ci in zip(r, c, strict=True))
+    assert stats.psi(reference, current) == pytest.approx(expected, abs=1e-12)
+    assert stats.psi(reference, reference) == 0.0
+
+
+def test_psi_bins_are_reference_quantiles() -> None:
+    reference = np.sort(np.random.default_rng(1).normal(size=1000))
+    edges = stats.quantile_edges(reference, 10)
+    counts = stats.binned_counts(edges, reference)
+    assert len(counts) == 10 and counts.min() >= 99 and counts.max() <= 101
+
+
+def test_chi_square_matches_scipy_contingency() -> None:
+    a, b = np.array([40, 35, 25]), np.array([20, 30, 50])
+    expected = scipy.stats.chi2_contingency(np.vstack([a, b]), correction=False)
+    statistic, p = stats.chi2_homogeneity(a, b)
+    assert statistic == pytest.approx(expected.statistic) and p == pytest.approx(expected.pvalue)
+    many, p_many = stats.chi2_2x2_many(np.array([40, 3]), 100, np.array([80, 3]), 100)
+    assert many[0] == pytest.approx(
+        stats.chi2_homogeneity(np.array([60, 40]), np.array([20, 80]))[0]
+    )
+    assert p_many[1] == 1.0  # identical rates
+
+
+def naive_cusum(scores: np.ndarray, k: float, prior: float) -> np.ndarray:
+    """The textbook recursion, one event and one series at a time."""
+    n, m = scores.shape
+    upper, lower, total, count = np.zeros(m), np.zeros(m), np.zeros(m), np.full(m, prior)
+    path = np.zeros((n, m))
+    for t in range(n):
+        for j in range(m):
+            z = scores[t, j]
+            if math.isnan(z):
+                path[t, j] = max(upper[j], lower[j])
+                continue
+            total[j] += z
+            count[j] += 1
+            deviation = z - total[j] / count[j]
+            upper[j] = max(0.0, upper[j] + deviation - k)
+            lower[j] = max(0.0, lower[j] - deviation - k)
+            path[t, j] = max(upper[j], lower[j])
+    return path
+
+
+def test_vectorized_cusum_equals_the_per_event_recursion_whatever_the_chunks() -> None:
+    rng = np.random.default_rng(3)
+    scores = rng.normal(size=(400, 5))
+    scores[200:, 2] += 1.5
+    scores[rng.random(scores.shape) < 0.05] = np.nan
+    expected = naive_cusum(scores, k=0.25, prior=50)
+    for chunks in ([400], [100, 300], [1] * 400, [37, 63, 100, 200]):
+        cusum = VectorCusum(5, k=0.25, threshold=1e9, prior_weight=50)
+        start = 0
+        for size in chunks:
+            cusum.begin(scores[start : start + size], start)
+            for piece in range(0, size, 50):
+                cusum.advance(min(50, size - piece))
+            start += size
+            np.testing.assert_allclose(cusum.statistic, expected[start - 1], atol=1e-9)
+
+
+# ---------------------------------------------------------------- each drift kind
+
+
+def test_a_one_sd_shift_on_one_of_30_features_is_caught_on_that_feature() -> None:
+    found = drifts(events_from(gaussian_rows(8000, seed=1, shift_at=4000)))
+    covariate = firing(found, kind="covariate")
+    assert covariate and all(d.feature == "f07" for d in covariate)
+    first = min(d.confirmed_index for d in covariate)
+    assert 4000 < first <= 4300
+    assert firing(found, kind="covariate", detector="ks")  # the windowed test agrees
+
+
+def test_the_breast_cancer_shift_is_confirmed_on_mean_radius_within_300_events() -> None:
+    found = drifts(scenario_events(breast_cancer(events=4000, drift_at=2000, label_delay=50)))
+    radius = firing(found, kind="covariate", feature="mean radius")
+    assert radius, found
+    first = min(radius, key=lambda d: d.confirmed_index)
+    assert 2000 < first.confirmed_index <= 2300
+    assert abs(first.started_index - 2000) <= 50  # the change point estimate
+    assert all(d.feature == "mean radius" for d in firing(found, kind="covariate"))
+
+
+def test_a_categorical_shift_and_unseen_categories_are_caught_without_crashing() -> None:
+    rng = np.random.default_rng(5)
+    rows = []
+    for i in range(6000):
+        colours = ["red", "blue"] if i < 3000 else ["red", "blue", "green", "teal"]
+        p = [0.5, 0.5] if i < 3000 else [0.1, 0.3, 0.3, 0.3]
+        x = {"a": float(rng.normal()), "colour": str(rng.choice(colours, p=p))}
+        rows.append((x, int(x["a"] > 0)))
+    found = drifts(events_from(iter(rows)))
+    colour = firing(found, kind="covariate", feature="colour")
+    assert {d.detector for d in colour} >= {"chi2", "psi"}
+    assert "__unseen__" in colour[0].current
+
+
+def test_a_class_balance_change_is_caught_on_labels_and_on_predicted_classes() -> None:
+    found = drifts(scenario_events(prior_shift(events=20000, drift_at=10000, label_delay=20)))
+    label = firing(found, kind="prior", signal="label")
+    predicted = firing(found, kind="model", signal="predicted_class")
+    assert label and min(d.confirmed_index for d in label) > 10000
+    assert predicted and min(d.confirmed_index for d in predicted) > 10000
+    assert label[0].reference["0"] < 0.5 < label[0].current["0"]  # 40/60 -> 80/20
+
+
+def stagger_rows(n: int, switch_at: int) -> Iterator[tuple[dict, object]]:
+    before = iter(synth.STAGGER(classification_function=0, seed=1))
+    after = iter(synth.STAGGER(classification_function=2, seed=2))
+    for i in range(n):
+        yield next(before if i < switch_at else after)
+
+
+def test_a_concept_swap_on_stagger_is_caught_on_the_error_stream() -> None:
+    found = drifts(events_from(stagger_rows(8000, 4000), label_delay=10))
+    concept = firing(found, kind="concept")
+    assert concept and 4000 < min(d.confirmed_index for d in concept) <= 4600
+    assert concept[0].current["error_rate"] > concept[0].reference["error_rate"]
+    assert not firing(found, kind="covariate")  # the inputs did not change
+
+
+def test_a_concept_swap_on_agrawal_is_caught() -> None:
+    before = iter(synth.Agrawal(classification_function=0, seed=3))
+    after = iter(synth.Agrawal(classification_function=4, seed=4))
+    rows = (next(before if i < 5000 else after) for i in range(10000))
+    found = drifts(events_from(rows), Config().replace(model={"name": "hoeffding_tree"}))
+    assert firing(found, kind="concept")
+
+
+def test_confidence_decay_is_caught_when_inputs_move_towards_the_boundary() -> None:
+    rng = np.random.default_rng(9)
+
+    def rows():
+        for i in range(12000):
+            y = int(rng.random() < 0.5)
+            spread = 3.0 if i < 6000 else 0.4
+            x = rng.normal((2 * y - 1) * spread, 1.0, size=4)
+            yield {f"x{j}": float(v) for j, v in enumerate(x)}, y
+
+    found = drifts(events_from(rows()))
+    confidence = firing(found, kind="confidence")
+    assert confidence and min(d.confirmed_index for d in confidence) > 6000
+    decayed = confidence[0]
+    assert decayed.extra["estimated_accuracy"] is not None
+    assert "realized_accuracy" in decayed.extra
+
+
+def test_a_jump_in_the_missing_rate_is_itself_a_drift() -> None:
+    events = []
+    for i, (x, y) in enumerate(gaussian_rows(8000, seed=4, features=5)):
+        missing = ()
+        if i >= 4000 and i % 2:
+            del x["f03"]
+            missing = ("f03",)
+        events.append(Event(f"e{i}", float(i), x, y, missing, Source("t", 0, i), b""))
+    found = drifts(events)
+    assert firing(found, kind="covariate", signal="missing_rate", feature="f03")
+
+
+# ---------------------------------------------------------------- silence
+
+
+def test_a_learning_model_on_a_stationary_stream_keeps_model_and_confidence_silent() -> None:
+    found = drifts(scenario_events(breast_cancer(events=30000, drift_at=30000, label_delay=25)))
+    assert not firing(found, kind="model")
+    assert not firing(found, kind="confidence")
+    assert not firing(found, kind="concept")
+
+
+def test_200k_stationary_events_with_all_detectors_declare_at_most_10_drifts() -> None:
+    # 0.5 false alarms per 10,000 events is the default budget: at most 10 in 200,000.
+    found = drifts(events_from(gaussian_rows(200_000, seed=11)), batch=1000)
+    assert len(firing(found)) <= 10, [(d.key, d.confirmed_index) for d in firing(found)]
+
+
+# ---------------------------------------------------------------- robustness, state
+
+values = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.none(),
+    st.sampled_from(["a", "b", "zz"]),
+    st.integers(-5, 5),
+)
+
+
+@given(
+    st.lists(
+        st.dictionaries(st.sampled_from(["x", "y", "c"]), values, max_size=3),
+        min_size=0,
+        max_size=260,
+    )
+)
+def test_no_input_raises_or_poisons_the_detectors(rows: list[dict]) -> None:
+    cfg = DetectorsConfig(
+        reference_size=50,
+        window_size=50,
+        check_every=10,
+        window_check_every=50,
+        model_check_every=50,
+        model_sample_size=20,
+    )
+    suite = DriftSuite(cfg)
+    seen = Observation(
+        rows=rows,
+        top=[0.5] * len(rows),
+        offsets=list(range(len(rows))),
+        outcomes=[(i + 1, i % 2, i % 3 == 0) for i in range(len(rows))],
+    )
+    from streamheal.models import build_model
+
+    model = build_model(Config().model, seed=1)
+    suite.observe(seen, model, 1)
+    suite.observe(Observation(), model, 1)  # an empty batch
+    if suite.covariate is not None:
+        cusum = suite.covariate.cusum
+        assert np.isfinite(cusum.upper).all() and np.isfinite(cusum.lower).all()
+        assert np.isfinite(cusum.total).all()
+
+
+def test_a_suite_restored_mid_stream_continues_exactly_like_the_uninterrupted_one() -> None:
+    events = scenario_events(breast_cancer(events=6000, drift_at=3000, label_delay=30))
+    whole = Engine(Config())
+    whole_out = []
+    for i in range(0, len(events), 400):
+        whole_out += whole.process(events[i : i + 400])
+
+    first = Engine(Config())
+    resumed_out = []
+    for i in range(0, 4000, 400):
+        resumed_out += first.process(events[i : i + 400])
+    second = Engine(Config())
+    second.load_state_dict(pickle.loads(pickle.dumps(first.state_dict())))  # as a checkpoint
+    for i in range(4000, len(events), 400):
+        resumed_out += second.process(events[i : i + 400])
+    assert [d.to_record() for d in resumed_out if isinstance(d, Drift)] == [
+        d.to_record() for d in whole_out if isinstance(d, Drift)
+    ]
+    assert resumed_out == whole_out
