@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="measure Engine throughput against bare River")
     bench.add_argument("--events", type=_positive_int, default=50_000)
-    bench.add_argument("--rounds", type=_positive_int, default=3)
+    bench.add_argument("--rounds", type=_positive_int, default=5)
     bench.add_argument("--json", action="store_true", help="print one JSON object")
 
     kafka = commands.add_parser("kafka", help="a local single-node Apache Kafka for development")

@@ -285,11 +285,12 @@ class Engine:
             counters.missing[name] += 1
         if prediction is None and proba:
             prediction = max(proba, key=proba.__getitem__)
-        seen = self._seen
-        seen.rows.append(event.features)
-        seen.top.append(proba[prediction] if proba else 0.0)
-        seen.offsets.append(event.source.offset)
-        seen.partition = event.source.partition
+        if self.drift is not None:
+            seen = self._seen
+            seen.rows.append(event.features)
+            seen.top.append(proba[prediction] if proba else 0.0)
+            seen.offsets.append(event.source.offset)
+            seen.partition = event.source.partition
         outputs.append(
             Prediction(
                 event.id,
@@ -343,7 +344,8 @@ class Engine:
         counters.labeled += 1
         right = prediction == label
         counters.correct += right
-        self._seen.outcomes.append((counters.feature_events, label, int(right)))
+        if self.drift is not None:
+            self._seen.outcomes.append((counters.feature_events, label, int(right)))
 
     def _remember(self, event: Event, features: dict[str, Any], prediction: Any) -> None:
         pending = self._pending

@@ -15,6 +15,7 @@ for more classes or string labels (one-vs-rest).
 from __future__ import annotations
 
 import numbers
+import operator
 import pickle
 from typing import Any
 
@@ -104,27 +105,31 @@ def feature_frame(rows: list[dict[str, Any]]) -> Any:
     """A DataFrame of feature dicts; the fast path when every row has the same numeric keys."""
     import pandas as pd  # only mini-batch paths need a DataFrame
 
-    columns = tuple(rows[0])
-    if all(tuple(row) == columns for row in rows):
-        # Without a dtype, numpy turns any string into a str array: then let pandas infer
-        # per-column types (dtype=float would silently parse "1.5" as a number).
-        matrix = np.array([list(row.values()) for row in rows])
-        if matrix.dtype.kind in "fi":
-            return pd.DataFrame(matrix.astype(float, copy=False), columns=list(columns))
+    columns = list(rows[0])
+    width = len(columns)
+    if width > 1 and all(len(row) == width for row in rows):
+        getter = operator.itemgetter(*columns)
+        try:  # same size and every column present: the same keys in every row
+            # Without a dtype, numpy turns any string into a str array: then let pandas infer
+            # per-column types (dtype=float would silently parse "1.5" as a number).
+            matrix = np.array([getter(row) for row in rows])
+        except KeyError:
+            matrix = None
+        if matrix is not None and matrix.dtype.kind in "fi":
+            return pd.DataFrame(matrix.astype(float, copy=False), columns=columns)
     return pd.DataFrame.from_records(rows)
 
 
-def predict_proba_rows(
-    model: base.Classifier, rows: list[dict[str, Any]]
-) -> list[dict[Any, float]]:
-    """Class probabilities for many rows: one ``predict_proba_many`` where the model has
-    it and no cell is missing, else row by row."""
+def predict_proba_matrix(model: base.Classifier, rows: list[dict[str, Any]]) -> tuple[list, Any]:
+    """Class probabilities for many rows as ``(classes, n x k matrix)``: one
+    ``predict_proba_many`` where the model has it and no cell is missing, else row by row."""
     if rows and supports_mini_batch(model):
         frame = feature_frame(rows)
         if frame.notna().all(axis=None):
             probabilities = model.predict_proba_many(frame)
-            classes = list(probabilities.columns)
-            return [
-                dict(zip(classes, row, strict=True)) for row in probabilities.to_numpy().tolist()
-            ]
-    return [model.predict_proba_one(row) for row in rows]
+            return list(probabilities.columns), probabilities.to_numpy()
+    answers = [model.predict_proba_one(row) for row in rows]
+    classes = sorted({c for answer in answers for c in answer}, key=str)
+    return classes, np.array([[a.get(c, 0.0) for c in classes] for a in answers]).reshape(
+        len(rows), len(classes)
+    )

@@ -63,6 +63,8 @@ class VectorCusum(Stateful):
         a long drift clears within a bounded number of events after it ends.
     prior_weight
         Weight of the prior mean 0 in the running mean that centres the scores.
+    sides
+        ``"both"``, or ``"up"`` / ``"down"`` to watch one direction only.
     """
 
     def __init__(
@@ -73,11 +75,14 @@ class VectorCusum(Stateful):
         clear_ratio: float = 0.5,
         cap_ratio: float = 2.0,
         prior_weight: float = 500.0,
+        sides: str = "both",
     ) -> None:
         self.k = k
         self.threshold = threshold
         self.clear_ratio = clear_ratio
         self.cap_ratio = cap_ratio
+        # "up" or "down" watches one direction only (e.g. confidence may only fall).
+        self.watch_up, self.watch_down = sides in ("both", "up"), sides in ("both", "down")
         self.total = np.zeros(n_series)  # sum of scores seen (the running mean's numerator)
         self.count = np.full(n_series, prior_weight)  # prior weight on a mean of 0
         self.upper = np.zeros(n_series)
@@ -145,9 +150,12 @@ class VectorCusum(Stateful):
         self.zero_upper, self.zero_lower = zeros[:m], zeros[m:]
         end = segment[-1]
         capped = np.minimum(end, self.cap_ratio * self.threshold)
-        self.upper, self.lower = capped[:m].copy(), capped[m:].copy()
+        self.upper = capped[:m].copy() if self.watch_up else np.zeros(m)
+        self.lower = capped[m:].copy() if self.watch_down else np.zeros(m)
         peaks = segment.max(axis=0)
-        chunk_peak = np.maximum(peaks[:m], peaks[m:])
+        chunk_peak = np.maximum(
+            peaks[:m] if self.watch_up else 0.0, peaks[m:] if self.watch_down else 0.0
+        )
         self.peak = np.maximum(self.peak, chunk_peak)
         batch["position"] += n
         if batch["position"] >= len(batch["cumulative"]):

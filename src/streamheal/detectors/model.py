@@ -6,7 +6,8 @@ model re-scores a sample of the reference rows and a sample of the latest rows, 
 two output distributions are compared: KS and PSI on the predicted probability (of the
 positive class for binary models, of the top class otherwise), chi-square on the
 predicted class shares, and a one-sided comparison of confidence (top-class
-probability). A downward Page-Hinkley on each event's confidence watches in between.
+probability). A downward Page-Hinkley on each event's confidence watches in between
+(vectorized per batch).
 Estimated accuracy (mean top-class probability, needs no labels) is reported beside the
 realized accuracy of the last labeled events.
 """
@@ -17,12 +18,12 @@ from collections import deque
 from typing import Any
 
 import numpy as np
-from river import drift
 
 from streamheal import models
 from streamheal.detectors import stats
 from streamheal.detectors.base import Evidence, Level, Stateful
 from streamheal.detectors.covariate import _describe, _p_level, _shares, _threshold_level
+from streamheal.detectors.cusum import VectorCusum
 
 
 class PredictionMonitor(Stateful):
@@ -30,36 +31,29 @@ class PredictionMonitor(Stateful):
         self.sample_size = sample_size
         self.reference_rows: list[dict[str, Any]] = []
         self.current_rows: deque[dict[str, Any]] = deque(maxlen=sample_size)
-        self.confidence = deque(maxlen=window_size)
-        self.correct = deque(maxlen=window_size)
-        self.confidence_sum = 0.0
+        self.confidence: deque[float] = deque(maxlen=window_size)
+        self.correct: deque[int] = deque(maxlen=window_size)
         self.threshold = confidence_threshold
-        self.page_hinkley = drift.PageHinkley(
-            mode="down", threshold=confidence_threshold, min_instances=window_size
+        # Page-Hinkley, downward: sum of (running mean - confidence - delta), vectorized per
+        # batch by the same machinery as the feature CUSUMs (delta = River's default).
+        self.page_hinkley = VectorCusum(
+            1, k=0.005, threshold=confidence_threshold, prior_weight=1e-9, sides="down"
         )
-        self.fired_at: int | None = None
 
     def set_reference(self, rows: list[dict[str, Any]]) -> None:
         self.reference_rows = list(rows[: self.sample_size])
 
     def observe(self, rows: list[dict[str, Any]], top: list[float], first_index: int) -> None:
         self.current_rows.extend(rows[-self.sample_size :])
-        confidence, page_hinkley = self.confidence, self.page_hinkley
-        for i, p in enumerate(top):
-            if len(confidence) == confidence.maxlen:
-                self.confidence_sum -= confidence[0]
-            confidence.append(p)
-            self.confidence_sum += p
-            page_hinkley.update(p)
-            if page_hinkley.drift_detected:
-                self.fired_at = first_index + i
+        self.confidence.extend(top)
+        self.page_hinkley.update(np.asarray(top, dtype=float)[:, None], first_index)
 
     def observe_outcomes(self, correct: list[int]) -> None:
         self.correct.extend(correct)
 
     @property
     def estimated_accuracy(self) -> float | None:
-        return self.confidence_sum / len(self.confidence) if self.confidence else None
+        return sum(self.confidence) / len(self.confidence) if self.confidence else None
 
     @property
     def realized_accuracy(self) -> float | None:
@@ -74,8 +68,11 @@ class PredictionMonitor(Stateful):
 
     # ----------------------------------------------------------------- checks
     def sequential_evidence(self, watched: bool) -> list[Evidence]:
-        fired, self.fired_at = self.fired_at, None
-        if fired is None and not watched:
+        page_hinkley = self.page_hinkley
+        level = Level(int(page_hinkley.level()[0]))
+        peak = float(page_hinkley.peak[0])
+        page_hinkley.end_check()
+        if level == Level.CLEAR and not watched:
             return []
         mean = self.estimated_accuracy or 0.0
         return [
@@ -84,11 +81,11 @@ class PredictionMonitor(Stateful):
                 "confidence",
                 None,
                 "page_hinkley",
-                Level.RAISE if fired is not None else Level.CLEAR,
-                mean,
+                level,
+                peak,
                 None,
                 self.threshold,
-                started_index=fired,
+                started_index=int(page_hinkley.last_zero[0]),
                 current={"mean_confidence": round(mean, 6)},
                 extra=self.accuracy_report(),
             )
@@ -104,13 +101,12 @@ class PredictionMonitor(Stateful):
         if not self.warm:
             return []
         # One call for both samples: the batch call's fixed cost is most of its cost.
-        both = models.predict_proba_rows(model, self.reference_rows + list(self.current_rows))
-        reference, current = both[: len(self.reference_rows)], both[len(self.reference_rows) :]
-        if not reference[0] or not current[0]:
+        classes, both = models.predict_proba_matrix(
+            model, self.reference_rows + list(self.current_rows)
+        )
+        if not classes:
             return []  # the model has not learned anything yet
-        classes = sorted(set(reference[0]) | set(current[0]), key=str)
-        ref_matrix = np.array([[p.get(c, 0.0) for c in classes] for p in reference])
-        cur_matrix = np.array([[p.get(c, 0.0) for c in classes] for p in current])
+        ref_matrix, cur_matrix = both[: len(self.reference_rows)], both[len(self.reference_rows) :]
         column = len(classes) - 1 if len(classes) == 2 else None  # positive class if binary
         ref_score = ref_matrix[:, column] if column is not None else ref_matrix.max(axis=1)
         cur_score = cur_matrix[:, column] if column is not None else cur_matrix.max(axis=1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import orjson
 
+from streamheal.detectors.suite import Drift
 from streamheal.engine import Prediction
 from streamheal.events import Rejection
 
@@ -18,6 +19,10 @@ DLQ_OFFSET = "streamheal.source.offset"
 
 def prediction(output: Prediction) -> bytes:
     # Class labels may be ints; JSON object keys must be strings.
+    return orjson.dumps(output.to_record(), option=orjson.OPT_NON_STR_KEYS)
+
+
+def drift(output: Drift) -> bytes:
     return orjson.dumps(output.to_record(), option=orjson.OPT_NON_STR_KEYS)
 
 

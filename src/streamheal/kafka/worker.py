@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from streamheal.config import Config
+from streamheal.detectors.suite import Drift
 from streamheal.engine import Engine, Prediction
 from streamheal.events import Rejection, Source, decode
 from streamheal.kafka import records
@@ -35,6 +36,7 @@ class WorkerStats:
     consumed: int = 0
     predictions: int = 0
     dead_lettered: int = 0
+    drifts: int = 0
     batches: int = 0
 
 
@@ -160,6 +162,18 @@ class Worker:
                     topics.dlq, output.key, output.raw, headers=records.dead_letter_headers(output)
                 )
                 self.stats.dead_lettered += 1
+            elif type(output) is Drift:
+                self._produce(topics.alerts, output.key.encode(), records.drift(output))
+                self.stats.drifts += 1
+                log.warning(
+                    "drift %s: %s (statistic %s, p %s) partition %s at event %d",
+                    output.status,
+                    output.key,
+                    output.statistic,
+                    output.p_value,
+                    output.partition,
+                    output.confirmed_index,
+                )
 
     def _produce(self, topic: str, key: bytes | None, value: bytes, headers=None) -> None:
         while True:
