@@ -284,7 +284,10 @@ class Engine:
         for name in event.missing:
             counters.missing[name] += 1
         if prediction is None and proba:
-            prediction = max(proba, key=proba.__getitem__)
+            if self._binary:  # ties go to 0, as max() over {0: p, 1: q} would
+                prediction = 1 if proba[1] > proba[0] else 0
+            else:
+                prediction = max(proba, key=proba.__getitem__)
         if self.drift is not None:
             seen = self._seen
             seen.rows.append(event.features)
