@@ -162,3 +162,29 @@ batch_size = 50
         second.communicate(timeout=60)
     counts = Counter(m.key().decode() for m in predictions)
     assert set(counts) == feature_ids  # at-least-once: every event scored, none lost
+
+
+def test_a_confirmed_drift_reaches_the_alerts_topic_with_its_evidence(config: Config) -> None:
+    scenario = breast_cancer(events=6000, drift_at=4000, label_delay=20, seed=8)
+    with EventProducer(config.kafka.bootstrap_servers, config.topics.events) as producer:
+        for event in scenario.events:
+            producer.send_event(event)
+
+    def radius_firing(messages: list) -> list[dict]:
+        values = [orjson.loads(m.value()) for m in messages]
+        return [v for v in values if v["status"] == "firing" and v["feature"] == "mean radius"]
+
+    with running_worker(config):
+        alerts = read_topic(
+            config.kafka.bootstrap_servers,
+            config.topics.alerts,
+            lambda m: len({v["partition"] for v in radius_firing(m)}) == 2,
+        )
+    record = radius_firing(alerts)[0]
+    assert record["type"] == "drift" and record["kind"] == "covariate"
+    assert record["detector"] == "cusum" and record["statistic"] > record["threshold"]
+    assert record["confirmed_index"] > record["started_index"] > 0
+    assert record["model_version"] == 1 and record["offset"] >= 0
+    assert "estimated_accuracy" in record and "realized_accuracy" in record
+    keys = {m.key().decode() for m in alerts}
+    assert "covariate:feature:mean radius:cusum" in keys

@@ -25,8 +25,10 @@ from streamheal.kafka.worker import Worker
 from streamheal.producer import EventProducer
 from streamheal.scenarios import breast_cancer
 
-EVENTS = 4000
-DRIFT_AT = 2000
+# Each of the 4 partitions gets a quarter of the stream: enough for a 500-event reference,
+# a 500-event warm-up and a shift in the middle of what follows.
+EVENTS = 12000
+DRIFT_AT = 8000
 LABEL_DELAY = 50
 BAD_RECORDS = [
     b"not json at all",
@@ -79,6 +81,7 @@ def main() -> int:
     thread.start()
     predictions = read_back(config, config.topics.predictions, EVENTS)
     dead = read_back(config, config.topics.dlq, len(BAD_RECORDS))
+    alerts = read_back(config, config.topics.alerts, 1, timeout=30)
     total = len(scenario.events) + len(BAD_RECORDS)
     deadline = time.monotonic() + 60
     while worker.stats.consumed < total and time.monotonic() < deadline:
@@ -94,6 +97,14 @@ def main() -> int:
         seen[side] += 1
         correct[side] += value["prediction"] == truth[value["id"]]
     reasons = Counter(records.header_map(m.headers())[records.DLQ_REASON] for m in dead)
+    # Drift records name the partition and offset where they were confirmed; predictions map
+    # (partition, offset) back to the event, hence to its position in the whole stream.
+    position = {}
+    for message in predictions:
+        value = orjson.loads(message.value())
+        position[(value["partition"], value["offset"])] = order[value["id"]]
+    drifts = [orjson.loads(m.value()) for m in alerts]
+    firing = [d for d in drifts if d["status"] == "firing"]
     elapsed = time.monotonic() - started
 
     drift = scenario.truth["drifts"][0]
@@ -111,6 +122,22 @@ def main() -> int:
         f"  {correct['after'] / max(seen['after'], 1):>12.3f}"
     )
     print(f"  events scored        {seen['before']:>12}  {seen['after']:>12}")
+    print(f"  drift alerts         {len(firing):>5}  -> {config.topics.alerts}")
+    for key in sorted({d["key"] for d in firing}):
+        hits = [d for d in firing if d["key"] == key]
+        # Each partition's Engine sees its own quarter: count its events since the shift.
+        delays = sorted(
+            sum(
+                1
+                for (p, o), i in position.items()
+                if p == d["partition"] and i >= DRIFT_AT and o <= d["offset"]
+            )
+            for d in hits
+        )
+        print(
+            f"      {key:<38} in {len(hits)} partitions, {delays[0]}-{delays[-1]} "
+            "events into the shift"
+        )
     print(f"  wall time            {elapsed:.1f}s")
     complete = len(predictions) == EVENTS and worker.stats.consumed == total
     return 0 if complete else 1
