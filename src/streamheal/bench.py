@@ -105,6 +105,7 @@ def run_bench(
     figures: dict[str, Any] = {name: round(max(v), 1) for name, v in samples.items()}
     # KSWIN costs ~330 us per feature per update: a short stream is enough to time it.
     figures["naive_eps"] = round(naive_river(on, stream[:naive_events]), 1)
+
     def paired(name: str) -> float:
         # Ratios pair each variant with the bare loop of the same round (measured seconds
         # apart, under the same machine load), then take the median over rounds.
