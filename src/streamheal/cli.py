@@ -29,14 +29,25 @@ def build_parser() -> argparse.ArgumentParser:
     _config_option(run)
 
     simulate = commands.add_parser("simulate", help="stream a scenario with known drifts")
-    simulate.add_argument("scenario", choices=_scenario_names())
+    simulate.add_argument("scenario", choices=[*_scenario_names(), "csv"])
     target = simulate.add_mutually_exclusive_group(required=True)
     target.add_argument("--kafka", action="store_true", help="produce to the events topic")
     target.add_argument("--out", type=Path, metavar="FILE.jsonl", help="write a JSONL file")
     simulate.add_argument("--events", type=_positive_int, default=2000)
     simulate.add_argument("--seed", type=int, default=42)
     simulate.add_argument("--label-delay", type=_non_negative_int, default=0)
-    simulate.add_argument("--drift-at", type=_non_negative_int, default=None)
+    simulate.add_argument(
+        "--drift-at",
+        type=_index_list,
+        default=None,
+        metavar="I[,I...]",
+        help="drift positions among feature events (default: the middle)",
+    )
+    simulate.add_argument(
+        "--width", type=_positive_int, default=None, help="events a drift takes (1 = abrupt)"
+    )
+    simulate.add_argument("--csv", type=Path, default=None, help="with scenario csv: the file")
+    simulate.add_argument("--label", default="label", help="with scenario csv: label column")
     simulate.add_argument("--unlabeled", type=float, default=0.0, help="fraction never labeled")
     simulate.add_argument("--rate", type=float, default=None, metavar="EPS", help="events/s cap")
     simulate.add_argument(
@@ -86,23 +97,35 @@ def _run(args: argparse.Namespace, config: Config) -> int:
 
 def _simulate(args: argparse.Namespace, config: Config) -> int:
     from streamheal.events import encode
-    from streamheal.scenarios import SCENARIOS
+    from streamheal.scenarios import SCENARIOS, csv_scenario
 
     options = {
         "events": args.events,
         "seed": args.seed,
         "label_delay": args.label_delay,
         "unlabeled": args.unlabeled,
+        "drift_at": args.drift_at,
     }
-    if args.drift_at is not None:
-        options["drift_at"] = args.drift_at
-    scenario = SCENARIOS[args.scenario](**options)
+    if args.scenario == "csv":
+        if args.csv is None:
+            build_parser().error("simulate csv needs --csv FILE (and --label COLUMN)")
+        try:
+            scenario = csv_scenario(args.csv, args.label, **options)
+        except (OSError, ValueError) as err:
+            print(f"streamheal simulate: {err}", file=sys.stderr)
+            return 1
+    else:
+        if args.width is not None:
+            options["width"] = args.width
+        scenario = SCENARIOS[args.scenario](**options)
     truth_path = args.truth or (args.out.with_suffix(".truth.json") if args.out else None)
+    count = 0
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         with open(args.out, "wb") as out:
-            for event in scenario.events:
+            for event in scenario.stream():  # streamed: a million events need no memory
                 out.write(encode(event) + b"\n")
+                count += 1
         target = str(args.out)
     else:
         from streamheal.kafka.admin import ensure_topics
@@ -114,15 +137,16 @@ def _simulate(args: argparse.Namespace, config: Config) -> int:
         with EventProducer(
             config.kafka.bootstrap_servers, config.topics.events, config.kafka.common
         ) as producer:
-            for event in scenario.events:
+            for event in scenario.stream():
                 producer.send_event(event)
+                count += 1
                 if pause:
                     time.sleep(pause)
         target = f"topic {config.topics.events}"
     if truth_path:
         truth_path.write_text(json.dumps(scenario.truth, indent=2) + "\n")
     print(
-        f"{scenario.name}: {len(scenario.events)} records to {target}; "
+        f"{scenario.name}: {count} records to {target}; "
         f"truth {json.dumps(scenario.truth)}" + (f" in {truth_path}" if truth_path else "")
     )
     return 0
@@ -181,6 +205,18 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
     return value
+
+
+def _index_list(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(
+            f"expected integers like 5000 or 3000,7000: {text}"
+        ) from err
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"expected integers >= 0: {text}")
+    return values
 
 
 def _non_negative_int(text: str) -> int:

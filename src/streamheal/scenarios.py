@@ -1,10 +1,15 @@
 """Seeded, deterministic event streams with known drifts, for demos, tests and replay.
 
-A scenario yields event dicts in the documented schema, in the order a producer
-would send them, plus a *truth* record naming where each drift starts (``index`` =
-0-based position among feature events). With ``label_delay = d > 0`` the label of
-feature event ``i`` is sent as its own label event right after feature event
-``i + d``; with ``d = 0`` the label rides in the feature event itself.
+A scenario yields event dicts in the documented schema, in the order a producer would
+send them, plus a *truth* record naming where each drift starts (``index`` = 0-based
+position among feature events) and how wide it is (``width`` = 1 for abrupt; over
+``width`` events the new concept takes over linearly). With ``label_delay = d > 0`` the
+label of feature event ``i`` is sent as its own label event right after feature event
+``i + d``; with ``d = 0`` the label rides in the feature event. A fraction ``unlabeled``
+of events never gets a label.
+
+Concept drifts switch River's generators by hand at the drift index (River's
+``ConceptDriftStream`` overflows for very small widths).
 
 >>> s = breast_cancer(events=10, seed=1, label_delay=2)
 >>> [("features" in e, e.get("label") is not None) for e in s.events][:4]
@@ -17,58 +22,98 @@ from __future__ import annotations
 
 import csv
 import gzip
-from collections.abc import Callable, Iterator
+import math
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from river.datasets import synth
 
 START_TS = 1_764_201_600.0  # 2025-11-27T00:00:00Z: fixed, so files are byte-identical per seed
 EVENT_INTERVAL_SECONDS = 0.1
 
+Row = tuple[dict[str, Any], Any]
+Drifts = int | Iterable[int] | None
+
 
 @dataclass
 class Scenario:
+    """A named stream: ``stream()`` yields events lazily (a million need no memory)."""
+
     name: str
-    events: list[dict[str, Any]]
+    stream: Callable[[], Iterator[dict[str, Any]]]
     truth: dict[str, Any]
+
+    @cached_property
+    def events(self) -> list[dict[str, Any]]:
+        return list(self.stream())
 
 
 def with_labels(
-    rows: Iterator[tuple[dict[str, Any], Any]],
-    label_delay: int,
-    prefix: str,
-    unlabeled: float = 0.0,
-    seed: int = 0,
-) -> list[dict[str, Any]]:
+    rows: Iterable[Row], label_delay: int, prefix: str, unlabeled: float = 0.0, seed: int = 0
+) -> Iterator[dict[str, Any]]:
     """Turn (features, label) rows into feature events and (delayed) label events."""
     rng = np.random.default_rng(seed + 7919)
-    events: list[dict[str, Any]] = []
-    waiting: list[tuple[str, Any]] = []
+    waiting: deque[tuple[int, str, Any]] = deque()
+    ts = START_TS
     for i, (features, label) in enumerate(rows):
         event_id = f"{prefix}-{i:07d}"
         ts = START_TS + i * EVENT_INTERVAL_SECONDS
         keep_label = unlabeled <= 0.0 or rng.random() >= unlabeled
         if label_delay == 0:
-            events.append(
-                {
-                    "id": event_id,
-                    "ts": ts,
-                    "features": features,
-                    "label": label if keep_label else None,
-                }
-            )
+            yield {
+                "id": event_id,
+                "ts": ts,
+                "features": features,
+                "label": label if keep_label else None,
+            }
             continue
-        events.append({"id": event_id, "ts": ts, "features": features, "label": None})
+        yield {"id": event_id, "ts": ts, "features": features, "label": None}
         if keep_label:
-            waiting.append((event_id, label))
-        if len(waiting) > label_delay:
-            late_id, late_label = waiting.pop(0)
-            events.append({"id": late_id, "ts": ts, "label": late_label})
-    ts = START_TS + len(events) * EVENT_INTERVAL_SECONDS
-    events.extend({"id": late_id, "ts": ts, "label": late_label} for late_id, late_label in waiting)
-    return events
+            waiting.append((i, event_id, label))
+        if waiting and waiting[0][0] <= i - label_delay:
+            _, late_id, late_label = waiting.popleft()
+            yield {"id": late_id, "ts": ts, "label": late_label}
+    for _, late_id, late_label in waiting:
+        yield {"id": late_id, "ts": ts, "label": late_label}
+
+
+def _drift_points(events: int, drift_at: Drifts) -> list[int]:
+    if drift_at is None:
+        return [events // 2]
+    points = [drift_at] if isinstance(drift_at, int) else list(drift_at)
+    return sorted(p for p in points if 0 <= p < events)
+
+
+def _truth(points: list[int], width: int, kind: str, **extra: Any) -> dict[str, Any]:
+    return {"drifts": [{"index": p, "width": width, "kind": kind, **extra} for p in points]}
+
+
+def _concept(points: list[int], width: int, i: int, rng: np.random.Generator) -> int:
+    """Which concept (0 = before the first drift) generates row ``i``."""
+    concept = 0
+    for k, point in enumerate(points):
+        if i >= point + width - 1 or (i >= point and rng.random() < (i - point + 1) / width):
+            concept = k + 1
+    return concept
+
+
+def _switching(
+    generators: list[Iterator[Row]], points: list[int], width: int, events: int, seed: int
+) -> Iterator[Row]:
+    rng = np.random.default_rng(seed + 104729)
+    for i in range(events):
+        x, y = next(generators[_concept(points, width, i, rng)])
+        # JSON object keys are strings: SEA and Hyperplane number their features.
+        yield {k if isinstance(k, str) else f"x{k}": v for k, v in x.items()}, y
+
+
+# ------------------------------------------------------------------ real data
 
 
 def load_breast_cancer() -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -86,61 +131,169 @@ def breast_cancer(
     events: int = 2000,
     seed: int = 42,
     label_delay: int = 0,
-    drift_at: int | None = None,
+    drift_at: Drifts = None,
+    width: int = 1,
     unlabeled: float = 0.0,
 ) -> Scenario:
-    """The classic covariate shift: from ``drift_at`` on, ``mean radius`` gets ``+N(2, 1)``."""
+    """The classic covariate shift: from each drift on, ``mean radius`` gets ``+N(2, 1)``."""
     names, X, y = load_breast_cancer()
-    drift_at = events // 2 if drift_at is None else drift_at
-    rng = np.random.default_rng(seed)
-    rows_index = rng.integers(0, len(X), size=events)
-    shift = rng.normal(2.0, 1.0, size=events)
+    points = _drift_points(events, drift_at)
     radius = names.index("mean radius")
 
-    def rows() -> Iterator[tuple[dict[str, Any], Any]]:
-        for i, r in enumerate(rows_index):
+    def rows() -> Iterator[Row]:
+        rng = np.random.default_rng(seed)
+        picks = rng.integers(0, len(X), size=events)
+        shift = rng.normal(2.0, 1.0, size=events)
+        mix = np.random.default_rng(seed + 104729)
+        for i, r in enumerate(picks):
             values = X[r].copy()
-            if i >= drift_at:
-                values[radius] += shift[i]
+            values[radius] += shift[i] * _concept(points, width, i, mix)
             yield dict(zip(names, values.tolist(), strict=True)), int(y[r])
 
-    truth = (
-        {"drifts": [{"index": drift_at, "width": 1, "kind": "covariate", "feature": "mean radius"}]}
-        if drift_at < events
-        else {"drifts": []}
+    def stream() -> Iterator[dict[str, Any]]:
+        return with_labels(rows(), label_delay, "bc", unlabeled, seed)
+
+    return Scenario(
+        "breast-cancer", stream, _truth(points, width, "covariate", feature="mean radius")
     )
-    return Scenario("breast-cancer", with_labels(rows(), label_delay, "bc", unlabeled, seed), truth)
+
+
+def stationary(
+    events: int = 20000,
+    seed: int = 42,
+    label_delay: int = 0,
+    drift_at: Drifts = None,
+    width: int = 1,
+    unlabeled: float = 0.0,
+) -> Scenario:
+    """The breast-cancer rows drawn at random, no drift: for measuring false alarms."""
+    scenario = breast_cancer(events, seed, label_delay, [], width, unlabeled)
+    return Scenario("stationary", scenario.stream, {"drifts": []})
 
 
 def prior_shift(
     events: int = 4000,
     seed: int = 42,
     label_delay: int = 0,
-    drift_at: int | None = None,
+    drift_at: Drifts = None,
+    width: int = 1,
     unlabeled: float = 0.0,
     before: float = 0.4,
     after: float = 0.8,
 ) -> Scenario:
-    """Class balance change on the breast-cancer rows: the share of class 0 (malignant) goes
-    from ``before`` to ``after`` at ``drift_at``; each class's rows keep their distribution."""
-    _, X, y = load_breast_cancer()
-    names = load_breast_cancer()[0]
-    drift_at = events // 2 if drift_at is None else drift_at
-    rng = np.random.default_rng(seed)
-    by_class = [np.flatnonzero(y == c) for c in (0, 1)]
-    share = np.where(np.arange(events) < drift_at, before, after)
-    classes = (rng.random(events) >= share).astype(int)  # class 0 with probability `share`
-    picks = [by_class[c][rng.integers(len(by_class[c]))] for c in classes]
-    rows = ((dict(zip(names, X[r].tolist(), strict=True)), int(y[r])) for r in picks)
-    truth = (
-        {"drifts": [{"index": drift_at, "width": 1, "kind": "prior"}]}
-        if drift_at < events
-        else {"drifts": []}
-    )
-    return Scenario("prior-shift", with_labels(rows, label_delay, "ps", unlabeled, seed), truth)
+    """Class balance change on the breast-cancer rows: the share of class 0 (malignant)
+    goes from ``before`` to ``after``; each class's rows keep their distribution."""
+    names, X, y = load_breast_cancer()
+    points = _drift_points(events, drift_at)
+
+    def rows() -> Iterator[Row]:
+        rng = np.random.default_rng(seed)
+        mix = np.random.default_rng(seed + 104729)
+        by_class = [np.flatnonzero(y == c) for c in (0, 1)]
+        for i in range(events):
+            share = after if _concept(points, width, i, mix) % 2 else before
+            label = int(rng.random() >= share)  # class 0 with probability `share`
+            r = by_class[label][rng.integers(len(by_class[label]))]
+            yield dict(zip(names, X[r].tolist(), strict=True)), int(y[r])
+
+    def stream() -> Iterator[dict[str, Any]]:
+        return with_labels(rows(), label_delay, "ps", unlabeled, seed)
+
+    return Scenario("prior-shift", stream, _truth(points, width, "prior"))
+
+
+# ------------------------------------------------------------ River generators
+
+
+def _river_scenario(
+    name: str, make: Callable[[int], Iterable[Row]], prefix: str, default_width: int = 1
+) -> Callable[..., Scenario]:
+    def scenario(
+        events: int = 20000,
+        seed: int = 42,
+        label_delay: int = 0,
+        drift_at: Drifts = None,
+        width: int | None = None,
+        unlabeled: float = 0.0,
+    ) -> Scenario:
+        points = _drift_points(events, drift_at)
+        w = default_width if width is None else width
+
+        def stream() -> Iterator[dict[str, Any]]:
+            generators = [iter(make(k)) for k in range(len(points) + 1)]
+            rows = _switching(generators, points, w, events, seed)
+            return with_labels(rows, label_delay, prefix, unlabeled, seed)
+
+        return Scenario(name, stream, _truth(points, w, "concept"))
+
+    scenario.__doc__ = f"River's {name} generator, switched to a new concept at each drift."
+    return scenario
 
 
 SCENARIOS: dict[str, Callable[..., Scenario]] = {
     "breast-cancer": breast_cancer,
     "prior-shift": prior_shift,
+    "stationary": stationary,
+    "sea": _river_scenario("sea", lambda k: synth.SEA(variant=k % 4, seed=1000 + k), "sea"),
+    "agrawal": _river_scenario(
+        "agrawal",
+        lambda k: synth.Agrawal(classification_function=(2 * k) % 10, seed=2000 + k),
+        "agr",
+    ),
+    "stagger": _river_scenario(
+        "stagger", lambda k: synth.STAGGER(classification_function=k % 3, seed=3000 + k), "stg"
+    ),
+    # A gradual drift by default: a new hyperplane takes over linearly over 2,000 events.
+    "hyperplane": _river_scenario(
+        "hyperplane", lambda k: synth.Hyperplane(seed=4000 + k, n_features=10), "hyp", 2000
+    ),
 }
+
+
+def csv_scenario(
+    path: str | Path,
+    label: str,
+    events: int | None = None,
+    label_delay: int = 0,
+    drift_at: Drifts = None,
+    unlabeled: float = 0.0,
+    seed: int = 42,
+) -> Scenario:
+    """Stream any CSV file with a header and a label column (bring your own data).
+
+    Cells that parse as numbers are numeric features, other non-empty cells categorical,
+    empty cells missing. ``drift_at`` (known change points, if any) goes to the truth.
+    """
+    source = Path(path)
+    with source.open(newline="") as handle:
+        header = next(csv.reader(handle), [])
+    if label not in header:
+        raise ValueError(f"{source}: no column {label!r}; columns are {', '.join(header)}")
+
+    def rows() -> Iterator[Row]:
+        with source.open(newline="") as handle:
+            for i, record in enumerate(csv.DictReader(handle)):
+                if events is not None and i >= events:
+                    return
+                target = _cell(record.pop(label))
+                if isinstance(target, float) and target.is_integer():
+                    target = int(target)
+                yield {k: _cell(v) for k, v in record.items()}, target
+
+    def stream() -> Iterator[dict[str, Any]]:
+        return with_labels(rows(), label_delay, "csv", unlabeled, seed)
+
+    points = (
+        [] if drift_at is None else sorted([drift_at] if isinstance(drift_at, int) else drift_at)
+    )
+    return Scenario(f"csv:{source.name}", stream, _truth(points, 1, "unknown"))
+
+
+def _cell(text: str | None) -> float | str | None:
+    if text is None or text == "":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    return value if math.isfinite(value) else None
