@@ -351,3 +351,10 @@ def test_a_suite_restored_mid_stream_continues_exactly_like_the_uninterrupted_on
         d.to_record() for d in whole_out if isinstance(d, Drift)
     ]
     assert resumed_out == whole_out
+
+
+@pytest.mark.parametrize("name", ["adwin", "page_hinkley", "ddm", "hddm_a"])
+def test_every_selectable_concept_detector_catches_the_stagger_swap(name: str) -> None:
+    config = Config().replace(detectors={"concept_detector": name})
+    found = drifts(events_from(stagger_rows(8000, 4000), label_delay=10), config)
+    assert firing(found, kind="concept", detector=name)

@@ -21,7 +21,7 @@ def build_detector(name: str, delta: float) -> drift.base.DriftDetector:
     if name == "ddm":
         return drift.binary.DDM()
     if name == "hddm_a":
-        return drift.binary.HDDM_A(drift_confidence=delta)
+        return drift.binary.HDDMA(drift_confidence=delta)
     raise ValueError(f"unknown concept detector {name!r}")
 
 

@@ -99,12 +99,13 @@ class CovariateMonitor(Stateful):
         self.cusum.reset_series(self.reference.numeric_names.index(feature))
 
     def window_evidence(
-        self, alpha: float, clear_p: float, psi_threshold: float, watched: set[tuple]
+        self, alpha: float, clear_p: float, psi_threshold: float, watched: set[tuple] | None
     ) -> list[Evidence]:
         """KS, PSI and missing-rate tests on the current window (every windowed check).
 
         Only readings that are not clear, or whose signal is in ``watched`` (an alarm to
         feed), become :class:`Evidence`: a stationary check allocates almost nothing.
+        ``watched=None`` keeps every reading.
         """
         if not self.warm:
             return []
@@ -112,6 +113,8 @@ class CovariateMonitor(Stateful):
         evidence: list[Evidence] = []
 
         def keep(level: Level, feature: str, detector: str, signal: str = "feature") -> bool:
+            if watched is None:  # keep everything (replay logs every p-value)
+                return True
             return level != Level.CLEAR or ("covariate", signal, feature, detector) in watched
 
         names = ref.numeric_names + ref.categorical_names

@@ -17,6 +17,7 @@ Page-Hinkley (threshold from config). M-of-N confirmation only lowers the rate f
 from __future__ import annotations
 
 import json
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,9 @@ class DriftSuite(Stateful):
         )
         self.alarms: dict[tuple, Alarm] = {}
         self.alpha = 0.0
+        # Replay sets a bounded deque here to log every windowed p-value (for heat maps);
+        # decisions are the same with or without it.
+        self.check_log: deque[tuple[int, str | None, str, float]] | None = None
         if cfg.reference_profile:
             profile = json.loads(Path(cfg.reference_profile).read_text())
             self._start(Reference.from_profile(profile, cfg.psi_bins), rows=[])
@@ -201,7 +205,17 @@ class DriftSuite(Stateful):
         )
         args = (self.alpha, cfg.clear_p_value, cfg.psi_threshold)
         if self.index % cfg.window_check_every == 0:
-            evidence += covariate.window_evidence(*args, watched=set(self.alarms))
+            logging = self.check_log is not None
+            windowed = covariate.window_evidence(
+                *args, watched=None if logging else set(self.alarms)
+            )
+            if logging:
+                self.check_log.extend(
+                    (self.index, e.feature, e.detector, e.p_value)
+                    for e in windowed
+                    if e.signal == "feature" and e.p_value is not None
+                )
+            evidence += windowed
             evidence += self.labels.window_evidence(*args)
         if self.index % cfg.model_check_every == 0:
             evidence += self.predictions.window_evidence(model, *args)

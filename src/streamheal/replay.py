@@ -1,0 +1,298 @@
+"""Replay a topic or a JSONL file through the production Engine, offline, deterministically.
+
+Each config drives an Engine of its own over the same decoded records, exactly as the
+worker would (one Engine sees the whole input: a multi-partition topic is merged in
+record-timestamp order, ties by partition and offset). A throw-away consumer reads the
+topic with ``assign`` + ``seek``: it never joins a consumer group and never commits, so
+production offsets are untouched. The result is a report (see :mod:`streamheal.report`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import time
+import tomllib
+import uuid
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from streamheal.config import Config, ConfigError, load_config
+from streamheal.detectors.suite import Drift
+from streamheal.engine import Engine, Prediction
+from streamheal.events import Source, decode
+
+BATCH = 500
+MAX_TIMELINE_POINTS = 1000
+CONFIDENCE_SAMPLE = 2000
+MAX_CHECK_LOG = 200_000
+
+Record = tuple[bytes | None, Source, bytes | None]
+
+
+# -------------------------------------------------------------------- inputs
+
+
+def file_records(path: str | Path) -> Iterator[Record]:
+    """Lines of a JSONL file (blank lines skipped); offset = 0-based line number."""
+    name = Path(path).name
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle):
+            line = line.rstrip(b"\r\n")
+            if line.strip():
+                yield line, Source(name, 0, number), None
+
+
+def parse_time(text: str) -> int:
+    """ISO-8601 (``2026-11-27T10:00:00Z``) to epoch milliseconds."""
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        raise ValueError(f"{text!r}: give a time zone, e.g. 2026-11-27T10:00:00Z")
+    return int(moment.timestamp() * 1000)
+
+
+def topic_records(
+    config: Config,
+    topic: str,
+    from_offset: int | None = None,
+    from_time: str | None = None,
+    to_time: str | None = None,
+    max_buffered: int = 50_000,
+) -> Iterator[Record]:
+    """The topic's records up to its end at the time of the call (or ``to_time``)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": config.kafka.bootstrap_servers,
+            # assign() never joins this group; nothing is ever committed under it.
+            "group.id": f"streamheal-replay-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            **config.kafka.common,
+        }
+    )
+    try:
+        metadata = consumer.list_topics(topic, timeout=10).topics[topic]
+        if metadata.error is not None:
+            raise ValueError(f"topic {topic!r}: {metadata.error}")
+        partitions = sorted(metadata.partitions)
+        marks = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            for p in partitions
+        }
+        ends = {p: high for p, (_, high) in marks.items()}
+        if to_time is not None:
+            found = consumer.offsets_for_times(
+                [TopicPartition(topic, p, parse_time(to_time)) for p in partitions], timeout=10
+            )
+            ends = {
+                tp.partition: tp.offset if tp.offset >= 0 else ends[tp.partition] for tp in found
+            }
+        if from_time is not None:
+            found = consumer.offsets_for_times(
+                [TopicPartition(topic, p, parse_time(from_time)) for p in partitions], timeout=10
+            )
+            first = {
+                tp.partition: tp.offset if tp.offset >= 0 else ends[tp.partition] for tp in found
+            }
+        else:
+            first = {p: max(from_offset or 0, low) for p, (low, _) in marks.items()}
+        starts = [TopicPartition(topic, p, first[p]) for p in partitions]
+        consumer.assign(starts)
+        yield from _merge_partitions(consumer, topic, starts, ends, max_buffered)
+    finally:
+        consumer.close()
+
+
+def _merge_partitions(consumer, topic, starts, ends, max_buffered) -> Iterator[Record]:
+    from confluent_kafka import TopicPartition
+
+    positions = {tp.partition: tp.offset for tp in starts}
+    buffers: dict[int, deque] = {p: deque() for p in ends}
+    done = {p for p in ends if positions[p] >= ends[p]}
+    paused: set[int] = set()
+    while True:
+        # Emit while every unfinished partition has a head: a k-way merge by timestamp.
+        while all(buffers[p] or p in done for p in ends) and any(buffers.values()):
+            heads = [(buffers[p][0][0], p) for p in ends if buffers[p]]
+            _, p = min(heads)
+            _, record = buffers[p].popleft()
+            if p in paused and len(buffers[p]) < max_buffered // 2:
+                consumer.resume([TopicPartition(topic, p)])
+                paused.discard(p)
+            yield record
+        if len(done) == len(ends) and not any(buffers.values()):
+            return
+        for message in consumer.consume(num_messages=1000, timeout=1.0):
+            if message.error() is not None:
+                continue
+            p, offset = message.partition(), message.offset()
+            if p in done or offset >= ends[p]:
+                done.add(p)
+                continue
+            source = Source(message.topic(), p, offset)
+            stamp = (message.timestamp()[1], p, offset)
+            buffers[p].append((stamp, (message.value(), source, message.key())))
+            if offset + 1 >= ends[p]:
+                done.add(p)
+            if len(buffers[p]) >= max_buffered and p not in paused:
+                consumer.pause([TopicPartition(topic, p)])  # bound memory: others catch up
+                paused.add(p)
+
+
+# ------------------------------------------------------------------- configs
+
+
+def expand_configs(paths: list[str | Path]) -> list[tuple[str, Config]]:
+    """One config per file, or a grid: a ``[grid]`` table of ``"section.key" = [values]``
+    expands into every combination over the file's other settings."""
+    if not paths:
+        return [("default", load_config(None))]
+    configs: list[tuple[str, Config]] = []
+    for path in paths:
+        file = Path(path)
+        try:
+            table = tomllib.loads(file.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as err:
+            raise ConfigError(f"{file}: {err}") from err
+        grid = table.pop("grid", None)
+        base = load_config(file if grid is None else None, env={})
+        if grid is None:
+            configs.append((file.stem, base))
+            continue
+        base = base.replace(**table)
+        keys = sorted(grid)
+        for values in itertools.product(*(grid[k] for k in keys)):
+            changes: dict[str, dict[str, Any]] = {}
+            for key, value in zip(keys, values, strict=True):
+                section, _, name = key.partition(".")
+                if not name:
+                    raise ConfigError(
+                        f"grid.{key}: expected 'section.key', e.g. 'detectors.cusum_k'"
+                    )
+                changes.setdefault(section, {})[name] = value
+            label = ",".join(f"{k}={v}" for k, v in zip(keys, values, strict=True))
+            configs.append((f"{file.stem}[{label}]", base.replace(**changes)))
+    return configs
+
+
+# ------------------------------------------------------------------- running
+
+
+@dataclass
+class Run:
+    """What one config's Engine did, collected as it goes (every part bounded)."""
+
+    name: str
+    engine: Engine
+    detections: list[dict[str, Any]] = field(default_factory=list)
+    resolved: int = 0
+    timeline: list[tuple[int, int, int]] = field(default_factory=list)  # (events, labeled, right)
+    confidence_recent: deque = field(default_factory=lambda: deque(maxlen=CONFIDENCE_SAMPLE))
+    confidence_before: list[float] | None = None
+    confidence_after: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def take(self, outputs: list) -> None:
+        for output in outputs:
+            kind = type(output)
+            if kind is Prediction:
+                top = max(output.probabilities.values()) if output.probabilities else 0.0
+                if self.confidence_before is None:
+                    self.confidence_recent.append(top)
+                elif len(self.confidence_after) < CONFIDENCE_SAMPLE:
+                    self.confidence_after.append(top)
+            elif kind is Drift:
+                if output.status != "firing":
+                    self.resolved += 1
+                    continue
+                if self.confidence_before is None:
+                    self.confidence_before = list(self.confidence_recent)
+                self.detections.append(
+                    {
+                        "index": output.confirmed_index,
+                        "offset": output.offset,
+                        "started_index": output.started_index,
+                        "kind": output.kind,
+                        "signal": output.signal,
+                        "feature": output.feature,
+                        "detector": output.detector,
+                        "statistic": output.statistic,
+                        "p_value": output.p_value,
+                    }
+                )
+        c = self.engine.counters
+        self.timeline.append((c.feature_events, c.labeled, c.correct))
+        if len(self.timeline) > 2 * MAX_TIMELINE_POINTS:
+            self.timeline = self.timeline[1::2]  # halve the resolution, keep the bound
+
+
+def replay(
+    records: Iterable[Record],
+    configs: list[tuple[str, Config]],
+    progress: bool | None = None,
+) -> tuple[list[Run], Run, dict[str, Any]]:
+    """Drive one Engine per config (plus a no-adaptation baseline) over the records."""
+    runs = [Run(name, _engine(cfg, log_checks=True)) for name, cfg in configs]
+    base_config = configs[0][1].replace(detectors={"enabled": False})
+    baseline = Run("no_adaptation", Engine(base_config))
+    everyone = [*runs, baseline]
+    max_bytes = {cfg.events.max_bytes for _, cfg in configs}
+    limit = max_bytes.pop() if len(max_bytes) == 1 else None
+    meter = _Progress(sys.stderr.isatty() if progress is None else progress)
+    count = 0
+    started = time.perf_counter()
+    batch: list[Record] = []
+    for record in itertools.chain(records, [None]):
+        if record is not None:
+            batch.append(record)
+            if len(batch) < BATCH:
+                continue
+        if not batch:
+            break
+        shared = [decode(raw, src, limit, key) for raw, src, key in batch] if limit else None
+        for run in everyone:
+            decoded = shared or [
+                decode(raw, src, run.engine.config.events.max_bytes, key) for raw, src, key in batch
+            ]
+            tick = time.perf_counter()
+            run.take(run.engine.process(decoded))
+            run.seconds += time.perf_counter() - tick
+        count += len(batch)
+        meter.update(count)
+        batch = []
+    elapsed = time.perf_counter() - started
+    meter.done(count)
+    return runs, baseline, {"records": count, "seconds": elapsed}
+
+
+def _engine(config: Config, log_checks: bool) -> Engine:
+    engine = Engine(config)
+    if log_checks and engine.drift is not None:
+        engine.drift.check_log = deque(maxlen=MAX_CHECK_LOG)
+    return engine
+
+
+class _Progress:
+    """A one-line progress bar on a terminal (records, rate); silent otherwise."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.started = self.last = time.perf_counter()
+
+    def update(self, count: int) -> None:
+        now = time.perf_counter()
+        if self.enabled and now - self.last >= 0.5:
+            rate = count / (now - self.started)
+            print(f"\rreplay: {count:,} records, {rate:,.0f}/s", end="", file=sys.stderr)
+            self.last = now
+
+    def done(self, count: int) -> None:
+        if self.enabled:
+            rate = count / max(time.perf_counter() - self.started, 1e-9)
+            print(f"\rreplay: {count:,} records, {rate:,.0f}/s, done", file=sys.stderr)
