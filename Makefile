@@ -8,20 +8,27 @@ STAMP  := $(VENV)/.installed-stamp
 # `make test` runs its own broker on other ports, so a dev broker (`make kafka-up`) is untouched.
 TEST_KAFKA := STREAMHEAL_LOCAL_KAFKA__PORT=19192 STREAMHEAL_LOCAL_KAFKA__CONTROLLER_PORT=19193
 
-.PHONY: install demo test lint bench kafka-up kafka-down kafka-status clean
+.PHONY: install demo test lint bench chromium kafka-up kafka-down kafka-status clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,report]'
 	touch $(STAMP)
+
+# Headless Chromium renders report.html in a test; Debian's package, installed when missing.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "chromium missing (and not root): the report screenshot test will be skipped"; fi; }
 
 demo: install kafka-up
 	$(BIN)/python -m streamheal.demo
 
-test: install lint
+test: install lint chromium
 	$(TEST_KAFKA) $(BIN)/streamheal kafka up
 	status=0; \
 	STREAMHEAL_TEST_BOOTSTRAP=127.0.0.1:19192 $(BIN)/python -m pytest $(PYTEST_ARGS) || status=$$?; \

@@ -36,7 +36,7 @@ NUMERIC_MIN_UNIQUE = 6  # Evidently's rule: up to 5 distinct values is categoric
 
 def read_table(path: str | Path, label: str | None = None) -> list[dict[str, Any]]:
     """Rows from a CSV (header row; numbers parsed) or a JSONL file in the event schema
-    (features, plus ``label`` as a column when present; label events are skipped)."""
+    (features, plus the label as a column, joined from a later label event if need be)."""
     file = Path(path)
     if file.suffix.lower() == ".csv":
         with file.open(newline="") as handle:
@@ -44,7 +44,8 @@ def read_table(path: str | Path, label: str | None = None) -> list[dict[str, Any
         if label is not None and rows and label not in rows[0]:
             raise ValueError(f"{file}: no column {label!r}")
         return rows
-    rows = []
+    rows: dict[str, dict[str, Any]] = {}  # by id, in order: a later label event joins its row
+    target = label or "label"
     with file.open("rb") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
@@ -53,13 +54,14 @@ def read_table(path: str | Path, label: str | None = None) -> list[dict[str, Any
                 event = orjson.loads(line)
             except orjson.JSONDecodeError as err:
                 raise ValueError(f"{file}:{number}: not JSON ({err})") from err
-            if not isinstance(event, dict) or not isinstance(event.get("features"), dict):
+            if not isinstance(event, dict):
                 continue
-            row = dict(event["features"])
-            if event.get("label") is not None:
-                row[label or "label"] = event["label"]
-            rows.append(row)
-    return rows
+            event_id = str(event.get("id", number))
+            if isinstance(event.get("features"), dict):
+                rows[event_id] = dict(event["features"])
+            if event.get("label") is not None and event_id in rows:
+                rows[event_id][target] = event["label"]
+    return list(rows.values())
 
 
 def compare(

@@ -1,0 +1,253 @@
+"""Replay, its report, and the one-shot comparison (files here; topics in test_replay_kafka)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pytest
+import scipy.stats
+
+from streamheal.compare import compare, read_table
+from streamheal.events import encode
+from streamheal.scenarios import SCENARIOS, load_breast_cancer
+
+SCHEMA = json.loads(
+    (Path(__file__).parents[1] / "src/streamheal/schema/report.schema.json").read_text()
+)
+TIMING = ("events_per_second",)
+
+
+def streamheal(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, "-m", "streamheal.cli", *args], capture_output=True, text=True, timeout=600
+    )
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def simulate(tmp: Path, scenario: str, *extra: str) -> Path:
+    out = tmp / f"{scenario}.jsonl"
+    streamheal("simulate", scenario, "--out", str(out), *extra)
+    return out
+
+
+def replay(tmp: Path, name: str, data: Path, *extra: str) -> dict:
+    out = tmp / name
+    streamheal(
+        "replay",
+        "--file",
+        str(data),
+        "--truth",
+        str(data.with_suffix(".truth.json")),
+        "--out",
+        str(out),
+        *extra,
+    )
+    return json.loads((out / "report.json").read_text())
+
+
+def without_timing(value):
+    if isinstance(value, dict):
+        return {k: without_timing(v) for k, v in value.items() if k not in TIMING}
+    if isinstance(value, list):
+        return [without_timing(v) for v in value]
+    return value
+
+
+# Documented in README ("Evaluate detectors on your topic"): with the default detectors,
+# each abrupt drift below is caught within these many events (max_delay 1000).
+EXPECTED = {
+    "sea": ("logistic_regression", 400),
+    "stagger": ("logistic_regression", 400),
+    "agrawal": ("hoeffding_tree", 600),
+    "breast-cancer": ("logistic_regression", 300),
+}
+
+
+@pytest.mark.parametrize("scenario", sorted(EXPECTED))
+def test_replay_with_truth_finds_the_drift_within_the_documented_delay(
+    tmp_path: Path, scenario: str
+) -> None:
+    model, bound = EXPECTED[scenario]
+    data = simulate(
+        tmp_path, scenario, "--events", "20000", "--drift-at", "10000", "--label-delay", "10"
+    )
+    config = tmp_path / "model.toml"
+    config.write_text(f'[model]\nname = "{model}"\n')
+    report = replay(tmp_path, "out", data, "-c", str(config))
+    jsonschema.validate(report, SCHEMA)
+    [section] = report["configs"]
+    evaluation = section["evaluation"]
+    assert evaluation["true_positives"] == 1 and evaluation["missed"] == 0
+    assert 0 <= evaluation["median_delay"] <= bound
+    assert section["events"] == 20000 and section["labeled"] == 20000
+    assert report["baselines"]["no_adaptation"]["labeled"] == 20000
+    periodic = report["baselines"]["periodic"][0]
+    assert periodic["detections"] == max(1, len({d["index"] for d in section["detections"]}))
+
+
+def test_two_replays_of_the_same_input_give_identical_reports(tmp_path: Path) -> None:
+    data = simulate(tmp_path, "stagger", "--events", "6000", "--label-delay", "5")
+    first = replay(tmp_path, "a", data)
+    second = replay(tmp_path, "b", data)
+    assert without_timing(first) == without_timing(second)
+
+
+def test_two_configs_give_two_independent_sections(tmp_path: Path) -> None:
+    data = simulate(tmp_path, "breast-cancer", "--events", "6000", "--drift-at", "3000")
+    strict = tmp_path / "strict.toml"
+    strict.write_text("[detectors]\nfalse_alarms_per_10k = 0.05\n")
+    loose = tmp_path / "loose.toml"
+    loose.write_text("[detectors]\ncusum_k = 0.5\n")
+    both = replay(tmp_path, "both", data, "-c", str(strict), "-c", str(loose))
+    alone = replay(tmp_path, "alone", data, "-c", str(loose))
+    assert [c["name"] for c in both["configs"]] == ["strict", "loose"]
+    assert without_timing(both["configs"][1]) == without_timing(alone["configs"][0])
+
+
+def test_a_grid_in_one_file_expands_into_every_combination(tmp_path: Path) -> None:
+    data = simulate(tmp_path, "sea", "--events", "4000")
+    grid = tmp_path / "grid.toml"
+    grid.write_text(
+        '[grid]\n"detectors.cusum_k" = [0.25, 0.5]\n'
+        '"detectors.concept_detector" = ["adwin", "ddm"]\n'
+    )
+    report = replay(tmp_path, "grid", data, "-c", str(grid))
+    names = [c["name"] for c in report["configs"]]
+    assert len(names) == 4 and "grid[detectors.concept_detector=ddm,detectors.cusum_k=0.5]" in names
+
+
+def test_replay_reports_dead_letters_and_unlabeled_events(tmp_path: Path) -> None:
+    data = simulate(
+        tmp_path, "sea", "--events", "3000", "--unlabeled", "0.2", "--label-delay", "20"
+    )
+    with data.open("ab") as handle:
+        handle.write(b"not json\n" + encode({"id": "x", "ts": 1.0, "label": 1}) + b"\n")
+    report = replay(tmp_path, "out", data)
+    [section] = report["configs"]
+    assert section["dead_lettered_by_reason"] == {"not_json": 1, "unknown_label_id": 1}
+    assert 2200 < section["labeled"] < 2600
+
+
+def test_report_html_is_one_self_contained_page_with_the_plots(tmp_path: Path) -> None:
+    data = simulate(tmp_path, "breast-cancer", "--events", "8000", "--drift-at", "4000")
+    replay(tmp_path, "out", data)
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 3
+    assert "src='http" not in page and "<script" not in page
+
+
+@pytest.mark.skipif(
+    shutil.which("chromium") is None, reason="needs Debian's chromium (make test installs it)"
+)
+def test_report_html_renders_in_headless_chromium(tmp_path: Path) -> None:
+    data = simulate(tmp_path, "breast-cancer", "--events", "8000", "--drift-at", "4000")
+    replay(tmp_path, "out", data)
+    shot = tmp_path / "report.png"
+    result = subprocess.run(
+        [
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--window-size=1200,2400",
+            "--enable-logging=stderr",
+            "--v=0",
+            f"--screenshot={shot}",
+            (tmp_path / "out" / "report.html").as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert shot.exists() and shot.stat().st_size > 20_000, result.stderr[-2000:]
+    assert "Uncaught" not in result.stderr and "CONSOLE" not in result.stderr
+
+
+def test_replay_refuses_a_missing_file_and_bad_arguments(tmp_path: Path) -> None:
+    missing = streamheal(
+        "replay", "--file", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "o"), check=False
+    )
+    assert missing.returncode == 1 and "no such file" in missing.stderr
+    both = streamheal("replay", "--file", "a", "--topic", "b", "--out", "o", check=False)
+    assert both.returncode == 2 and "usage:" in both.stderr
+
+
+# ----------------------------------------------------------------------- compare
+
+
+def classic_batches() -> tuple[list[dict], list[dict]]:
+    names, X, y = load_breast_cancer()
+    rng = np.random.default_rng(0)
+    rows = rng.permutation(len(X))
+    reference = [dict(zip(names, X[i].tolist(), strict=True)) for i in rows[:200]]
+    current = [dict(zip(names, X[i].tolist(), strict=True)) for i in rows[200:400]]
+    for row in current:
+        row["mean radius"] += float(rng.normal(2.0, 1.0))
+    return reference, current
+
+
+def test_compare_on_the_classic_example_matches_scipy_and_flags_mean_radius() -> None:
+    reference, current = classic_batches()
+    result = compare(reference, current)
+    for name, column in result["columns"].items():
+        expected = scipy.stats.ks_2samp([r[name] for r in reference], [r[name] for r in current])
+        assert column["test"] == "ks"
+        assert abs(column["p_value"] - expected.pvalue) < 1e-9
+        assert abs(column["statistic"] - expected.statistic) < 1e-12
+    drifted = [n for n, c in result["columns"].items() if c["drifted"]]
+    assert drifted == ["mean radius"]
+    assert result["dataset"] == {
+        "columns": 30,
+        "drifted_columns": 1,
+        "share": 1 / 30,
+        "drift_share": 0.5,
+        "drift": False,
+    }
+
+
+def test_compare_cli_reads_csv_with_a_label_and_writes_json_and_html(tmp_path: Path) -> None:
+    reference, current = classic_batches()
+    for name, rows in (("ref", reference), ("cur", current)):
+        lines = [",".join(["colour", "target", *rows[0]])]
+        for i, row in enumerate(rows):
+            colour = "red" if (i % 2 or name == "ref") else "blue"
+            lines.append(",".join([colour, str(i % 2), *(str(v) for v in row.values())]))
+        (tmp_path / f"{name}.csv").write_text("\n".join(lines) + "\n")
+    streamheal(
+        "compare",
+        str(tmp_path / "ref.csv"),
+        str(tmp_path / "cur.csv"),
+        "--label",
+        "target",
+        "--out",
+        str(tmp_path / "cmp"),
+        "--correction",
+        "bh",
+    )
+    result = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert result["columns"]["colour"]["test"] == "chi2" and result["columns"]["colour"]["drifted"]
+    assert result["columns"]["target"]["test"] == "chi2"  # two distinct values: categorical
+    assert result["columns"]["mean radius"]["drifted"]
+    assert "data:image/png;base64," in (tmp_path / "cmp" / "compare.html").read_text()
+
+
+def test_compare_reads_jsonl_in_the_event_schema(tmp_path: Path) -> None:
+    scenario = SCENARIOS["breast-cancer"](events=400, drift_at=200, label_delay=3)
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"".join(encode(e) + b"\n" for e in scenario.events))
+    rows = read_table(path)
+    assert len(rows) == 400 and all("label" in r for r in rows[:50])
