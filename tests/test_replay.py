@@ -190,7 +190,7 @@ def test_replay_refuses_a_missing_file_and_bad_arguments(tmp_path: Path) -> None
 
 
 def classic_batches() -> tuple[list[dict], list[dict]]:
-    names, X, y = load_breast_cancer()
+    names, X, _ = load_breast_cancer()
     rng = np.random.default_rng(0)
     rows = rng.permutation(len(X))
     reference = [dict(zip(names, X[i].tolist(), strict=True)) for i in rows[:200]]

@@ -244,7 +244,9 @@ def _row(name: str, *cells: Any) -> str:
     def fmt(v: Any) -> str:
         if v is None or v == "":
             return ""
-        return f"{v:.4g}" if isinstance(v, float) else html.escape(str(v))
+        if isinstance(v, float):
+            return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4g}"
+        return html.escape(str(v))
 
     return (
         f"<tr><td class='l'>{html.escape(name)}</td>"
@@ -322,12 +324,13 @@ def _heatmap(runs: list[Run]) -> str | None:
     for index, feature, _, p in log:
         matrix[row[feature], col[index]] = -np.log10(max(p, 1e-300))
     figure, axis = plt.subplots(figsize=(11, max(2.5, 0.22 * len(features) + 1)))
+    step = (indices[-1] - indices[0]) / max(len(indices) - 1, 1) or 1  # cells centred on checks
     image = axis.imshow(
         np.minimum(matrix, 20),
         aspect="auto",
         cmap="magma_r",
         interpolation="nearest",
-        extent=(indices[0], indices[-1], len(features) - 0.5, -0.5),
+        extent=(indices[0] - step / 2, indices[-1] + step / 2, len(features) - 0.5, -0.5),
     )
     axis.set_yticks(range(len(features)))
     axis.set_yticklabels(features, fontsize=7)
