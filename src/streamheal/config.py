@@ -147,6 +147,53 @@ class DetectorsConfig:
     roll_reference_on_drift: bool = False
 
 
+_ACTIONS = ("snapshot", "reset", "fork")
+
+
+def _actions_rule() -> dict[str, Any]:
+    return _rule(
+        "a list of actions from 'snapshot', 'reset', 'fork'",
+        lambda v: isinstance(v, list) and all(a in _ACTIONS for a in v),
+    )
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """What to do when a drift is confirmed, per drift kind; champion/challenger rules."""
+
+    enabled: bool = True
+    covariate: list = field(default_factory=lambda: ["snapshot"], metadata=_actions_rule())
+    prior: list = field(default_factory=lambda: ["snapshot"], metadata=_actions_rule())
+    concept: list = field(default_factory=lambda: ["snapshot", "fork"], metadata=_actions_rule())
+    model: list = field(default_factory=lambda: ["snapshot"], metadata=_actions_rule())
+    confidence: list = field(default_factory=lambda: ["snapshot"], metadata=_actions_rule())
+    # A challenger (and a reset model) starts "fresh", as a "copy" of the champion, or
+    # "warm": fresh and trained on the last `warm_start` labeled events.
+    challenger: str = field(default="warm", metadata=_choice("fresh", "copy", "warm"))
+    warm_start: int = field(default=200, metadata=_rule("an integer >= 0", lambda v: v >= 0))
+    # Promote when the challenger's accuracy over the last `promotion_window` labeled events
+    # beats the champion's by `promotion_margin` ("margin"), or a one-sided two-proportion
+    # z-test at level 0.05 says so ("one_sided"), with at least `promotion_min_samples`.
+    promotion_test: str = field(default="margin", metadata=_choice("margin", "one_sided"))
+    promotion_window: int = field(default=300, metadata=_positive())
+    promotion_min_samples: int = field(default=100, metadata=_positive())
+    promotion_margin: float = field(default=0.02, metadata=_rule("a number >= 0", lambda v: v >= 0))
+    challenger_timeout: int = field(default=5000, metadata=_positive())  # labeled events
+    # After a reset or promotion the old champion is kept as a shadow for
+    # `rollback_window` labeled events; if it beats the new one by `rollback_margin`, it
+    # comes back.
+    rollback_window: int = field(default=300, metadata=_positive())
+    rollback_margin: float = field(default=0.05, metadata=_rule("a number >= 0", lambda v: v >= 0))
+    # Start the challenger on the concept detector's warning (DDM, HDDM_A) already.
+    fork_on_warning: bool = True
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    path: str = "~/.local/share/streamheal/registry"
+    model_name: str = "streamheal"
+
+
 @dataclass(frozen=True)
 class WorkerConfig:
     poll_timeout_seconds: float = field(
@@ -176,6 +223,8 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     detectors: DetectorsConfig = field(default_factory=DetectorsConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     local_kafka: LocalKafkaConfig = field(default_factory=LocalKafkaConfig)
 
@@ -271,6 +320,7 @@ _TYPE_CHECKS: dict[Any, Callable[[Any], bool]] = {
     bool: lambda v: isinstance(v, bool),
     str: lambda v: isinstance(v, str),
     dict: lambda v: isinstance(v, dict),
+    list: lambda v: isinstance(v, list),
 }
 _DEFAULT_EXPECT = {
     int: "an integer",
@@ -278,4 +328,5 @@ _DEFAULT_EXPECT = {
     bool: "true or false",
     str: "a string",
     dict: "a table",
+    list: "a list",
 }

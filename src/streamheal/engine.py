@@ -22,6 +22,7 @@ learned from its label.
 from __future__ import annotations
 
 import copy
+import functools
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,8 +31,9 @@ from streamheal import models
 from streamheal.config import Config
 from streamheal.detectors.suite import DriftSuite, Observation
 from streamheal.events import Event, Label, Reason, Rejection, Source
+from streamheal.policy import Action, Policy
 
-Output = Any  # Prediction | Rejection | Drift
+Output = Any  # Prediction | Rejection | Drift | Action
 
 
 @dataclass(slots=True)
@@ -115,6 +117,12 @@ class Engine:
         self.counters = Counters()
         self.drift = DriftSuite(config.detectors) if config.detectors.enabled else None
         self._model_check_every = config.detectors.model_check_every if self.drift else 1 << 62
+        factory = functools.partial(models.build_model, config.model, engine_cfg.seed)
+        self.policy = (
+            Policy(config.policy, factory, self._binary) if config.policy.enabled else None
+        )
+        self._deferred: list[tuple[dict[str, Any], Label, bool]] = []  # mini-batch policy rows
+        self._partition: int | None = None
         self._seen = Observation()
 
     # ------------------------------------------------------------------ public
@@ -143,8 +151,10 @@ class Engine:
                 if label is None:  # a record is taken whole or dead-lettered whole
                     continue
                 prediction = self._score_one(event, features, outputs)
-                self._account_own_label(event, prediction)
+                right = self._account_own_label(event, prediction)
                 self.model.learn_one(features, label)
+                if self.policy is not None:
+                    self._heal(features, label, right, outputs)
             if self.counters.feature_events % self._model_check_every == 0:
                 # The model-drift check re-scores rows with the model exactly as it is at
                 # this event, so per-event results do not depend on how batches were cut.
@@ -152,11 +162,44 @@ class Engine:
         return self._watch(outputs)
 
     def _watch(self, outputs: list[Output]) -> list[Output]:
-        """Let the drift detectors see this batch; their declarations follow its outputs."""
+        """Let the drift detectors see this batch; their declarations follow its outputs,
+        and the policy's actions follow the declarations."""
         seen, self._seen = self._seen, Observation()
-        if self.drift is not None and (seen.rows or seen.outcomes):
-            outputs.extend(self.drift.observe(seen, self.model, self.model_version))
+        if self.drift is None or not (seen.rows or seen.outcomes):
+            return outputs
+        drifts = self.drift.observe(seen, self.model, self.model_version)
+        outputs.extend(drifts)
+        if self.policy is not None:
+            self._partition = seen.partition if seen.partition is not None else self._partition
+            for drift in drifts:
+                if drift.status == "firing":
+                    self._act(self.policy.on_drift(self, drift), outputs)
+            warning = self.drift.errors.take_warning()
+            if warning:
+                self._act(self.policy.on_warning(self, warning), outputs)
         return outputs
+
+    def _heal(self, features: dict[str, Any], label: Label, right: bool, outputs: list) -> None:
+        """The policy's turn after a label: the challenger and the shadow learn too."""
+        policy = self.policy
+        if policy.busy or policy.recent.maxlen:
+            self._act(policy.on_labeled(self, features, label, right), outputs)
+
+    def _act(self, actions: list[Action], outputs: list[Output]) -> None:
+        for action in actions:
+            action.partition = self._partition
+            outputs.append(action)
+
+    def install(self, model: Any, version: int, cause: str) -> Action:
+        """Serve ``model`` as ``version`` from the next event on (hot swap between batches);
+        with a policy, the previous champion is kept as a shadow for automatic rollback."""
+        if self.policy is not None:
+            action = self.policy.install(self, model, version, cause)
+        else:
+            self.model, self.model_version = model, version
+            action = Action("install", self.counters.feature_events, version, cause)
+        action.partition = self._partition
+        return action
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly here (for checkpoints): model bytes, the
@@ -168,6 +211,7 @@ class Engine:
             "closed": dict(self._closed),
             "counters": copy.deepcopy(self.counters),
             "drift": self.drift.state_dict() if self.drift is not None else None,
+            "policy": self.policy.state_dict() if self.policy is not None else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -178,6 +222,8 @@ class Engine:
         self.counters = copy.deepcopy(state["counters"])
         if self.drift is not None and state["drift"] is not None:
             self.drift.load_state_dict(state["drift"])
+        if self.policy is not None and state.get("policy") is not None:
+            self.policy.load_state_dict(state["policy"])
 
     @property
     def pending_labels(self) -> int:
@@ -246,7 +292,9 @@ class Engine:
             if label is None:
                 self._remember(event, features, prediction)
                 continue
-            self._account_own_label(event, prediction)
+            right = self._account_own_label(event, prediction)
+            if self.policy is not None:
+                self._deferred.append((features, label, right))
             if complete[k - 1]:
                 batch_rows.append(k - 1)
                 batch_labels.append(label)
@@ -273,6 +321,9 @@ class Engine:
             self.model.learn_many(learn_frame.reset_index(drop=True), pd.Series(labels))
         for features, label in one_by_one:
             self.model.learn_one(features, label)
+        deferred, self._deferred = self._deferred, []
+        for features, label, right in deferred:  # the champion has learned the batch
+            self._heal(features, label, right, outputs)
         return outputs
 
     # ------------------------------------------------------------------ shared
@@ -308,9 +359,10 @@ class Engine:
         )
         return prediction
 
-    def _account_own_label(self, event: Event, prediction: Any) -> None:
-        self._record_outcome(prediction, event.label)
+    def _account_own_label(self, event: Event, prediction: Any) -> bool:
+        right = self._record_outcome(prediction, event.label)
         self._close(event.id, Reason.DUPLICATE_LABEL)
+        return right
 
     def _join_label(self, event: Event, outputs: list[Output], learn: Any) -> None:
         self._expire(event.ts)
@@ -324,9 +376,14 @@ class Engine:
             return
         del self._pending[event.id]
         self.counters.labels_joined += 1
-        self._record_outcome(pending.prediction, event.label)
+        right = self._record_outcome(pending.prediction, event.label)
         learn(pending.features, label)
         self._close(event.id, Reason.DUPLICATE_LABEL)
+        if self.policy is not None:
+            if self.mini_batch:
+                self._deferred.append((pending.features, label, right))
+            else:
+                self._heal(pending.features, label, right, outputs)
 
     def _model_label(self, event: Event, outputs: list[Output]) -> Label | None:
         label = event.label
@@ -342,13 +399,14 @@ class Engine:
             return bool(label)
         return label
 
-    def _record_outcome(self, prediction: Any, label: Label) -> None:
+    def _record_outcome(self, prediction: Any, label: Label) -> bool:
         counters = self.counters
         counters.labeled += 1
         right = prediction == label
         counters.correct += right
         if self.drift is not None:
             self._seen.outcomes.append((counters.feature_events, label, int(right)))
+        return right
 
     def _remember(self, event: Event, features: dict[str, Any], prediction: Any) -> None:
         pending = self._pending

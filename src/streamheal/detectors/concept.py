@@ -37,6 +37,7 @@ class ErrorMonitor(Stateful):
         self.window_errors = 0
         self.recent_errors = 0
         self.fired_at: int | None = None
+        self.warned = False  # DDM / HDDM_A warning level since the last take_warning()
         self.error_before = 0.0
 
     def observe(self, errors: list[int], index: int) -> None:
@@ -51,11 +52,18 @@ class ErrorMonitor(Stateful):
             self.window_errors += error
             self.recent_errors += error
             detector.update(error)
+            if getattr(detector, "warning_detected", False):
+                self.warned = True
             if detector.drift_detected:
                 before = self.window_errors / len(window)
                 if self.recent_errors / len(recent) > before:  # a rise: not an improvement
                     self.fired_at = index
                     self.error_before = before
+
+    def take_warning(self) -> str | None:
+        """The warning level was reached since the last call (DDM, HDDM_A only)."""
+        warned, self.warned = self.warned, False
+        return f"{self.name} warning" if warned else None
 
     def evidence(self, watched: bool) -> list[Evidence]:
         fired, self.fired_at = self.fired_at, None

@@ -1,0 +1,254 @@
+"""Self-healing: what the Engine does when a drift is confirmed, and how models change hands.
+
+Per drift kind, ``policy.<kind>`` lists actions:
+
+- ``snapshot``: emit the current champion (bytes + why) for the registry;
+- ``reset``: replace the champion by a fresh model (warm-started on the last
+  ``warm_start`` labeled events), keeping the old one as a shadow for rollback;
+- ``fork``: start a challenger that learns from the same labels while the champion keeps
+  serving; both are scored on every labeled event. The challenger is promoted when it
+  beats the champion over the last ``promotion_window`` labeled events (by a margin, or a
+  one-sided two-proportion z-test), with at least ``promotion_min_samples``; it is
+  discarded after ``challenger_timeout`` labeled events otherwise.
+
+After a reset, a promotion or a model installed from outside (registry promote), the
+previous champion stays as a *shadow* for ``rollback_window`` labeled events; if it beats
+the new champion by ``rollback_margin`` it comes back (``rollback``). Every change is an
+:class:`Action` output; the Engine stays pure (the worker writes snapshots to the
+registry and actions to the alerts topic).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from streamheal import models
+from streamheal.config import PolicyConfig
+from streamheal.detectors.base import Stateful
+
+if TYPE_CHECKING:
+    from streamheal.detectors.suite import Drift
+    from streamheal.engine import Engine
+
+
+@dataclass
+class Action:
+    """A change of model, as written to the alerts topic (``type: action``)."""
+
+    action: str  # snapshot | reset | fork | promote | discard | rollback | install
+    index: int
+    model_version: int
+    cause: str
+    detail: dict[str, Any] = field(default_factory=dict)
+    model: bytes | None = None  # the snapshot's serialized model
+    partition: int | None = None
+
+    def to_record(self) -> dict[str, Any]:
+        record = {"type": "action", **{k: v for k, v in vars(self).items() if k != "model"}}
+        record["message"] = self.message
+        return record
+
+    @property
+    def message(self) -> str:
+        what = {
+            "snapshot": f"model v{self.model_version} snapshot taken",
+            "reset": f"model reset: v{self.model_version} now serves",
+            "fork": f"challenger started beside model v{self.model_version}",
+            "promote": f"challenger promoted: model v{self.model_version} now serves",
+            "discard": "challenger discarded (did not beat the champion in time)",
+            "rollback": f"rolled back: model v{self.model_version} serves again",
+            "install": f"model v{self.model_version} installed",
+        }[self.action]
+        return f"{what} ({self.cause})"
+
+
+class Policy(Stateful):
+    def __init__(self, cfg: PolicyConfig, make_model: Callable[[], Any], binary: bool) -> None:
+        self.cfg = cfg
+        self.make_model = make_model
+        self.binary = binary
+        self.recent: deque[tuple[dict[str, Any], Any]] = deque(maxlen=max(cfg.warm_start, 1))
+        self.challenger: Any = None
+        self.challenger_cause = ""
+        self.challenger_seen = 0
+        self.challenger_right: deque[int] = deque(maxlen=cfg.promotion_window)
+        self.champion_right: deque[int] = deque(maxlen=cfg.promotion_window)
+        self.shadow: Any = None  # the previous champion, kept for a possible rollback
+        self.shadow_version = 0
+        self.shadow_cause = ""
+        self.shadow_right: deque[int] = deque(maxlen=cfg.rollback_window)
+        self.new_right: deque[int] = deque(maxlen=cfg.rollback_window)
+        self.next_version = 2  # champion versions made here; the initial model is v1
+
+    # ------------------------------------------------------------- drift hooks
+    def on_drift(self, engine: Engine, drift: Drift) -> list[Action]:
+        actions = []
+        for name in getattr(self.cfg, drift.kind):
+            if name == "snapshot":
+                actions.append(self._snapshot(engine, drift.key))
+            elif name == "reset":
+                actions.append(self._reset(engine, drift.key))
+            elif name == "fork" and self.challenger is None:
+                actions.append(self._fork(engine, drift.key))
+        return actions
+
+    def on_warning(self, engine: Engine, cause: str) -> list[Action]:
+        if self.cfg.fork_on_warning and "fork" in self.cfg.concept and self.challenger is None:
+            return [self._fork(engine, f"warning: {cause}")]
+        return []
+
+    def install(self, engine: Engine, model: Any, version: int, cause: str) -> Action:
+        """Serve ``model`` from now on (e.g. a registry promotion), watched for rollback."""
+        self._hand_over(engine, model, version, cause)
+        return Action("install", engine.counters.feature_events, version, cause)
+
+    # ------------------------------------------------------------ label hooks
+    def on_labeled(
+        self, engine: Engine, features: dict[str, Any], label: Any, champion_right: bool
+    ) -> list[Action]:
+        """Called after the champion learned from a label; scores and trains the others."""
+        self.recent.append((features, label))
+        actions: list[Action] = []
+        if self.challenger is not None:
+            self.challenger_right.append(int(self.challenger.predict_one(features) == label))
+            self.champion_right.append(int(champion_right))
+            self.challenger.learn_one(features, label)
+            self.challenger_seen += 1
+            actions += self._maybe_promote(engine)
+        if self.shadow is not None:
+            self.shadow_right.append(int(self.shadow.predict_one(features) == label))
+            self.new_right.append(int(champion_right))
+            self.shadow.learn_one(features, label)
+            actions += self._maybe_roll_back(engine)
+        return actions
+
+    @property
+    def busy(self) -> bool:
+        """True while a challenger or a shadow needs every labeled event."""
+        return self.challenger is not None or self.shadow is not None
+
+    # -------------------------------------------------------------- internals
+    def _snapshot(self, engine: Engine, cause: str) -> Action:
+        counters = engine.counters
+        return Action(
+            "snapshot",
+            counters.feature_events,
+            engine.model_version,
+            cause,
+            {"accuracy": counters.accuracy, "labeled": counters.labeled},
+            model=models.dumps(engine.model),
+        )
+
+    def _fresh(self, engine: Engine) -> Any:
+        if self.cfg.challenger == "copy":
+            return copy.deepcopy(engine.model)
+        model = self.make_model()
+        if self.cfg.challenger == "warm":
+            for features, label in self.recent:
+                model.learn_one(features, label)
+        return model
+
+    def _reset(self, engine: Engine, cause: str) -> Action:
+        version = self._new_version()
+        self._hand_over(engine, self._fresh(engine), version, cause)
+        if engine.drift is not None:
+            engine.drift.reset_reference()  # the new model gets a new reference
+        return Action("reset", engine.counters.feature_events, version, cause)
+
+    def _fork(self, engine: Engine, cause: str) -> Action:
+        self.challenger = self._fresh(engine)
+        self.challenger_cause = cause
+        self.challenger_seen = 0
+        self.challenger_right.clear()
+        self.champion_right.clear()
+        return Action(
+            "fork",
+            engine.counters.feature_events,
+            engine.model_version,
+            cause,
+            {"challenger": self.cfg.challenger},
+        )
+
+    def _maybe_promote(self, engine: Engine) -> list[Action]:
+        cfg = self.cfg
+        n = len(self.challenger_right)
+        challenger_accuracy = sum(self.challenger_right) / n
+        champion_accuracy = sum(self.champion_right) / n
+        detail = {
+            "challenger_accuracy": round(challenger_accuracy, 4),
+            "champion_accuracy": round(champion_accuracy, 4),
+            "samples": n,
+        }
+        if n >= cfg.promotion_min_samples and _better(
+            challenger_accuracy, champion_accuracy, n, cfg.promotion_margin, cfg.promotion_test
+        ):
+            challenger, cause = self.challenger, self.challenger_cause
+            self.challenger = None
+            version = self._new_version()
+            self._hand_over(engine, challenger, version, cause)
+            return [Action("promote", engine.counters.feature_events, version, cause, detail)]
+        if self.challenger_seen >= cfg.challenger_timeout:
+            self.challenger = None
+            return [
+                Action(
+                    "discard",
+                    engine.counters.feature_events,
+                    engine.model_version,
+                    self.challenger_cause,
+                    detail,
+                )
+            ]
+        return []
+
+    def _maybe_roll_back(self, engine: Engine) -> list[Action]:
+        n = len(self.shadow_right)
+        if n < self.cfg.rollback_window:
+            return []
+        shadow_accuracy = sum(self.shadow_right) / n
+        new_accuracy = sum(self.new_right) / n
+        detail = {
+            "previous_accuracy": round(shadow_accuracy, 4),
+            "new_accuracy": round(new_accuracy, 4),
+            "samples": n,
+        }
+        shadow, version, cause = self.shadow, self.shadow_version, self.shadow_cause
+        self.shadow = None
+        if shadow_accuracy - new_accuracy >= self.cfg.rollback_margin:
+            engine.model, engine.model_version = shadow, version
+            self.challenger = None
+            return [
+                Action(
+                    "rollback", engine.counters.feature_events, version, f"after {cause}", detail
+                )
+            ]
+        return []  # the new champion held: the shadow is dropped
+
+    def _hand_over(self, engine: Engine, model: Any, version: int, cause: str) -> None:
+        self.shadow, self.shadow_version, self.shadow_cause = (
+            engine.model,
+            engine.model_version,
+            cause,
+        )
+        self.shadow_right.clear()
+        self.new_right.clear()
+        engine.model, engine.model_version = model, version
+        self.next_version = max(self.next_version, version + 1)
+
+    def _new_version(self) -> int:
+        version = self.next_version
+        self.next_version += 1
+        return version
+
+
+def _better(challenger: float, champion: float, n: int, margin: float, test: str) -> bool:
+    if test == "margin":
+        return challenger - champion >= margin
+    # One-sided two-proportion z-test (same n): is the challenger's accuracy higher?
+    pooled = (challenger + champion) / 2
+    spread = math.sqrt(max(2 * pooled * (1 - pooled) / n, 1e-12))
+    return (challenger - champion) / spread > 1.6449  # z for 0.05
