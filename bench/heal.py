@@ -60,22 +60,28 @@ def through_engine(config: Config, events: list[Event]) -> tuple[float, float]:
     return engine.counters.accuracy, len(events) / (time.process_time() - start)
 
 
+def methods(base: str, data: list[Event]) -> dict[str, Callable[[], tuple[float, float]]]:
+    config = Config().replace(model={"name": base})
+
+    def make() -> Any:
+        return models.build_model(config.model, seed=1)
+
+    binary = models.is_binary_bool(make())
+    return {
+        "none": lambda: prequential(make(), data, binary),
+        "drift_retraining": lambda: prequential(
+            drift.DriftRetrainingClassifier(make(), drift.binary.DDM()), data, binary
+        ),
+        "streamheal": lambda: through_engine(config, data),
+    }
+
+
 def run(events: int) -> list[dict[str, Any]]:
     rows = []
     for name in ("sea", "agrawal", "stagger", "hyperplane"):
         data = stream(name, events)
         for base in ("logistic_regression", "hoeffding_tree"):
-            config = Config().replace(model={"name": base})
-            make = lambda: models.build_model(config.model, seed=1)  # noqa: E731
-            binary = models.is_binary_bool(make())
-            methods: dict[str, Callable[[], tuple[float, float]]] = {
-                "none": lambda: prequential(make(), data, binary),
-                "drift_retraining": lambda: prequential(
-                    drift.DriftRetrainingClassifier(make(), drift.binary.DDM()), data, binary
-                ),
-                "streamheal": lambda: through_engine(config, data),
-            }
-            for method, measure in methods.items():
+            for method, measure in methods(base, data).items():
                 accuracy, eps = measure()
                 rows.append(
                     {
