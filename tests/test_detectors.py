@@ -352,6 +352,7 @@ def test_a_suite_restored_mid_stream_continues_exactly_like_the_uninterrupted_on
     assert [d.to_record() for d in resumed_out if isinstance(d, Drift)] == [
         d.to_record() for d in whole_out if isinstance(d, Drift)
     ]
+
     # Snapshot bytes of a model restored from pickle may differ from the original's (pickle
     # memo layout); what it does may not: compare the outputs with the bytes set aside.
     def comparable(outputs: list) -> list:

@@ -84,6 +84,22 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--correction", choices=["bonferroni", "bh", "none"], default="bonferroni")
     compare.add_argument("--share", type=float, default=0.5, help="dataset drift share")
 
+    registry = commands.add_parser("registry", help="model versions, aliases and tags")
+    _config_option(registry)
+    verbs = registry.add_subparsers(dest="verb", required=True, metavar="VERB")
+    verbs.add_parser("list", help="every version with its aliases")
+    show = verbs.add_parser("show", help="one version's metadata")
+    show.add_argument("version", type=_positive_int)
+    promote = verbs.add_parser("promote", help="make V the champion; running workers swap")
+    promote.add_argument("version", type=_positive_int)
+    rollback = verbs.add_parser("rollback", help="champion <-> previous; running workers swap")
+    for verb in (promote, rollback):
+        verb.add_argument("--reason", default="", help="why (goes into the alert record)")
+        verb.add_argument("--by", default=None, help="who (default: the login name)")
+    tag = verbs.add_parser("tag", help="set a tag on a version")
+    tag.add_argument("version", type=_positive_int)
+    tag.add_argument("pair", type=_key_value, metavar="KEY=VALUE")
+
     bench = commands.add_parser("bench", help="measure Engine throughput against bare River")
     bench.add_argument("--events", type=_positive_int, default=50_000)
     bench.add_argument("--rounds", type=_positive_int, default=5)
@@ -115,6 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "simulate": _simulate,
         "replay": _replay,
         "compare": _compare,
+        "registry": _registry,
         "bench": _bench,
         "kafka": _kafka,
     }
@@ -260,6 +277,46 @@ def _compare(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def _registry(args: argparse.Namespace, config: Config) -> int:
+    from streamheal.kafka.control import publish
+    from streamheal.registry import CHAMPION, Registry, RegistryError
+
+    registry = Registry(config.registry.path, config.registry.model_name)
+    try:
+        if args.verb == "list":
+            for entry in registry.versions():
+                meta = entry.meta
+                aliases = f" [{', '.join(entry.aliases)}]" if entry.aliases else ""
+                when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(meta["created_at"]))
+                print(f"v{entry.version}{aliases}  {when}Z  {meta['cause']}")
+        elif args.verb == "show":
+            print(json.dumps(registry.meta(args.version), indent=2))
+        elif args.verb == "tag":
+            registry.tag(args.version, *args.pair)
+            print(f"v{args.version}: {args.pair[0]}={args.pair[1]}")
+        else:
+            if args.verb == "promote":
+                registry.load_bytes(args.version)  # refuse a corrupt model before announcing it
+                state = registry.promote(args.version)
+            else:
+                state = registry.rollback()
+            version = state.aliases[CHAMPION]
+            print(f"champion is now v{version} ({state.aliases})")
+            try:
+                publish(config, args.verb, version, args.reason, args.by)
+            except RuntimeError as err:
+                print(
+                    f"streamheal registry: {err}; workers will serve v{version} after a restart",
+                    file=sys.stderr,
+                )
+                return 1
+            print(f"told running workers on {config.topics.control}")
+    except RegistryError as err:
+        print(f"streamheal registry: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _bench(args: argparse.Namespace, config: Config) -> int:
     from streamheal.bench import run_bench
 
@@ -313,6 +370,13 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
     return value
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
 
 
 def _index_list(text: str) -> list[int]:

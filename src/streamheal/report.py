@@ -26,7 +26,8 @@ def evaluate(
 ) -> dict[str, Any] | None:
     """True positives, false alarms, misses, delays and F1 for a list of detection indices.
 
-    >>> evaluate([120, 2500, 5200], {"drifts": [{"index": 100}, {"index": 5000}]}, 10000, 1000)["f1"]
+    >>> truth = {"drifts": [{"index": 100}, {"index": 5000}]}
+    >>> evaluate([120, 2500, 5200], truth, events=10000, max_delay=1000)["f1"]
     0.8
     """
     if truth is None:

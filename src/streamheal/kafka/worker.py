@@ -15,14 +15,20 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 
+import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from streamheal import models
 from streamheal.config import Config
 from streamheal.detectors.suite import Drift
 from streamheal.engine import Engine, Prediction
 from streamheal.events import Rejection, Source, decode
 from streamheal.kafka import records
 from streamheal.kafka.admin import ensure_topics
+from streamheal.kafka.control import ControlListener
+from streamheal.kafka.snapshots import SnapshotWriter
+from streamheal.policy import Action
+from streamheal.registry import CHAMPION, Registry, RegistryError
 
 log = logging.getLogger("streamheal.worker")
 
@@ -37,6 +43,7 @@ class WorkerStats:
     predictions: int = 0
     dead_lettered: int = 0
     drifts: int = 0
+    actions: int = 0
     batches: int = 0
 
 
@@ -49,6 +56,8 @@ class Worker:
         self.stats = WorkerStats()
         self._stop = threading.Event()
         self._delivery_errors: list[str] = []
+        self.registry = Registry(config.registry.path, config.registry.model_name)
+        self._snapshots = SnapshotWriter(self.registry)
         kafka = config.kafka
         self._consumer = Consumer(
             {
@@ -83,6 +92,7 @@ class Worker:
         config = self.config
         if config.topics.create:
             ensure_topics(config)
+        self._control = ControlListener(config)
         log.info(
             "streamheal worker starting: brokers=%s group=%s topic=%s model=%s mode=%s batch=%d",
             config.kafka.bootstrap_servers,
@@ -107,9 +117,12 @@ class Worker:
                 )
                 if messages:
                     self._process_batch(messages)
+                self._apply_commands()
                 if progress.due():
                     progress.report(self.stats.consumed, self._lag())
         finally:
+            self._control.close()
+            self._snapshots.close()
             self._producer.flush(30)
             self._consumer.close()  # leaves the group; commits nothing (auto-commit is off)
             log.info(
@@ -162,6 +175,8 @@ class Worker:
                     topics.dlq, output.key, output.raw, headers=records.dead_letter_headers(output)
                 )
                 self.stats.dead_lettered += 1
+            elif type(output) is Action:
+                self._publish_action(output)
             elif type(output) is Drift:
                 self._produce(topics.alerts, output.key.encode(), records.drift(output))
                 self.stats.drifts += 1
@@ -174,6 +189,35 @@ class Worker:
                     output.partition,
                     output.confirmed_index,
                 )
+
+    def _publish_action(self, action: Action) -> None:
+        record = action.to_record()
+        if action.model is not None:  # a snapshot: to the registry, off the hot loop
+            queued = self._snapshots.submit(action, self.config)
+            record["registry"] = "queued" if queued else "dropped (writer queue full)"
+        self._produce(
+            self.config.topics.alerts,
+            f"action:{action.action}".encode(),
+            orjson.dumps(record, option=orjson.OPT_NON_STR_KEYS),
+        )
+        self.stats.actions += 1
+        log.warning("action on partition %s: %s", action.partition, action.message)
+
+    def _apply_commands(self) -> None:
+        """Promote / rollback commands from the control topic, between batches."""
+        for command in self._control.poll():
+            version = command["version"]
+            try:
+                model_bytes = self.registry.load_bytes(version)
+            except RegistryError as err:
+                log.error("control %s v%d refused: %s", command["command"], version, err)
+                continue
+            cause = f"{command['command']} by {command.get('by', '?')}: {command.get('reason', '')}"
+            for engine in self.engines.values():
+                action = engine.install(models.loads(model_bytes), version, cause.strip(": "))
+                self._publish_action(action)
+            self._producer.flush()
+            log.warning("applied control command %s", command)
 
     def _produce(self, topic: str, key: bytes | None, value: bytes, headers=None) -> None:
         while True:
@@ -199,8 +243,11 @@ class Worker:
 
     # ------------------------------------------------------------------ rebalance
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        champion = self.registry.alias(CHAMPION)
         for tp in partitions:
-            self.engines[tp.partition] = Engine(self.config)
+            engine = self.engines[tp.partition] = Engine(self.config)
+            if champion is not None:  # serve the registry's champion, not a fresh model
+                engine.model, engine.model_version = self.registry.load(champion), champion
         log.info("assigned partitions %s", sorted(tp.partition for tp in partitions))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

@@ -1,0 +1,100 @@
+"""Self-healing in the Engine: fork and promote, reset, rollback, discard, warnings."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from streamheal import models
+from streamheal.config import Config
+from streamheal.engine import Engine, Prediction
+from streamheal.policy import Action
+from streamheal.scenarios import SCENARIOS
+from tests.test_detectors import scenario_events
+
+
+def run(engine: Engine, events: list, batch: int = 500) -> list:
+    outputs = []
+    for i in range(0, len(events), batch):
+        outputs += engine.process(events[i : i + batch])
+    return outputs
+
+
+def actions(outputs: list, *names: str) -> list[Action]:
+    return [o for o in outputs if isinstance(o, Action) and (not names or o.action in names)]
+
+
+def stagger(**options) -> list:
+    return scenario_events(SCENARIOS["stagger"](events=16000, drift_at=8000, seed=3, **options))
+
+
+def test_a_concept_drift_forks_a_challenger_that_gets_promoted() -> None:
+    engine = Engine(Config())
+    outputs = run(engine, stagger(label_delay=10))
+    snapshot = actions(outputs, "snapshot")[0]
+    fork = actions(outputs, "fork")[0]
+    promote = actions(outputs, "promote")[0]
+    assert 8000 < fork.index < promote.index < 9500
+    assert snapshot.model_version == 1 and models.loads(snapshot.model) is not None
+    assert promote.model_version == 2 == engine.model_version
+    assert promote.detail["challenger_accuracy"] > promote.detail["champion_accuracy"]
+    served = [o.model_version for o in outputs if isinstance(o, Prediction)]
+    assert len(served) == 16000 and served[0] == 1 and served[-1] == 2  # none lost in the swap
+    no_policy = Engine(Config().replace(policy={"enabled": False}))
+    run(no_policy, stagger(label_delay=10))
+    assert engine.counters.accuracy > no_policy.counters.accuracy
+
+
+def test_reset_replaces_the_champion_and_relearns_the_reference() -> None:
+    config = Config().replace(policy={"concept": ["reset"], "challenger": "fresh"})
+    engine = Engine(config)
+    outputs = run(engine, stagger())
+    reset = actions(outputs, "reset")[0]
+    assert reset.index > 8000 and engine.model_version >= 2
+    assert engine.drift.covariate is not None  # the new reference was learned after the reset
+
+
+def test_a_bad_install_is_rolled_back_automatically() -> None:
+    events = scenario_events(SCENARIOS["stationary"](events=6000, seed=4))
+    engine = Engine(Config())
+    run(engine, events[:3000])
+    good_version = engine.model_version
+    bad = models.build_model(Config().model, seed=1)
+    rng = np.random.default_rng(0)
+    for event in events[:500]:  # learns the labels upside down
+        bad.learn_one(event.features, not event.label if rng.random() < 0.95 else event.label)
+    install = engine.install(bad, 7, "promote by test: a bad model")
+    assert install.action == "install" and engine.model_version == 7
+    outputs = run(engine, events[3000:])
+    rollback = actions(outputs, "rollback")[0]
+    assert rollback.model_version == good_version == engine.model_version
+    assert rollback.detail["previous_accuracy"] > rollback.detail["new_accuracy"]
+    served = [o.model_version for o in outputs if isinstance(o, Prediction)]
+    assert served[0] == 7 and served[-1] == good_version
+
+
+def test_a_challenger_that_never_wins_is_discarded_after_the_timeout() -> None:
+    config = Config().replace(
+        policy={
+            "covariate": ["fork"],
+            "challenger": "copy",
+            "challenger_timeout": 300,
+            "promotion_margin": 0.5,
+        }
+    )
+    events = scenario_events(SCENARIOS["breast-cancer"](events=6000, drift_at=3000, seed=2))
+    outputs = run(Engine(config), events)
+    fork, discard = actions(outputs, "fork")[0], actions(outputs, "discard")[0]
+    assert discard.index > fork.index and not actions(outputs, "promote")
+
+
+def test_the_one_sided_test_promotes_too() -> None:
+    config = Config().replace(policy={"promotion_test": "one_sided"})
+    outputs = run(Engine(config), stagger())
+    assert actions(outputs, "promote")
+
+
+def test_a_ddm_warning_starts_the_challenger_early() -> None:
+    config = Config().replace(detectors={"concept_detector": "ddm"})
+    outputs = run(Engine(config), stagger())
+    forks = actions(outputs, "fork")
+    assert forks and forks[0].cause.startswith("warning")
