@@ -13,7 +13,9 @@ Per drift kind, ``policy.<kind>`` lists actions:
 
 After a reset, a promotion or a model installed from outside (registry promote), the
 previous champion stays as a *shadow* for ``rollback_window`` labeled events; if it beats
-the new champion by ``rollback_margin`` it comes back (``rollback``). Every change is an
+the new champion by ``rollback_margin`` it comes back (``rollback``). During that
+probation no new challenger or reset starts: a drift then is most likely the new
+champion's own doing, and the rollback decision comes first. Every change is an
 :class:`Action` output; the Engine stays pure (the worker writes snapshots to the
 registry and actions to the alerts topic).
 """
@@ -87,18 +89,21 @@ class Policy(Stateful):
 
     # ------------------------------------------------------------- drift hooks
     def on_drift(self, engine: Engine, drift: Drift) -> list[Action]:
+        # While a new champion is on probation (a shadow is kept), a drift is most likely
+        # the new champion's own doing: the rollback decision comes first, then new models.
         actions = []
         for name in getattr(self.cfg, drift.kind):
             if name == "snapshot":
                 actions.append(self._snapshot(engine, drift.key))
-            elif name == "reset":
+            elif name == "reset" and self.shadow is None:
                 actions.append(self._reset(engine, drift.key))
-            elif name == "fork" and self.challenger is None:
+            elif name == "fork" and self.challenger is None and self.shadow is None:
                 actions.append(self._fork(engine, drift.key))
         return actions
 
     def on_warning(self, engine: Engine, cause: str) -> list[Action]:
-        if self.cfg.fork_on_warning and "fork" in self.cfg.concept and self.challenger is None:
+        idle = self.challenger is None and self.shadow is None
+        if self.cfg.fork_on_warning and "fork" in self.cfg.concept and idle:
             return [self._fork(engine, f"warning: {cause}")]
         return []
 
