@@ -89,6 +89,8 @@ def test_replay_with_truth_finds_the_drift_within_the_documented_delay(
     assert 0 <= evaluation["median_delay"] <= bound
     assert section["events"] == 20000 and section["labeled"] == 20000
     assert report["baselines"]["no_adaptation"]["labeled"] == 20000
+    if scenario != "breast-cancer":  # concept drifts: the default policy forks and promotes
+        assert {"fork", "promote"} <= {a["action"] for a in section["actions"]}
     periodic = report["baselines"]["periodic"][0]
     assert periodic["detections"] == max(1, len({d["index"] for d in section["detections"]}))
 

@@ -25,6 +25,7 @@ from streamheal.config import Config, ConfigError, load_config
 from streamheal.detectors.suite import Drift
 from streamheal.engine import Engine, Prediction
 from streamheal.events import Source, decode
+from streamheal.policy import Action
 
 BATCH = 500
 MAX_TIMELINE_POINTS = 1000
@@ -191,6 +192,7 @@ class Run:
     name: str
     engine: Engine
     detections: list[dict[str, Any]] = field(default_factory=list)
+    actions: list[dict[str, Any]] = field(default_factory=list)
     resolved: int = 0
     timeline: list[tuple[int, int, int]] = field(default_factory=list)  # (events, labeled, right)
     confidence_recent: deque = field(default_factory=lambda: deque(maxlen=CONFIDENCE_SAMPLE))
@@ -207,6 +209,15 @@ class Run:
                     self.confidence_recent.append(top)
                 elif len(self.confidence_after) < CONFIDENCE_SAMPLE:
                     self.confidence_after.append(top)
+            elif kind is Action:
+                self.actions.append(
+                    {
+                        "index": output.index,
+                        "action": output.action,
+                        "model_version": output.model_version,
+                        "cause": output.cause,
+                    }
+                )
             elif kind is Drift:
                 if output.status != "firing":
                     self.resolved += 1
@@ -239,7 +250,7 @@ def replay(
 ) -> tuple[list[Run], Run, dict[str, Any]]:
     """Drive one Engine per config (plus a no-adaptation baseline) over the records."""
     runs = [Run(name, _engine(cfg, log_checks=True)) for name, cfg in configs]
-    base_config = configs[0][1].replace(detectors={"enabled": False})
+    base_config = configs[0][1].replace(detectors={"enabled": False}, policy={"enabled": False})
     baseline = Run("no_adaptation", Engine(base_config))
     everyone = [*runs, baseline]
     max_bytes = {cfg.events.max_bytes for _, cfg in configs}

@@ -100,7 +100,7 @@ def build_report(
                 "accuracy_over_time": _timeline(run.timeline),
                 "detections": run.detections,
                 "resolved": run.resolved,
-                "actions": [],
+                "actions": run.actions,
                 "evaluation": evaluate(points, truth, events, max_delay),
                 "events_per_second": round(counters.records / max(run.seconds, 1e-9), 1),
             }
@@ -173,6 +173,8 @@ def render_html(report: dict[str, Any], runs: list[Run]) -> str:
     for config in report["configs"]:
         parts.append(f"<h2>Detections: {html.escape(config['name'])}</h2>")
         parts.append(_detections_table(config["detections"][:500]))
+        parts.append(f"<h2>Actions: {html.escape(config['name'])}</h2>")
+        parts.append(_actions_table(config["actions"][:500]))
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -274,6 +276,18 @@ def _detections_table(detections: list[dict[str, Any]]) -> str:
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(str(d.get(k, '')))}</td>" for k in keys) + "</tr>"
         for d in detections
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _actions_table(actions: list[dict[str, Any]]) -> str:
+    if not actions:
+        return "<p>No action taken.</p>"
+    keys = ["index", "action", "model_version", "cause"]
+    head = "".join(f"<th>{k}</th>" for k in keys)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(a.get(k, '')))}</td>" for k in keys) + "</tr>"
+        for a in actions
     )
     return f"<table><tr>{head}</tr>{body}</table>"
 
