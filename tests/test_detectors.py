@@ -366,3 +366,40 @@ def test_every_selectable_concept_detector_catches_the_stagger_swap(name: str) -
     config = Config().replace(detectors={"concept_detector": name})
     found = drifts(events_from(stagger_rows(8000, 4000), label_delay=10), config)
     assert firing(found, kind="concept", detector=name)
+
+
+def test_a_stored_reference_profile_skips_the_reference_warm_up(tmp_path) -> None:
+    import json
+
+    learned = Engine(Config())
+    run_events = events_from(gaussian_rows(1500, seed=21, features=5))
+    for i in range(0, len(run_events), 500):
+        learned.process(run_events[i : i + 500])
+    profile = tmp_path / "profile.json"
+    profile.write_text(json.dumps(learned.drift.profile()))
+
+    config = Config().replace(detectors={"reference_profile": str(profile)})
+    fresh = Engine(config)
+    assert fresh.drift.covariate is not None  # no reference to learn: only the window fills
+    shifted = events_from(
+        gaussian_rows(2000, seed=22, features=5, shift_at=500, feature=2, shift=1.5)
+    )
+    found = [
+        o
+        for i in range(0, 2000, 500)
+        for o in fresh.process(shifted[i : i + 500])
+        if isinstance(o, Drift)
+    ]
+    assert firing(found, kind="covariate", feature="f02")
+
+
+def test_rolling_the_reference_forward_accepts_the_new_normal() -> None:
+    rows = gaussian_rows(20000, seed=23, features=5, shift_at=5000, feature=1, shift=1.5)
+    events = events_from(rows)
+    rolled = drifts(events, Config().replace(detectors={"roll_reference_on_drift": True}))
+    kept = drifts(events, Config())
+    assert firing(rolled, feature="f01") and firing(kept, feature="f01")
+    # With the reference rolled forward, the shifted level is the new normal: the windowed
+    # tests have nothing left to say about f01, while the fixed reference keeps saying it.
+    assert not firing(rolled, feature="f01", detector="ks")
+    assert firing(kept, feature="f01", detector="ks")
