@@ -36,12 +36,50 @@ class Evidence:
     # Window summaries cost more than the test itself: computed only if a record is written.
     describe: Callable[[], tuple[dict[str, Any], dict[str, Any]]] | None = None
 
+    @classmethod
+    def from_p_value(
+        cls,
+        kind: str,
+        signal: str,
+        feature: str | None,
+        detector: str,
+        statistic: float,
+        p_value: float,
+        alpha: float,
+        clear_p: float,
+        **summaries: Any,
+    ) -> Evidence:
+        """A test's reading: raises below ``alpha``, clears above ``clear_p`` (hysteresis)."""
+        level = _level(raise_=p_value < alpha, clear=p_value > clear_p)
+        return cls(kind, signal, feature, detector, level, statistic, p_value, alpha, **summaries)
+
+    @classmethod
+    def from_threshold(
+        cls,
+        kind: str,
+        signal: str,
+        feature: str | None,
+        detector: str,
+        value: float,
+        threshold: float,
+        **summaries: Any,
+    ) -> Evidence:
+        """A thresholded statistic (PSI): raises above it, clears below half of it."""
+        level = _level(raise_=value > threshold, clear=value < threshold / 2)
+        return cls(kind, signal, feature, detector, level, value, None, threshold, **summaries)
+
     def summaries(self) -> tuple[dict[str, Any], dict[str, Any]]:
         return self.describe() if self.describe is not None else (self.reference, self.current)
 
     @property
     def key(self) -> tuple[str, str, str | None, str]:
         return (self.kind, self.signal, self.feature, self.detector)
+
+
+def _level(raise_: bool, clear: bool) -> Level:
+    if raise_:
+        return Level.RAISE
+    return Level.CLEAR if clear else Level.HOLD
 
 
 class Stateful:

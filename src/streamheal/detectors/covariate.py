@@ -104,8 +104,7 @@ class CovariateMonitor(Stateful):
         """KS, PSI and missing-rate tests on the current window (every windowed check).
 
         Only readings that are not clear, or whose signal is in ``watched`` (an alarm to
-        feed), become :class:`Evidence`: a stationary check allocates almost nothing.
-        ``watched=None`` keeps every reading.
+        feed), are returned; ``watched=None`` returns every reading.
         """
         if not self.warm:
             return []
@@ -121,9 +120,7 @@ class CovariateMonitor(Stateful):
         missing = np.concatenate(
             [np.isnan(self.numeric_window).sum(axis=0), (self.category_window < 0).sum(axis=0)]
         )
-        for name, level, statistic, p in self._missing_tests(names, missing, alpha, clear_p):
-            if keep(level, name, "chi2", "missing_rate"):
-                evidence.append(self._missing(name, level, statistic, p, alpha))
+        evidence += self._missing_rates(names, missing, alpha, clear_p)
         for j, name in enumerate(ref.numeric_names):
             column = self.numeric_window[:, j]
             finite = column[np.isfinite(column)]
@@ -131,30 +128,16 @@ class CovariateMonitor(Stateful):
             if len(finite) < 2 or len(sorted_ref) < 2:
                 continue
             d, p = stats.ks_2samp(sorted_ref, finite)
-            level = _p_level(p, alpha, clear_p)
             describe = _describe(sorted_ref, finite)
-            if keep(level, name, "ks"):
-                evidence.append(
-                    Evidence(
-                        "covariate", "feature", name, "ks", level, d, p, alpha, describe=describe
-                    )
-                )
             value = stats.psi(ref.bin_counts[j], stats.binned_counts(ref.edges[j], finite))
-            level = _threshold_level(value, psi_threshold)
-            if keep(level, name, "psi"):
-                evidence.append(
-                    Evidence(
-                        "covariate",
-                        "feature",
-                        name,
-                        "psi",
-                        level,
-                        value,
-                        None,
-                        psi_threshold,
-                        describe=describe,
-                    )
-                )
+            evidence += [
+                Evidence.from_p_value(
+                    "covariate", "feature", name, "ks", d, p, alpha, clear_p, describe=describe
+                ),
+                Evidence.from_threshold(
+                    "covariate", "feature", name, "psi", value, psi_threshold, describe=describe
+                ),
+            ]
         for j, name in enumerate(ref.categorical_names):
             codes = self.category_window[:, j]
             present = codes[codes >= 0]
@@ -166,91 +149,47 @@ class CovariateMonitor(Stateful):
                 "current": _shares(labels, current_counts),
             }
             statistic, p = stats.chi2_homogeneity(reference_counts, current_counts)
-            level = _p_level(p, alpha, clear_p)
-            if keep(level, name, "chi2"):
-                evidence.append(
-                    Evidence(
-                        "covariate",
-                        "feature",
-                        name,
-                        "chi2",
-                        level,
-                        statistic,
-                        p,
-                        alpha,
-                        **summaries,
-                    )
-                )
             value = stats.psi(reference_counts, current_counts)
-            level = _threshold_level(value, psi_threshold)
-            if keep(level, name, "psi"):
-                evidence.append(
-                    Evidence(
-                        "covariate",
-                        "feature",
-                        name,
-                        "psi",
-                        level,
-                        value,
-                        None,
-                        psi_threshold,
-                        **summaries,
-                    )
-                )
-        return evidence
+            evidence += [
+                Evidence.from_p_value(
+                    "covariate", "feature", name, "chi2", statistic, p, alpha, clear_p, **summaries
+                ),
+                Evidence.from_threshold(
+                    "covariate", "feature", name, "psi", value, psi_threshold, **summaries
+                ),
+            ]
+        return [e for e in evidence if keep(e.level, e.feature, e.detector, e.signal)]
 
-    def _missing_tests(
+    def _missing_rates(
         self, names: list[str], missing: np.ndarray, alpha: float, clear_p: float
-    ) -> list[tuple[str, Level, float, float]]:
+    ) -> list[Evidence]:
         """Chi-square on each feature's missing rate, reference vs window, all at once."""
         ref_rows = self.reference.rows
         ref_missing = np.array([self.reference.missing.get(n, 0) for n in names])
         statistics, p_values = stats.chi2_2x2_many(ref_missing, ref_rows, missing, self.window_size)
         return [
-            (name, _p_level(p, alpha, clear_p), s, p)
-            for name, s, p in zip(names, statistics.tolist(), p_values.tolist(), strict=True)
+            Evidence.from_p_value(
+                "covariate",
+                "missing_rate",
+                name,
+                "chi2",
+                statistic,
+                p,
+                alpha,
+                clear_p,
+                reference={"missing_rate": int(before) / max(ref_rows, 1)},
+                current={"missing_rate": int(now) / self.window_size},
+            )
+            for name, statistic, p, before, now in zip(
+                names, statistics.tolist(), p_values.tolist(), ref_missing, missing, strict=True
+            )
         ]
-
-    def _missing(
-        self, name: str, level: Level, statistic: float, p: float, alpha: float
-    ) -> Evidence:
-        ref_missing, ref_rows = self.reference.missing.get(name, 0), self.reference.rows
-        window = self.numeric_window if name in self.reference.numeric_names else None
-        if window is not None:
-            current = int(np.isnan(window[:, self.reference.numeric_names.index(name)]).sum())
-        else:
-            j = self.reference.categorical_names.index(name)
-            current = int((self.category_window[:, j] < 0).sum())
-        return Evidence(
-            "covariate",
-            "missing_rate",
-            name,
-            "chi2",
-            level,
-            statistic,
-            p,
-            alpha,
-            reference={"missing_rate": ref_missing / max(ref_rows, 1)},
-            current={"missing_rate": current / self.window_size},
-        )
 
     @property
     def windowed_tests(self) -> int:
         """How many p-value tests one windowed check runs (for the multiple-testing budget)."""
         ref = self.reference
         return 2 * len(ref.numeric_names) + 2 * len(ref.categorical_names)
-
-
-def _p_level(p: float, alpha: float, clear_p: float) -> Level:
-    if p < alpha:
-        return Level.RAISE
-    return Level.CLEAR if p > clear_p else Level.HOLD
-
-
-def _threshold_level(value: float, threshold: float) -> Level:
-    if value > threshold:
-        return Level.RAISE
-    return Level.CLEAR if value < threshold / 2 else Level.HOLD
 
 
 def _shares(labels: list[str], counts: np.ndarray) -> dict[str, float]:

@@ -22,7 +22,7 @@ import numpy as np
 from streamheal import models
 from streamheal.detectors import stats
 from streamheal.detectors.base import Evidence, Level, Stateful
-from streamheal.detectors.covariate import _describe, _p_level, _shares, _threshold_level
+from streamheal.detectors.covariate import _describe, _shares
 from streamheal.detectors.cusum import VectorCusum
 
 
@@ -125,49 +125,34 @@ class PredictionMonitor(Stateful):
         d_top, p_top = stats.ks_2samp(np.sort(ref_top), cur_top)
         lower = cur_top.mean() < ref_top.mean()  # only a fall of confidence is decay
         return [
-            Evidence(
-                "model",
-                "prediction",
-                None,
-                "ks",
-                _p_level(p, alpha, clear_p),
-                d,
-                p,
-                alpha,
-                **score_summaries,
+            Evidence.from_p_value(
+                "model", "prediction", None, "ks", d, p, alpha, clear_p, **score_summaries
             ),
-            Evidence(
-                "model",
-                "prediction",
-                None,
-                "psi",
-                _threshold_level(value, psi_threshold),
-                value,
-                None,
-                psi_threshold,
-                **score_summaries,
+            Evidence.from_threshold(
+                "model", "prediction", None, "psi", value, psi_threshold, **score_summaries
             ),
-            Evidence(
+            Evidence.from_p_value(
                 "model",
                 "predicted_class",
                 None,
                 "chi2",
-                _p_level(p_classes, alpha, clear_p),
                 chi,
                 p_classes,
                 alpha,
+                clear_p,
                 reference=_shares(names, ref_classes),
                 current=_shares(names, cur_classes),
             ),
-            Evidence(
+            # Only a fall of confidence is decay: a rise reads as p = 1.
+            Evidence.from_p_value(
                 "confidence",
                 "confidence",
                 None,
                 "ks",
-                _p_level(p_top if lower else 1.0, alpha, clear_p),
                 d_top,
-                p_top,
+                p_top if lower else 1.0,
                 alpha,
+                clear_p,
                 describe=_describe(ref_top, cur_top),
                 extra=self.accuracy_report(),
             ),

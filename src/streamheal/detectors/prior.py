@@ -9,7 +9,7 @@ import numpy as np
 
 from streamheal.detectors import stats
 from streamheal.detectors.base import Evidence, Stateful
-from streamheal.detectors.covariate import _p_level, _shares, _threshold_level
+from streamheal.detectors.covariate import _shares
 
 
 class LabelMonitor(Stateful):
@@ -48,26 +48,10 @@ class LabelMonitor(Stateful):
         statistic, p = stats.chi2_homogeneity(ref_counts, cur_counts)
         value = stats.psi(ref_counts, cur_counts)
         return [
-            Evidence(
-                "prior",
-                "label",
-                None,
-                "chi2",
-                _p_level(p, alpha, clear_p),
-                statistic,
-                p,
-                alpha,
-                **summaries,
+            Evidence.from_p_value(
+                "prior", "label", None, "chi2", statistic, p, alpha, clear_p, **summaries
             ),
-            Evidence(
-                "prior",
-                "label",
-                None,
-                "psi",
-                _threshold_level(value, psi_threshold),
-                value,
-                None,
-                psi_threshold,
-                **summaries,
+            Evidence.from_threshold(
+                "prior", "label", None, "psi", value, psi_threshold, **summaries
             ),
         ]
