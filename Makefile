@@ -15,7 +15,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,report]'
+	$(BIN)/pip install --quiet -e '.[test,report,mlflow]'
 	touch $(STAMP)
 
 # Headless Chromium renders report.html in a test; Debian's package, installed when missing.

@@ -279,9 +279,9 @@ def _compare(args: argparse.Namespace, config: Config) -> int:
 
 def _registry(args: argparse.Namespace, config: Config) -> int:
     from streamheal.kafka.control import publish
-    from streamheal.registry import CHAMPION, Registry, RegistryError
+    from streamheal.registry import CHAMPION, RegistryError, open_registry
 
-    registry = Registry(config.registry.path, config.registry.model_name)
+    registry = open_registry(config.registry)
     try:
         if args.verb == "list":
             for entry in registry.versions():

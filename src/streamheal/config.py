@@ -190,8 +190,10 @@ class PolicyConfig:
 
 @dataclass(frozen=True)
 class RegistryConfig:
-    path: str = "~/.local/share/streamheal/registry"
+    backend: str = field(default="local", metadata=_choice("local", "mlflow"))
+    path: str = "~/.local/share/streamheal/registry"  # local backend; MLflow's artifacts
     model_name: str = "streamheal"
+    tracking_uri: str = ""  # mlflow backend, e.g. "sqlite:///mlflow.db" or "http://mlflow:5000"
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,8 @@ from typing import Any
 
 import orjson
 
+from streamheal.config import RegistryConfig
+
 CHAMPION = "champion"
 PREVIOUS = "previous"
 
@@ -79,19 +81,9 @@ class Registry:
             staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.root))
             try:
                 _write_atomic(staging / "model.pkl", model)
-                meta = {
-                    "version": version,
-                    "name": self.name,
-                    "created_at": time.time(),
-                    "cause": cause,
-                    "metrics": metrics or {},
-                    "offsets": offsets or {},
-                    "config_hash": config_hash,
-                    "libraries": _libraries(),
-                    "tags": dict(tags or {}),
-                    "size": len(model),
-                    "sha256": hashlib.sha256(model).hexdigest(),
-                }
+                meta = build_meta(
+                    self.name, version, model, cause, metrics, offsets, config_hash, tags
+                )
                 _write_atomic(staging / "meta.json", orjson.dumps(meta, option=orjson.OPT_INDENT_2))
                 os.rename(staging, self.root / "versions" / str(version))
             except BaseException:
@@ -158,19 +150,8 @@ class Registry:
 
     def load_bytes(self, version: int) -> bytes:
         """The model's bytes, after checking size and SHA-256 against the metadata."""
-        meta = self.meta(version)
         blob = (self.root / "versions" / str(version) / "model.pkl").read_bytes()
-        if len(blob) != meta["size"]:
-            raise RegistryError(
-                f"{self.name} v{version}: model file is {len(blob)} bytes, expected "
-                f"{meta['size']} (truncated?); refusing to load it"
-            )
-        if hashlib.sha256(blob).hexdigest() != meta["sha256"]:
-            raise RegistryError(
-                f"{self.name} v{version}: model file checksum does not match its metadata "
-                "(tampered or corrupt); refusing to unpickle it"
-            )
-        return blob
+        return verified(blob, self.meta(version))
 
     def load(self, version: int) -> Any:
         from streamheal import models
@@ -213,6 +194,57 @@ class Registry:
 
     def _write_aliases(self, aliases: dict[str, int]) -> None:
         _write_atomic(self.root / "aliases.json", orjson.dumps(aliases, option=orjson.OPT_INDENT_2))
+
+
+def build_meta(
+    name: str,
+    version: int,
+    model: bytes,
+    cause: str,
+    metrics: dict[str, Any] | None,
+    offsets: dict[str, Any] | None,
+    config_hash: str | None,
+    tags: dict[str, str] | None,
+) -> dict[str, Any]:
+    """A version's metadata, with the size and SHA-256 that loading checks."""
+    return {
+        "version": version,
+        "name": name,
+        "created_at": time.time(),
+        "cause": cause,
+        "metrics": metrics or {},
+        "offsets": offsets or {},
+        "config_hash": config_hash,
+        "libraries": _libraries(),
+        "tags": dict(tags or {}),
+        "size": len(model),
+        "sha256": hashlib.sha256(model).hexdigest(),
+    }
+
+
+def verified(blob: bytes, meta: dict[str, Any]) -> bytes:
+    """``blob`` if its size and SHA-256 match ``meta``; RegistryError before any unpickling."""
+    where = f"{meta['name']} v{meta['version']}"
+    if len(blob) != meta["size"]:
+        raise RegistryError(
+            f"{where}: model file is {len(blob)} bytes, expected {meta['size']} "
+            "(truncated?); refusing to load it"
+        )
+    if hashlib.sha256(blob).hexdigest() != meta["sha256"]:
+        raise RegistryError(
+            f"{where}: model file checksum does not match its metadata "
+            "(tampered or corrupt); refusing to unpickle it"
+        )
+    return blob
+
+
+def open_registry(cfg: RegistryConfig) -> Registry:
+    """The configured backend: a local directory, or MLflow (the `mlflow` extra)."""
+    if cfg.backend == "mlflow":
+        from streamheal.registry_mlflow import MlflowRegistry
+
+        return MlflowRegistry(cfg.tracking_uri, cfg.model_name, cfg.path)  # type: ignore[return-value]
+    return Registry(cfg.path, cfg.model_name)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

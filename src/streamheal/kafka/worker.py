@@ -28,7 +28,7 @@ from streamheal.kafka.admin import ensure_topics
 from streamheal.kafka.control import ControlListener
 from streamheal.kafka.snapshots import SnapshotWriter
 from streamheal.policy import Action
-from streamheal.registry import CHAMPION, Registry, RegistryError
+from streamheal.registry import CHAMPION, RegistryError, open_registry
 
 log = logging.getLogger("streamheal.worker")
 
@@ -56,7 +56,7 @@ class Worker:
         self.stats = WorkerStats()
         self._stop = threading.Event()
         self._delivery_errors: list[str] = []
-        self.registry = Registry(config.registry.path, config.registry.model_name)
+        self.registry = open_registry(config.registry)
         self._snapshots = SnapshotWriter(self.registry)
         kafka = config.kafka
         self._consumer = Consumer(
