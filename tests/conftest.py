@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -65,14 +66,15 @@ def kafka_bootstrap() -> Iterator[str]:
 
 
 @pytest.fixture
-def config(kafka_bootstrap: str) -> Config:
-    """A config whose topics and group are unique to this test (created on the broker)."""
+def config(kafka_bootstrap: str, tmp_path: Path) -> Config:
+    """A config whose topics, group and registry are this test's own (topics created)."""
     tag = uuid.uuid4().hex[:8]
     names = ["events", "predictions", "alerts", "metrics", "dlq", "state", "control"]
     cfg = Config().replace(
         kafka={"bootstrap_servers": kafka_bootstrap, "group_id": f"test-{tag}"},
         topics={**{n: f"t{tag}.{n}" for n in names}, "partitions": 2},
         worker={"poll_timeout_seconds": 0.2, "progress_interval_seconds": 2.0},
+        registry={"path": str(tmp_path / "registry")},
     )
     ensure_topics(cfg)
     return cfg

@@ -126,6 +126,8 @@ name = "arf"
 params = {{n_models = 5}}
 [engine]
 batch_size = 50
+[registry]
+path = "{config.registry.path}"
 """
     )
     events = produce_scenario(config, events=6000, label_delay=0)
@@ -172,7 +174,11 @@ def test_a_confirmed_drift_reaches_the_alerts_topic_with_its_evidence(config: Co
 
     def radius_firing(messages: list) -> list[dict]:
         values = [orjson.loads(m.value()) for m in messages]
-        return [v for v in values if v["status"] == "firing" and v["feature"] == "mean radius"]
+        return [
+            v
+            for v in values
+            if v["type"] == "drift" and v["status"] == "firing" and v["feature"] == "mean radius"
+        ]
 
     with running_worker(config):
         alerts = read_topic(

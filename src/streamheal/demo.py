@@ -9,6 +9,7 @@ shift side by side, dead letters by reason, and where everything went.
 from __future__ import annotations
 
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -46,6 +47,8 @@ def demo_config(base: Config) -> Config:
         topics={name: f"streamheal.demo-{tag}.{name}" for name in names},
         kafka={"group_id": f"streamheal-demo-{tag}"},
         worker={"progress_interval_seconds": 5.0},
+        # A registry of the demo's own: its snapshots do not mix with a real one.
+        registry={"path": tempfile.mkdtemp(prefix="streamheal-demo-registry-")},
     )
 
 
