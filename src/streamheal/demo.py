@@ -106,8 +106,9 @@ def main() -> int:
     for message in predictions:
         value = orjson.loads(message.value())
         position[(value["partition"], value["offset"])] = order[value["id"]]
-    drifts = [orjson.loads(m.value()) for m in alerts]
-    firing = [d for d in drifts if d["status"] == "firing"]
+    alert_records = [orjson.loads(m.value()) for m in alerts]
+    firing = [r for r in alert_records if r["type"] == "drift" and r["status"] == "firing"]
+    actions = Counter(r["action"] for r in alert_records if r["type"] == "action")
     elapsed = time.monotonic() - started
 
     drift = scenario.truth["drifts"][0]
@@ -141,6 +142,8 @@ def main() -> int:
             f"      {key:<38} in {len(hits)} partitions, {delays[0]}-{delays[-1]} "
             "events into the shift"
         )
+    healed = ", ".join(f"{n} {a}" for a, n in sorted(actions.items())) or "none"
+    print(f"  actions              {healed} (snapshots -> {config.registry.path})")
     print(f"  wall time            {elapsed:.1f}s")
     complete = len(predictions) == EVENTS and worker.stats.consumed == total
     return 0 if complete else 1
