@@ -33,7 +33,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -238,12 +238,37 @@ def verified(blob: bytes, meta: dict[str, Any]) -> bytes:
     return blob
 
 
-def open_registry(cfg: RegistryConfig) -> Registry:
+class RegistryBackend(Protocol):
+    """What the worker and the CLI need of a registry; both backends provide it."""
+
+    name: str
+
+    def register(
+        self,
+        model: bytes,
+        cause: str,
+        metrics: dict[str, Any] | None = None,
+        offsets: dict[str, Any] | None = None,
+        config_hash: str | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> int: ...
+    def meta(self, version: int) -> dict[str, Any]: ...
+    def load_bytes(self, version: int) -> bytes: ...
+    def load(self, version: int) -> Any: ...
+    def versions(self) -> list[ModelVersion]: ...
+    def set_alias(self, alias: str, version: int) -> AliasState: ...
+    def promote(self, version: int) -> AliasState: ...
+    def rollback(self) -> AliasState: ...
+    def tag(self, version: int, key: str, value: str) -> None: ...
+    def alias(self, alias: str) -> int | None: ...
+
+
+def open_registry(cfg: RegistryConfig) -> RegistryBackend:
     """The configured backend: a local directory, or MLflow (the `mlflow` extra)."""
     if cfg.backend == "mlflow":
         from streamheal.registry_mlflow import MlflowRegistry
 
-        return MlflowRegistry(cfg.tracking_uri, cfg.model_name, cfg.path)  # type: ignore[return-value]
+        return MlflowRegistry(cfg.tracking_uri, cfg.model_name, cfg.path)
     return Registry(cfg.path, cfg.model_name)
 
 
