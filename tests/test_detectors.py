@@ -403,3 +403,10 @@ def test_rolling_the_reference_forward_accepts_the_new_normal() -> None:
     # tests have nothing left to say about f01, while the fixed reference keeps saying it.
     assert not firing(rolled, feature="f01", detector="ks")
     assert firing(kept, feature="f01", detector="ks")
+
+
+def test_a_cusum_drift_record_carries_reference_and_current_window_summaries() -> None:
+    found = drifts(scenario_events(breast_cancer(events=4000, drift_at=2000, label_delay=50)))
+    record = firing(found, feature="mean radius", detector="cusum")[0]
+    assert set(record.reference) >= {"mean", "std", "q05", "q50", "q95"}
+    assert record.current["mean"] > record.reference["mean"]  # +N(2, 1) on mean radius

@@ -90,10 +90,18 @@ class CovariateMonitor(Stateful):
                     float(cusum.peak[j]),
                     threshold=cusum.threshold,
                     started_index=int(cusum.last_zero[j]),
+                    # Summaries of the reference and of the current window, computed only
+                    # if a record is written.
+                    describe=_describe(self.reference.sorted[j], self._current(j)),
                 )
             )
         cusum.end_check()
         return evidence
+
+    def _current(self, j: int) -> np.ndarray:
+        """The finite values of numeric feature ``j`` in the current window (a copy)."""
+        column = self.numeric_window[: min(self.seen, self.window_size), j]
+        return column[np.isfinite(column)]
 
     def reset_sequential(self, feature: str) -> None:
         self.cusum.reset_series(self.reference.numeric_names.index(feature))
