@@ -244,10 +244,16 @@ class Worker:
     # ------------------------------------------------------------------ rebalance
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         champion = self.registry.alias(CHAMPION)
+        model_bytes = None
+        if champion is not None:  # serve the registry's champion, not a fresh model
+            try:
+                model_bytes = self.registry.load_bytes(champion)
+            except RegistryError as err:
+                log.error("registry champion v%d refused, serving a fresh model: %s", champion, err)
         for tp in partitions:
             engine = self.engines[tp.partition] = Engine(self.config)
-            if champion is not None:  # serve the registry's champion, not a fresh model
-                engine.model, engine.model_version = self.registry.load(champion), champion
+            if model_bytes is not None:
+                engine.model, engine.model_version = models.loads(model_bytes), champion
         log.info("assigned partitions %s", sorted(tp.partition for tp in partitions))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
