@@ -180,9 +180,11 @@ class Engine:
         return outputs
 
     def _heal(self, features: dict[str, Any], label: Label, right: bool, outputs: list) -> None:
-        """The policy's turn after a label: the challenger and the shadow learn too."""
+        """The policy's turn after a label: kept for warm starts; a challenger or a shadow
+        (when there is one) is scored and learns too."""
         policy = self.policy
-        if policy.busy or policy.recent.maxlen:
+        policy.recent.append((features, label))
+        if policy.busy:
             self._act(policy.on_labeled(self, features, label, right), outputs)
 
     def _act(self, actions: list[Action], outputs: list[Output]) -> None:
@@ -250,6 +252,8 @@ class Engine:
         import pandas as pd  # only mini-batch mode needs a DataFrame
 
         outputs: list[Output] = []
+        # With a challenger or a shadow, the policy needs every labeled row with its outcome.
+        track = self.policy is not None and self.policy.busy
         scored = [r for r in records if type(r) is not Rejection and r.features is not None]
         if scored:
             frame = models.feature_frame([e.features for e in scored])
@@ -293,7 +297,7 @@ class Engine:
                 self._remember(event, features, prediction)
                 continue
             right = self._account_own_label(event, prediction)
-            if self.policy is not None:
+            if track:
                 self._deferred.append((features, label, right))
             if complete[k - 1]:
                 batch_rows.append(k - 1)
@@ -321,9 +325,19 @@ class Engine:
             self.model.learn_many(learn_frame.reset_index(drop=True), pd.Series(labels))
         for features, label in one_by_one:
             self.model.learn_one(features, label)
-        deferred, self._deferred = self._deferred, []
-        for features, label, right in deferred:  # the champion has learned the batch
-            self._heal(features, label, right, outputs)
+        if self.policy is not None:
+            # The champion learned the batch at once; the policy's turn comes after it.
+            deferred, self._deferred = self._deferred, []
+            if track:
+                for features, label, right in deferred:
+                    self._heal(features, label, right, outputs)
+            else:  # nothing to score: just keep the latest labeled rows for warm starts
+                keep = self.policy.recent.maxlen or 0
+                rows = [
+                    (scored[k].features, y)
+                    for k, y in zip(batch_rows[-keep:], batch_labels[-keep:], strict=True)
+                ]
+                self.policy.recent.extend((rows + late[-keep:])[-keep:])
         return outputs
 
     # ------------------------------------------------------------------ shared
@@ -380,10 +394,10 @@ class Engine:
         learn(pending.features, label)
         self._close(event.id, Reason.DUPLICATE_LABEL)
         if self.policy is not None:
-            if self.mini_batch:
-                self._deferred.append((pending.features, label, right))
-            else:
+            if not self.mini_batch:
                 self._heal(pending.features, label, right, outputs)
+            elif self.policy.busy:
+                self._deferred.append((pending.features, label, right))
 
     def _model_label(self, event: Event, outputs: list[Output]) -> Label | None:
         label = event.label

@@ -116,8 +116,8 @@ class Policy(Stateful):
     def on_labeled(
         self, engine: Engine, features: dict[str, Any], label: Any, champion_right: bool
     ) -> list[Action]:
-        """Called after the champion learned from a label; scores and trains the others."""
-        self.recent.append((features, label))
+        """Called after the champion learned from a label (the Engine has already kept it
+        in ``recent``): scores and trains the challenger and the shadow."""
         actions: list[Action] = []
         if self.challenger is not None:
             self.challenger_right.append(int(self.challenger.predict_one(features) == label))
