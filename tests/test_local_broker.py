@@ -31,3 +31,10 @@ def test_up_is_idempotent_and_down_stops_exactly_the_recorded_broker(tmp_path: P
         not Path(f"/proc/{first.pid}").exists()
         or b"kafka.Kafka" not in Path(f"/proc/{first.pid}/cmdline").read_bytes()
     )
+
+
+def test_cluster_ids_never_start_with_a_dash() -> None:
+    from streamheal.kafka.local_broker import _cluster_id
+
+    ids = [_cluster_id() for _ in range(5000)]
+    assert all(len(i) == 22 and not i.startswith("-") for i in ids)

@@ -205,8 +205,7 @@ class LocalKafka:
         (self.node_dir / "log4j2.properties").write_text(_LOG4J2)
 
     def _format_storage(self) -> None:
-        # Kafka's Uuid text form: url-safe base64 of 16 random bytes, unpadded.
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = _cluster_id()
         result = subprocess.run(
             [
                 "java",
@@ -270,3 +269,13 @@ def _port_in_use(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.settimeout(0.5)
         return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _cluster_id() -> str:
+    """Kafka's Uuid text form: url-safe base64 of 16 random bytes, unpadded. Like Kafka's
+    own ``Uuid.randomUuid``, never one starting with '-': the storage tool would read it
+    as an option."""
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
