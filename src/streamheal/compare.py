@@ -29,7 +29,7 @@ import numpy as np
 import orjson
 
 from streamheal.detectors import stats
-from streamheal.scenarios import _cell
+from streamheal.scenarios import parse_cell
 
 NUMERIC_MIN_UNIQUE = 6  # Evidently's rule: up to 5 distinct values is categorical
 
@@ -40,7 +40,7 @@ def read_table(path: str | Path, label: str | None = None) -> list[dict[str, Any
     file = Path(path)
     if file.suffix.lower() == ".csv":
         with file.open(newline="") as handle:
-            rows = [{k: _cell(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+            rows = [{k: parse_cell(v) for k, v in row.items()} for row in csv.DictReader(handle)]
         if label is not None and rows and label not in rows[0]:
             raise ValueError(f"{file}: no column {label!r}")
         return rows

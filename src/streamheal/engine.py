@@ -133,6 +133,8 @@ class Engine:
         consumed record: consumed = scored + labels joined + dead-lettered.
         """
         self.counters.records += len(records)
+        if records:  # an Engine owns one partition: its records all come from it
+            self._partition = records[0].source.partition
         if self.mini_batch:
             return self._watch(self._process_mini_batch(records))
         outputs: list[Output] = []
@@ -167,10 +169,10 @@ class Engine:
         seen, self._seen = self._seen, Observation()
         if self.drift is None or not (seen.rows or seen.outcomes):
             return outputs
+        seen.partition = self._partition
         drifts = self.drift.observe(seen, self.model, self.model_version)
         outputs.extend(drifts)
         if self.policy is not None:
-            self._partition = seen.partition if seen.partition is not None else self._partition
             for drift in drifts:
                 if drift.status == "firing":
                     self._act(self.policy.on_drift(self, drift), outputs)
@@ -358,7 +360,6 @@ class Engine:
             seen.rows.append(event.features)
             seen.top.append(proba[prediction] if proba else 0.0)
             seen.offsets.append(event.source.offset)
-            seen.partition = event.source.partition
         outputs.append(
             Prediction(
                 event.id,

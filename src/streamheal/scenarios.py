@@ -275,10 +275,10 @@ def csv_scenario(
             for i, record in enumerate(csv.DictReader(handle)):
                 if events is not None and i >= events:
                     return
-                target = _cell(record.pop(label))
+                target = parse_cell(record.pop(label))
                 if isinstance(target, float) and target.is_integer():
                     target = int(target)
-                yield {k: _cell(v) for k, v in record.items()}, target
+                yield {k: parse_cell(v) for k, v in record.items()}, target
 
     def stream() -> Iterator[dict[str, Any]]:
         return with_labels(rows(), label_delay, "csv", unlabeled, seed)
@@ -289,7 +289,8 @@ def csv_scenario(
     return Scenario(f"csv:{source.name}", stream, _truth(points, 1, "unknown"))
 
 
-def _cell(text: str | None) -> float | str | None:
+def parse_cell(text: str | None) -> float | str | None:
+    """A CSV cell as a feature value: a finite number, a string, or None when empty."""
     if text is None or text == "":
         return None
     try:
