@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import multiprocessing
 import os
+import pickle
+import re
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
 
 from streamheal import models
 from streamheal.config import Config
 from streamheal.registry import CHAMPION, PREVIOUS, Registry, RegistryError
+from streamheal.signing import REGISTRY_KEY_ENV, Signer
 
 
+@functools.cache  # the same bytes every time: build the model once per process
 def model_bytes() -> bytes:
     model = models.build_model(Config().model, seed=1)
     model.learn_one({"x": 1.0}, True)
@@ -111,3 +119,285 @@ def test_aliases_survive_a_crash_between_writes(tmp_path: Path, monkeypatch) -> 
     assert registry.aliases == {CHAMPION: 1}  # the old state, whole
     assert [v.version for v in registry.versions()] == [1, 2]
     assert registry.register(model_bytes(), cause="after") == 3
+
+
+# ------------------------------------------------------------------ failing safe
+# Every hole below must surface as a RegistryError that names the version and the file,
+# never as a bare OSError, KeyError, TypeError or ValueError from deep inside.
+
+
+@pytest.fixture(autouse=True)
+def no_registry_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests choose their signer explicitly; a key in the developer's shell must not leak in."""
+    monkeypatch.delenv(REGISTRY_KEY_ENV, raising=False)
+
+
+def one_version(tmp_path: Path, signer: Signer | None = None) -> tuple[Registry, Path]:
+    """A registry holding v1, and v1's directory."""
+    registry = Registry(tmp_path, "m", signer=signer)
+    registry.register(model_bytes(), cause="x")
+    return registry, tmp_path / "m" / "versions" / "1"
+
+
+def assert_listed_as_broken(registry: Registry, version: int, match: str) -> None:
+    """versions() (and so `registry list`) shows the broken version with its error."""
+    listed = {entry.version: entry for entry in registry.versions()}
+    assert listed[version].error is not None and re.search(match, listed[version].error)
+    assert listed[version].meta["cause"].startswith("UNREADABLE")
+    assert isinstance(listed[version].meta["created_at"], float)
+
+
+@pytest.mark.parametrize("damage", ["deleted", "a directory"])
+def test_a_missing_model_file_is_a_registry_error(tmp_path: Path, damage: str) -> None:
+    registry, folder = one_version(tmp_path)
+    registry.register(model_bytes(), cause="still fine")
+    (folder / "model.pkl").unlink()
+    if damage == "a directory":
+        (folder / "model.pkl").mkdir()
+    match = r"m v1: model file .*versions/1/model\.pkl"
+    with pytest.raises(RegistryError, match=match):
+        registry.load_bytes(1)
+    with pytest.raises(RegistryError, match=match):
+        registry.promote(1)  # an alias never moves to a version that cannot be served
+    assert_listed_as_broken(registry, 1, match)
+    assert registry.versions()[1].error is None  # the others are listed as usual
+
+
+def _edit_meta(meta: dict[str, Any], **changes: Any) -> bytes:
+    for key, value in changes.items():
+        if value is _DROP:
+            del meta[key]
+        else:
+            meta[key] = value
+    return orjson.dumps(meta)
+
+
+_DROP = object()
+META_DAMAGE: dict[str, Any] = {
+    "not JSON": lambda meta: b'{"size": 12',
+    "not UTF-8": lambda meta: b'{"cause": "\xff\xfe"}',
+    "empty": lambda meta: b"",
+    "an array": lambda meta: b"[1, 2]",
+    "null": lambda meta: b"null",
+    "size missing": lambda meta: _edit_meta(meta, size=_DROP),
+    "size a string": lambda meta: _edit_meta(meta, size="12"),
+    "size a bool": lambda meta: _edit_meta(meta, size=True),
+    "size negative": lambda meta: _edit_meta(meta, size=-1),
+    "sha256 missing": lambda meta: _edit_meta(meta, sha256=_DROP),
+    "sha256 a number": lambda meta: _edit_meta(meta, sha256=123),
+    "sha256 not hex": lambda meta: _edit_meta(meta, sha256="abc"),
+    "name missing": lambda meta: _edit_meta(meta, name=_DROP),
+    "name null": lambda meta: _edit_meta(meta, name=None),
+    "version a string": lambda meta: _edit_meta(meta, version="1"),
+    "version of another directory": lambda meta: _edit_meta(meta, version=2),
+    "tags missing": lambda meta: _edit_meta(meta, tags=_DROP),
+    "tags a list": lambda meta: _edit_meta(meta, tags=["a"]),
+    "signature a number": lambda meta: _edit_meta(meta, signature=7),
+}
+
+
+@pytest.mark.parametrize("damage", list(META_DAMAGE))
+def test_malformed_metadata_is_a_registry_error_naming_version_and_file(
+    tmp_path: Path, damage: str
+) -> None:
+    registry, folder = one_version(tmp_path)
+    path = folder / "meta.json"
+    damaged = META_DAMAGE[damage](orjson.loads(path.read_bytes()))
+    path.write_bytes(damaged)
+    match = r"m v1: metadata file .*versions/1/meta\.json"
+    for call in (registry.meta, registry.load_bytes, registry.load, registry.promote):
+        with pytest.raises(RegistryError, match=match):
+            call(1)
+    with pytest.raises(RegistryError, match=match):
+        registry.tag(1, "k", "v")
+    assert path.read_bytes() == damaged  # tag() did not rewrite what it could not read
+    assert_listed_as_broken(registry, 1, match)
+
+
+@pytest.mark.parametrize("damage", ["deleted", "a directory"])
+def test_a_missing_metadata_file_is_a_registry_error(tmp_path: Path, damage: str) -> None:
+    registry, folder = one_version(tmp_path)
+    (folder / "meta.json").unlink()
+    if damage == "a directory":
+        (folder / "meta.json").mkdir()
+    match = r"m v1: metadata file .*versions/1/meta\.json (is missing|cannot be read)"
+    for call in (registry.meta, registry.load_bytes, registry.promote):
+        with pytest.raises(RegistryError, match=match):
+            call(1)
+    with pytest.raises(RegistryError, match=match):
+        registry.tag(1, "k", "v")
+    assert_listed_as_broken(registry, 1, match)
+    assert registry.register(model_bytes(), cause="next") == 2  # numbering goes on past it
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"{not json",
+        b"",
+        b"\xff\xfe",
+        b"[1, 2]",
+        b'"champion"',
+        b'{"champion": "abc"}',
+        b'{"champion": "1"}',
+        b'{"champion": -1}',
+        b'{"champion": 0}',
+        b'{"champion": true}',
+        b'{"champion": [1]}',
+        b'{"champion": 1.5}',
+        b'{"champion": {"v": 1}}',
+    ],
+)
+def test_a_corrupt_aliases_file_is_a_registry_error(tmp_path: Path, content: bytes) -> None:
+    registry, _ = one_version(tmp_path)
+    path = tmp_path / "m" / "aliases.json"
+    path.write_bytes(content)
+    match = r"m: aliases file .*aliases\.json .*fix or remove it"
+    with pytest.raises(RegistryError, match=match):
+        registry.alias(CHAMPION)
+    with pytest.raises(RegistryError, match=match):
+        registry.aliases  # noqa: B018 - the property read is what is tested
+    with pytest.raises(RegistryError, match=match):
+        registry.versions()
+    with pytest.raises(RegistryError, match=match):
+        registry.promote(1)
+    assert path.read_bytes() == content  # a write never papers over the corrupt file
+
+
+def test_a_null_alias_reads_as_no_alias(tmp_path: Path) -> None:
+    registry, _ = one_version(tmp_path)
+    (tmp_path / "m" / "aliases.json").write_bytes(b'{"champion": 1, "previous": null}')
+    assert registry.aliases == {CHAMPION: 1}
+    assert registry.alias(PREVIOUS) is None
+
+
+@pytest.mark.parametrize("version", [0, -1, True, False, "3", "1", 1.0, None])
+def test_a_version_argument_must_be_an_int_from_1(tmp_path: Path, version: Any) -> None:
+    registry, _ = one_version(tmp_path)
+    match = r"m: a version is an integer >= 1, got"
+    for call in (registry.meta, registry.load_bytes, registry.load, registry.promote):
+        with pytest.raises(RegistryError, match=match):
+            call(version)
+    with pytest.raises(RegistryError, match=match):
+        registry.set_alias("shadow", version)
+    with pytest.raises(RegistryError, match=match):
+        registry.tag(version, "k", "v")
+
+
+def test_rollback_refuses_a_previous_version_that_is_gone(tmp_path: Path) -> None:
+    registry, folder = one_version(tmp_path)
+    registry.register(model_bytes(), cause="y")
+    registry.promote(1)
+    registry.promote(2)
+    (folder / "model.pkl").unlink()
+    with pytest.raises(RegistryError, match="m v1: model file"):
+        registry.rollback()
+    assert registry.aliases == {CHAMPION: 2, PREVIOUS: 1}
+
+
+def test_a_registry_root_that_is_a_file_is_a_registry_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "registry"
+    blocker.write_text("not a directory")
+    where = re.escape(str(blocker / "m" / "versions"))
+    with pytest.raises(RegistryError, match=rf"m: registry directory {where} cannot be created"):
+        Registry(blocker, "m")
+
+
+def test_a_registry_root_without_permission_is_a_registry_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def denied(self: Path, *args: Any, **kwargs: Any) -> None:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", denied)  # as root a chmod would not stop us
+    where = re.escape(str(tmp_path / "m" / "versions"))
+    with pytest.raises(RegistryError, match=rf"{where} cannot be created: Permission denied"):
+        Registry(tmp_path, "m")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
+def test_a_read_only_registry_root_is_a_registry_error(tmp_path: Path) -> None:
+    registry, _ = one_version(tmp_path)
+    (tmp_path / "m" / ".lock").unlink()
+    (tmp_path / "m").chmod(0o555)
+    try:
+        with pytest.raises(RegistryError, match="cannot lock the registry"):
+            registry.register(model_bytes(), cause="x")
+        assert registry.meta(1)["cause"] == "x"  # reading still works
+    finally:
+        (tmp_path / "m").chmod(0o755)
+
+
+# --------------------------------------------------------------------- signatures
+
+
+class _Evil:
+    """A pickle that, once unpickled, leaves a file behind: proof that it ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (open, (str(self.marker), "w"))
+
+
+def _replace_model(folder: Path, blob: bytes) -> None:
+    """What an attacker with write access but no key does: swap the pickle and rewrite
+    the size and SHA-256 in meta.json so the checksum check passes."""
+    (folder / "model.pkl").write_bytes(blob)
+    meta = orjson.loads((folder / "meta.json").read_bytes())
+    meta["size"], meta["sha256"] = len(blob), hashlib.sha256(blob).hexdigest()
+    (folder / "meta.json").write_bytes(orjson.dumps(meta))
+
+
+def test_a_signed_model_round_trips(tmp_path: Path) -> None:
+    signer = Signer(b"registry-key")
+    registry, _ = one_version(tmp_path, signer)
+    assert registry.meta(1)["signature"] == signer.sign(model_bytes())
+    assert registry.load_bytes(1) == model_bytes()
+    registry.tag(1, "reviewed", "yes")  # rewriting meta.json keeps the signature
+    assert registry.load(1).predict_proba_one({"x": 1.0})[True] > 0.5
+
+
+def test_the_key_comes_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(REGISTRY_KEY_ENV, "from-env")
+    registry, _ = one_version(tmp_path)
+    assert registry.meta(1)["signature"] == Signer(b"from-env").sign(model_bytes())
+    monkeypatch.setenv(REGISTRY_KEY_ENV, "another")
+    with pytest.raises(RegistryError, match="signature does not match"):
+        Registry(tmp_path, "m").load_bytes(1)
+
+
+def test_a_replaced_pickle_with_recomputed_checksum_is_refused_when_signed(
+    tmp_path: Path,
+) -> None:
+    marker = tmp_path / "pwned"
+    evil = pickle.dumps(_Evil(marker))
+    registry, folder = one_version(tmp_path, Signer(b"registry-key"))
+    _replace_model(folder, evil)
+    assert Registry(tmp_path, "m", signer=None).load_bytes(1) == evil  # a checksum is no defence
+    with pytest.raises(RegistryError, match=r"signature does not match: .*STREAMHEAL_REGISTRY_KEY"):
+        registry.load(1)
+    assert not marker.exists()  # refused before unpickling
+
+
+def test_an_unsigned_version_is_refused_when_a_key_is_set(tmp_path: Path) -> None:
+    one_version(tmp_path, signer=None)
+    signed = Registry(tmp_path, "m", signer=Signer(b"registry-key"))
+    with pytest.raises(RegistryError, match=r"m v1: signature does not match \(.*carries none"):
+        signed.load_bytes(1)
+
+
+def test_a_version_signed_with_another_key_is_refused(tmp_path: Path) -> None:
+    one_version(tmp_path, Signer(b"old-key"))
+    with pytest.raises(RegistryError, match=r"m v1: signature does not match: .*refusing"):
+        Registry(tmp_path, "m", signer=Signer(b"new-key")).load_bytes(1)
+
+
+def test_the_signature_is_checked_after_the_checksum(tmp_path: Path) -> None:
+    registry, folder = one_version(tmp_path, Signer(b"registry-key"))
+    (folder / "model.pkl").write_bytes(model_bytes()[:-3])
+    with pytest.raises(RegistryError, match="truncated"):
+        registry.load_bytes(1)

@@ -3,9 +3,14 @@
 ``pip install 'streamheal[mlflow]'`` and set ``registry.backend = "mlflow"`` with a
 ``registry.tracking_uri`` (a tracking server, or ``sqlite:///mlflow.db``). Each version is
 a run whose artifacts hold ``model.pkl`` and ``meta.json``; the model version carries the
-metadata as its description and tags, so it shows in MLflow's UI. Loading checks size
-and SHA-256 exactly as the local backend does. MLflow moves one alias per call: a
-promotion sets ``previous`` first, then ``champion``.
+metadata as its description and tags, so it shows in MLflow's UI. MLflow moves one alias
+per call: a promotion sets ``previous`` first, then ``champion``.
+
+It fails safe exactly as the local backend does (see :mod:`streamheal.registry`): loading
+checks size, SHA-256 and, when ``STREAMHEAL_REGISTRY_KEY`` is set, the HMAC signature
+stored in the description, before unpickling; a malformed description, a missing
+artifact or a bad version argument is a :class:`RegistryError` naming the version; and
+:meth:`MlflowRegistry.versions` lists a broken version with its error instead of raising.
 """
 
 from __future__ import annotations
@@ -24,18 +29,44 @@ from streamheal.registry import (
     ModelVersion,
     RegistryError,
     build_meta,
+    check_meta,
+    check_version,
+    unreadable_meta,
     verified,
 )
+from streamheal.signing import REGISTRY_KEY_ENV, Signer
 
 
 class MlflowRegistry:
-    def __init__(self, tracking_uri: str, name: str = "streamheal", artifacts: str = "") -> None:
+    """The MLflow backend.
+
+    Parameters
+    ----------
+    tracking_uri
+        The tracking and registry server (``http://...``, ``sqlite:///mlflow.db``).
+    name
+        The registered model's name.
+    artifacts
+        Where a newly created experiment stores its artifacts (default: a temp directory).
+    signer
+        Signs model files on register and verifies them on load. None (the default)
+        reads ``STREAMHEAL_REGISTRY_KEY``; when that is unset too, only checksums are checked.
+    """
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        name: str = "streamheal",
+        artifacts: str = "",
+        signer: Signer | None = None,
+    ) -> None:
         from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
 
         if not tracking_uri:
             raise RegistryError("registry.tracking_uri is required with registry.backend = mlflow")
         self.name = name
+        self.signer = signer if signer is not None else Signer.from_env(REGISTRY_KEY_ENV)
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         self._missing = MlflowException
         experiment = self.client.get_experiment_by_name(f"streamheal-{name}")
@@ -59,7 +90,9 @@ class MlflowRegistry:
         tags: dict[str, str] | None = None,
     ) -> int:
         run = self.client.create_run(self.experiment_id, tags={"cause": cause})
-        meta = build_meta(self.name, 0, model, cause, metrics, offsets, config_hash, tags)
+        meta = build_meta(
+            self.name, 0, model, cause, metrics, offsets, config_hash, tags, signer=self.signer
+        )
         with tempfile.TemporaryDirectory() as folder:
             Path(folder, "model.pkl").write_bytes(model)
             Path(folder, "meta.json").write_bytes(orjson.dumps(meta))
@@ -80,21 +113,43 @@ class MlflowRegistry:
         return int(version.version)
 
     def meta(self, version: int) -> dict[str, Any]:
+        """A version's metadata (from its description and tags), checked for shape."""
+        version = check_version(self.name, version)
         try:
             found = self.client.get_model_version(self.name, str(version))
         except self._missing as err:
             raise RegistryError(f"{self.name}: no version {version}") from err
-        meta = orjson.loads(found.description)
-        meta["version"] = version
-        meta["tags"] = {k: v for k, v in found.tags.items() if k not in ("cause", "sha256", "size")}
-        meta["run_id"] = found.run_id
-        return meta
+        where, source = f"{self.name} v{version}", "the MLflow model version's description"
+        try:
+            meta = orjson.loads(found.description or "")
+        except orjson.JSONDecodeError as err:
+            raise RegistryError(f"{where}: {source} is not valid JSON ({err})") from err
+        if isinstance(meta, dict):  # else check_meta says what it is
+            # The description holds "version": null (MLflow numbers versions after it is
+            # written); the tags are MLflow's, so that tagging in its UI shows here too.
+            meta["version"] = version
+            meta["tags"] = {
+                k: v for k, v in (found.tags or {}).items() if k not in ("cause", "sha256", "size")
+            }
+            meta["run_id"] = found.run_id
+        return check_meta(meta, where, source, version)
 
     def load_bytes(self, version: int) -> bytes:
+        """The model's bytes, after checking size, SHA-256 and signature against the metadata."""
         meta = self.meta(version)
+        artifact = "model/model.pkl"
+        if not meta["run_id"]:
+            raise RegistryError(f"{self.name} v{version}: model file {artifact} has no run")
         with tempfile.TemporaryDirectory() as folder:
-            path = self.client.download_artifacts(meta["run_id"], "model/model.pkl", folder)
-            return verified(Path(path).read_bytes(), meta)
+            try:
+                path = self.client.download_artifacts(meta["run_id"], artifact, folder)
+                blob = Path(path).read_bytes()
+            except (self._missing, OSError) as err:
+                raise RegistryError(
+                    f"{self.name} v{version}: model file {artifact} of run {meta['run_id']} "
+                    f"cannot be read: {err}"
+                ) from err
+            return verified(blob, meta, self.signer)
 
     def load(self, version: int) -> Any:
         from streamheal import models
@@ -107,8 +162,16 @@ class MlflowRegistry:
         by_version: dict[int, list[str]] = {}
         for alias, v in aliases.items():
             by_version.setdefault(v, []).append(alias)
-        numbers = sorted(int(v.version) for v in found)
-        return [ModelVersion(v, self.meta(v), sorted(by_version.get(v, []))) for v in numbers]
+        listed = []
+        for entry in sorted(found, key=lambda e: int(e.version)):
+            v = int(entry.version)
+            try:
+                meta = self.meta(v)
+            except RegistryError as err:  # one bad version is no reason to hide the others
+                created_at = (entry.creation_timestamp or 0) / 1000
+                meta = unreadable_meta(self.name, v, str(err), created_at)
+            listed.append(ModelVersion(v, meta, sorted(by_version.get(v, []))))
+        return listed
 
     def set_alias(self, alias: str, version: int) -> AliasState:
         self.meta(version)  # RegistryError for an unknown version
@@ -127,6 +190,7 @@ class MlflowRegistry:
         previous, current = self.alias(PREVIOUS), self.alias(CHAMPION)
         if previous is None:
             raise RegistryError(f"{self.name}: no previous champion to roll back to")
+        self.meta(previous)  # never point champion at a version that is gone or broken
         self.client.set_registered_model_alias(self.name, CHAMPION, str(previous))
         if current is not None:
             self.client.set_registered_model_alias(self.name, PREVIOUS, str(current))
@@ -142,4 +206,9 @@ class MlflowRegistry:
     @property
     def aliases(self) -> dict[str, int]:
         model = self.client.get_registered_model(self.name)
-        return {k: int(v) for k, v in (model.aliases or {}).items()}
+        try:  # MLflow stores versions as strings of digits; guard against anything else
+            return {k: check_version(self.name, int(v)) for k, v in (model.aliases or {}).items()}
+        except (TypeError, ValueError) as err:
+            raise RegistryError(
+                f"{self.name}: MLflow aliases are not version numbers: {err}"
+            ) from err
