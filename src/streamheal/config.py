@@ -4,21 +4,31 @@ Values come from a TOML file (``config/streamheal.toml`` by default) and are the
 overridden by ``STREAMHEAL_<SECTION>__<KEY>`` environment variables, e.g.
 ``STREAMHEAL_KAFKA__BOOTSTRAP_SERVERS=broker:9092``. Any unknown key or badly typed
 value stops the program at start with a message that names the key and the form it
-expects.
+expects. An environment value is read as its key's type: a string key takes the raw
+text, any other key a TOML literal (``250``, ``true``, ``{"linger.ms" = 5}``).
+
+Secrets never leave this module in clear: a key whose name contains ``password``,
+``secret``, ``token`` or ``key`` (e.g. ``kafka.common."sasl.password"``) shows as ``'***'``
+in error messages and in ``repr``, and is left out of :func:`config_hash`.
 
 >>> cfg = load_config(None, env={})
 >>> cfg.engine.mode
 'per_event'
->>> load_config(None, env={"STREAMHEAL_ENGINE__BATCH_SIZE": "zero"})
+>>> load_config(None, env={"STREAMHEAL_ENGINE__BATCH_SIZE": "zero"})  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
-streamheal.config.ConfigError: engine.batch_size: expected an integer >= 1, got 'zero'
+streamheal.config.ConfigError: engine.batch_size: expected an integer between 1 and 100000, ...
+>>> load_config(None, env={"STREAMHEAL_KAFKA__GROUP_ID": "123"}).kafka.group_id
+'123'
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
+import re
 import tomllib
 import types
 import typing
@@ -29,6 +39,9 @@ from typing import Any
 
 DEFAULT_CONFIG_PATH = Path("config/streamheal.toml")
 ENV_PREFIX = "STREAMHEAL_"
+REDACTED = "***"
+_SECRET_NAME = re.compile("password|secret|token|key", re.IGNORECASE)
+_TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 
 
 class ConfigError(ValueError):
@@ -43,39 +56,117 @@ def _positive(expect: str = "an integer >= 1") -> dict[str, Any]:
     return _rule(expect, lambda v: v >= 1)
 
 
+def _between(low: int, high: int, expect: str = "") -> dict[str, Any]:
+    return _rule(expect or f"an integer between {low} and {high}", lambda v: low <= v <= high)
+
+
 def _choice(*options: str) -> dict[str, Any]:
     return _rule("one of " + ", ".join(repr(o) for o in options), lambda v: v in options)
 
 
-@dataclass(frozen=True)
+def _non_empty() -> dict[str, Any]:
+    return _rule("a non-empty string", lambda v: v.strip() != "")
+
+
+def _topic_name() -> dict[str, Any]:
+    return _rule(
+        "a Kafka topic name (1 to 249 of a-z A-Z 0-9 . _ -, not '.' or '..')",
+        lambda v: _TOPIC_NAME.fullmatch(v) is not None and v not in (".", ".."),
+    )
+
+
+def _client_properties() -> dict[str, Any]:
+    return _rule(
+        "a table of librdkafka properties (strings, numbers or booleans)",
+        lambda v: all(isinstance(x, str | int | float) for x in v.values()),
+    )
+
+
+def is_secret(name: str) -> bool:
+    """Whether a key's value must never be shown or hashed (``sasl.password``, ...)."""
+    return _SECRET_NAME.search(name) is not None
+
+
+def redact(value: Any, name: str = "") -> Any:
+    """``value`` with every secret, at any depth, replaced by ``'***'``.
+
+    >>> redact({"sasl.username": "me", "sasl.password": "hunter2"})
+    {'sasl.username': 'me', 'sasl.password': '***'}
+    """
+    if is_secret(name):
+        return REDACTED
+    if isinstance(value, dict):
+        return {key: redact(item, str(key)) for key, item in value.items()}
+    if isinstance(value, list):
+        return [redact(item) for item in value]
+    return value
+
+
+@dataclass(frozen=True, repr=False)
 class KafkaConfig:
-    bootstrap_servers: str = "127.0.0.1:19092"
-    group_id: str = "streamheal"
-    client_id: str = "streamheal-worker"
+    bootstrap_servers: str = field(default="127.0.0.1:19092", metadata=_non_empty())
+    group_id: str = field(default="streamheal", metadata=_non_empty())
+    client_id: str = field(default="streamheal-worker", metadata=_non_empty())
+    # How long `run` waits for the cluster at start before it gives up (exit 69).
+    connect_timeout_seconds: float = field(
+        default=30.0, metadata=_rule("a number of seconds > 0 and <= 3600", lambda v: 0 < v <= 3600)
+    )
     # Extra librdkafka properties passed through verbatim: `common` to every client
     # (security settings), the others to consumers or producers only (tuning).
-    common: dict[str, Any] = field(default_factory=dict)
-    consumer: dict[str, Any] = field(default_factory=dict)
-    producer: dict[str, Any] = field(default_factory=dict)
+    common: dict[str, Any] = field(default_factory=dict, metadata=_client_properties())
+    consumer: dict[str, Any] = field(default_factory=dict, metadata=_client_properties())
+    producer: dict[str, Any] = field(default_factory=dict, metadata=_client_properties())
+
+    def __repr__(self) -> str:
+        # The dataclass repr would print `sasl.password` and friends into any log line.
+        shown = ", ".join(
+            f"{f.name}={redact(getattr(self, f.name), f.name)!r}" for f in dataclasses.fields(self)
+        )
+        return f"{type(self).__name__}({shown})"
+
+
+TOPIC_KEYS = ("events", "predictions", "alerts", "metrics", "dlq", "state", "control")
 
 
 @dataclass(frozen=True)
 class TopicsConfig:
-    events: str = "streamheal.events"
-    predictions: str = "streamheal.predictions"
-    alerts: str = "streamheal.alerts"
-    metrics: str = "streamheal.metrics"
-    dlq: str = "streamheal.dlq"
-    state: str = "streamheal.state"
-    control: str = "streamheal.control"
-    partitions: int = field(default=4, metadata=_positive())
+    events: str = field(default="streamheal.events", metadata=_topic_name())
+    predictions: str = field(default="streamheal.predictions", metadata=_topic_name())
+    alerts: str = field(default="streamheal.alerts", metadata=_topic_name())
+    metrics: str = field(default="streamheal.metrics", metadata=_topic_name())
+    dlq: str = field(default="streamheal.dlq", metadata=_topic_name())
+    state: str = field(default="streamheal.state", metadata=_topic_name())
+    control: str = field(default="streamheal.control", metadata=_topic_name())
+    partitions: int = field(default=4, metadata=_between(1, 10_000))
     replication_factor: int = field(default=1, metadata=_positive())
     create: bool = True
+
+    def __post_init__(self) -> None:
+        # A worker whose predictions topic is its events topic would feed on its own output.
+        seen: dict[str, str] = {}
+        for key, topic in self.names().items():
+            if topic in seen:
+                raise ConfigError(
+                    f"topics.{key}: {topic!r} is already topics.{seen[topic]}; "
+                    "every topic must be distinct"
+                )
+            seen[topic] = key
+
+    def names(self) -> dict[str, str]:
+        """Every topic streamheal reads or writes, by its config key."""
+        return {key: getattr(self, key) for key in TOPIC_KEYS}
 
 
 @dataclass(frozen=True)
 class EventsConfig:
-    max_bytes: int = field(default=65536, metadata=_positive())
+    max_bytes: int = field(
+        default=65536,
+        metadata=_between(1, 10 * 2**20, "an integer between 1 and 10485760 (10 MiB)"),
+    )
+    # Bounds on one event; past them the event is dead-lettered (README: "Limits and guards").
+    max_id_length: int = field(default=256, metadata=_positive())
+    max_features: int = field(default=1000, metadata=_positive())
+    max_feature_name_length: int = field(default=256, metadata=_positive())
 
 
 @dataclass(frozen=True)
@@ -91,12 +182,16 @@ class ModelConfig:
 @dataclass(frozen=True)
 class EngineConfig:
     mode: str = field(default="per_event", metadata=_choice("per_event", "mini_batch"))
-    batch_size: int = field(default=500, metadata=_positive())
+    # librdkafka's consume() refuses more than 1,000,000 records; a batch is also one
+    # transaction and one Engine call, so far fewer make sense.
+    batch_size: int = field(default=500, metadata=_between(1, 100_000))
     seed: int = 42
-    join_buffer_size: int = field(default=100_000, metadata=_positive())
+    join_buffer_size: int = field(default=100_000, metadata=_between(1, 1_000_000))
     join_max_age_seconds: float = field(
         default=3600.0, metadata=_rule("a number of seconds > 0", lambda v: v > 0)
     )
+    # Byte budget of the label-join buffer (estimated), per partition; oldest evicted first.
+    join_buffer_max_bytes: int = field(default=256 * 1024 * 1024, metadata=_positive())
 
 
 @dataclass(frozen=True)
@@ -108,8 +203,8 @@ class DetectorsConfig:
     false_alarms_per_10k: float = field(
         default=0.5, metadata=_rule("a number > 0", lambda v: v > 0)
     )
-    reference_size: int = field(default=500, metadata=_rule("an integer >= 50", lambda v: v >= 50))
-    window_size: int = field(default=500, metadata=_rule("an integer >= 50", lambda v: v >= 50))
+    reference_size: int = field(default=500, metadata=_between(50, 1_000_000))
+    window_size: int = field(default=500, metadata=_between(50, 1_000_000))
     # Cheap checks (sequential detectors, confirmation bookkeeping) every `check_every` events;
     # windowed tests (KS, PSI, chi-square, re-scored predictions) every `window_check_every`.
     check_every: int = field(default=100, metadata=_positive())
@@ -191,9 +286,37 @@ class PolicyConfig:
 @dataclass(frozen=True)
 class RegistryConfig:
     backend: str = field(default="local", metadata=_choice("local", "mlflow"))
-    path: str = "~/.local/share/streamheal/registry"  # local backend; MLflow's artifacts
-    model_name: str = "streamheal"
+    # local backend; MLflow's artifacts
+    path: str = field(default="~/.local/share/streamheal/registry", metadata=_non_empty())
+    model_name: str = field(default="streamheal", metadata=_non_empty())
     tracking_uri: str = ""  # mlflow backend, e.g. "sqlite:///mlflow.db" or "http://mlflow:5000"
+
+
+@dataclass(frozen=True)
+class GuardsConfig:
+    """What one hostile or careless value may do to a partition's Engine (README: "Limits
+    and guards")."""
+
+    # Numeric inputs: a value beyond `outlier_scales` spreads of the feature's reference
+    # (its first `reference_size` values, central 98%) or beyond `max_abs_value` is clipped.
+    clip_outliers: bool = True
+    outlier_scales: float = field(default=10.0, metadata=_rule("a number > 0", lambda v: v > 0))
+    max_abs_value: float = field(default=1e15, metadata=_rule("a number > 0", lambda v: v > 0))
+    reference_size: int = field(default=500, metadata=_rule("an integer >= 10", lambda v: v >= 10))
+    # Distinct feature names per partition, and distinct values per string feature; past
+    # them a new name is ignored (not fed to the model or detectors), a new value becomes
+    # "__other__".
+    max_distinct_features: int = field(default=1000, metadata=_positive())
+    max_categories: int = field(default=1000, metadata=_positive())
+    # An event whose ts is more than this ahead of the partition's event-time high-water mark
+    # is scored but does not move the Engine's clock (so it cannot expire waiting labels).
+    max_future_skew_seconds: float = field(
+        default=86400.0, metadata=_rule("a number of seconds > 0", lambda v: v > 0)
+    )
+    # After learning, a model with non-finite weights or probabilities is replaced by its
+    # last good state, kept every `good_state_every` labeled events.
+    check_model: bool = True
+    good_state_every: int = field(default=1000, metadata=_positive())
 
 
 @dataclass(frozen=True)
@@ -227,6 +350,7 @@ class Config:
     detectors: DetectorsConfig = field(default_factory=DetectorsConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
+    guards: GuardsConfig = field(default_factory=GuardsConfig)
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     local_kafka: LocalKafkaConfig = field(default_factory=LocalKafkaConfig)
 
@@ -241,8 +365,10 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
     table: dict[str, Any] = {}
     if path is not None:
         file = Path(path)
-        if not file.is_file():
+        if not file.exists():
             raise ConfigError(f"config file {str(file)!r} does not exist")
+        if not file.is_file():
+            raise ConfigError(f"config file {str(file)!r} is a directory, not a TOML file")
         table = _read_toml(file)
     elif DEFAULT_CONFIG_PATH.is_file():
         table = _read_toml(DEFAULT_CONFIG_PATH)
@@ -250,9 +376,36 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
     return _build(Config, _merge(table, overrides), "")
 
 
+def config_hash(config: Config) -> str:
+    """A short fingerprint of the whole config but its secrets (16 hex digits of SHA-256).
+
+    Stored with every registered model, so two models can be told apart by the config
+    that produced them; a changed password alone does not change it.
+
+    >>> one = Config().replace(kafka={"common": {"sasl.password": "one"}})
+    >>> two = Config().replace(kafka={"common": {"sasl.password": "two"}})
+    >>> config_hash(one) == config_hash(two), len(config_hash(one))
+    (True, 16)
+    >>> config_hash(one) == config_hash(one.replace(engine={"seed": 7}))
+    False
+    """
+    canonical = json.dumps(
+        redact(dataclasses.asdict(config)), sort_keys=True, separators=(",", ":"), default=repr
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
 def _read_toml(file: Path) -> dict[str, Any]:
     try:
-        return tomllib.loads(file.read_text(encoding="utf-8"))
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{file}: not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8"
+        ) from err
+    except OSError as err:
+        raise ConfigError(f"{file}: cannot be read: {err.strerror}") from err
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{file}: not valid TOML: {err}") from err
 
@@ -263,12 +416,24 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
         if not name.startswith(ENV_PREFIX) or "__" not in name:
             continue
         section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
-        overrides.setdefault(section, {})[key] = _parse_env_value(raw)
+        overrides.setdefault(section, {})[key] = _parse_env_value(raw, _key_type(section, key))
     return overrides
 
 
-def _parse_env_value(raw: str) -> Any:
-    # Read the value as a TOML literal (numbers, booleans, inline tables); fall back to a string.
+def _key_type(section: str, key: str) -> Any:
+    """The declared type of ``section.key``, or None for an unknown key (reported later)."""
+    section_type = typing.get_type_hints(Config).get(section)
+    if section_type is None:
+        return None
+    return typing.get_type_hints(section_type).get(key)
+
+
+def _parse_env_value(raw: str, hint: Any) -> Any:
+    # A string key takes the text as it is: STREAMHEAL_KAFKA__GROUP_ID=123 means "123".
+    if hint is str:
+        return raw
+    # Anything else is read as a TOML literal (numbers, booleans, inline tables); a value
+    # that is not one stays a string, so the error names the key and the expected form.
     try:
         return tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
@@ -287,7 +452,7 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 def _build(cls: type, table: Any, where: str) -> Any:
     if not isinstance(table, dict):
-        raise ConfigError(f"{where or 'config'}: expected a table, got {table!r}")
+        raise ConfigError(f"{where or 'config'}: expected a table, got {redact(table, where)!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(table) - set(fields))
@@ -312,7 +477,7 @@ def _coerce(hint: Any, value: Any, key: str, meta: Mapping[str, Any]) -> Any:
     if ok and origin is float:
         value = float(value)
     if not ok or not meta.get("check", lambda _: True)(value):
-        raise ConfigError(f"{key}: expected {expect}, got {value!r}")
+        raise ConfigError(f"{key}: expected {expect}, got {redact(value, key)!r}")
     return value
 
 

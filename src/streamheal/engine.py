@@ -22,18 +22,36 @@ learned from its label.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from streamheal import models
 from streamheal.config import Config
 from streamheal.detectors.suite import DriftSuite, Observation
 from streamheal.events import Event, Label, Reason, Rejection, Source
+from streamheal.guards import (
+    EventClock,
+    InputGuard,
+    ModelWatch,
+    Notice,
+    finite_probabilities,
+    healthy,
+    linear_parts,
+)
 from streamheal.policy import Action, Policy
 
-Output = Any  # Prediction | Rejection | Drift | Action
+Output = Any  # Prediction | Rejection | Drift | Action | Notice
+# Feature names beyond the distinct-name cap share one slot in the per-feature counters.
+OTHER_FEATURES = "(other)"
+# Estimated bytes of one label-join buffer entry: Python objects take several times the
+# JSON they came from (measured: about 2.5x for 30 numeric features, plus the entry itself).
+_ENTRY_OVERHEAD_BYTES = 300
+_BYTES_PER_RAW_BYTE = 3
 
 
 @dataclass(slots=True)
@@ -77,6 +95,8 @@ class Counters:
     labeled: int = 0  # learned from (joined or carried by the feature event)
     correct: int = 0
     unlabeled_expired: int = 0
+    future_ts: int = 0  # events whose ts was too far ahead to move the clock
+    model_restores: int = 0  # non-finite models replaced by their last good state
     dead_lettered: Counter[str] = field(default_factory=Counter)  # by reason
     missing: Counter[str] = field(default_factory=Counter)
 
@@ -95,6 +115,7 @@ class _Pending:
     features: dict[str, Any]
     prediction: Label | None
     ts: float
+    size: int  # estimated bytes, for the buffer's byte budget
 
 
 class Engine:
@@ -109,7 +130,17 @@ class Engine:
         # River's binary classifiers answer False/True; we speak 0/1 on the wire.
         self._binary = models.is_binary_bool(self.model)
         self._max_pending = engine_cfg.join_buffer_size
+        self._max_pending_bytes = engine_cfg.join_buffer_max_bytes
+        self._pending_bytes = 0
         self._max_age = engine_cfg.join_max_age_seconds
+        guards = config.guards
+        self.guard = InputGuard(guards)
+        self.clock = EventClock(guards.max_future_skew_seconds)
+        self.watch = ModelWatch(guards.good_state_every) if guards.check_model else None
+        self._noticed: set[tuple[str, str | None]] = set()
+        self._notices: list[Notice | Action] = []
+        self._watched: Any = None  # the model whose linear parts are cached below
+        self._watched_linear: list[Any] = []
         # Plain dicts keep insertion order; the oldest entry is next(iter(d)).
         self._pending: dict[str, _Pending] = {}
         # Ids that left the buffer, so a late or repeated label gets the right DLQ reason.
@@ -135,8 +166,17 @@ class Engine:
         self.counters.records += len(records)
         if records:  # an Engine owns one partition: its records all come from it
             self._partition = records[0].source.partition
+        records = self._guarded(records)
         if self.mini_batch:
-            return self._watch(self._process_mini_batch(records))
+            outputs = self._process_mini_batch(records)
+        else:
+            outputs = self._process_per_event(records)
+        if self._notices:
+            outputs.extend(self._notices)
+            self._notices = []
+        return self._watch(outputs)
+
+    def _process_per_event(self, records: list[Event | Rejection]) -> list[Output]:
         outputs: list[Output] = []
         for event in records:
             if type(event) is Rejection:
@@ -144,7 +184,7 @@ class Engine:
                 continue
             features = event.features
             if features is None:
-                self._join_label(event, outputs, learn=self.model.learn_one)
+                self._join_label(event, outputs, learn=self._learn_one)
                 continue
             if event.label is None:
                 self._remember(event, features, self._score_one(event, features, outputs))
@@ -154,14 +194,121 @@ class Engine:
                     continue
                 prediction = self._score_one(event, features, outputs)
                 right = self._account_own_label(event, prediction)
-                self.model.learn_one(features, label)
+                self._learn_one(features, label)
                 if self.policy is not None:
                     self._heal(features, label, right, outputs)
             if self.counters.feature_events % self._model_check_every == 0:
                 # The model-drift check re-scores rows with the model exactly as it is at
                 # this event, so per-event results do not depend on how batches were cut.
                 self._watch(outputs)
-        return self._watch(outputs)
+        return outputs
+
+    # ------------------------------------------------------------------ guards
+    def _guarded(self, records: list[Event | Rejection]) -> list[Event | Rejection]:
+        """The records with every feature event's features through the input guard (a new
+        Event where something changed: replay shares decoded records between Engines)."""
+        admit = self.guard.admit
+        out: list[Event | Rejection] | None = None
+        for i, record in enumerate(records):
+            if type(record) is Rejection or record.features is None:
+                continue
+            if record.missing:
+                self.guard.note_missing(record.missing)
+            admitted = admit(record.features)
+            if admitted is not record.features:
+                out = list(records) if out is None else out
+                out[i] = dataclasses.replace(record, features=admitted)
+        guard = self.guard
+        for name in guard.take_first_clips():
+            self._notice(
+                "outlier_clipped",
+                name,
+                "a value beyond the feature's guard bounds was clipped (counted from now on)",
+            )
+        if guard.cap_reached:
+            self._notice(
+                "feature_cap_reached",
+                None,
+                f"more than {self.config.guards.max_distinct_features} distinct feature "
+                "names: new names are ignored by the model and the detectors",
+            )
+        return records if out is None else out
+
+    def _notice(self, kind: str, feature: str | None, message: str, **detail: Any) -> None:
+        """One notice per (kind, feature) per Engine: a warning, not a stream of them."""
+        if (kind, feature) in self._noticed:
+            return
+        self._noticed.add((kind, feature))
+        self._notices.append(
+            Notice(kind, feature, self.counters.feature_events, message, detail, self._partition)
+        )
+
+    def _now(self, ts: float) -> float:
+        """The partition's event time after ``ts``: far-future stamps do not move it."""
+        clock = self.clock
+        before = clock.suspicious
+        now = clock.advance(ts)
+        if clock.suspicious != before:
+            self.counters.future_ts += 1
+            self._notice(
+                "future_ts",
+                None,
+                f"an event's ts is more than {clock.max_skew:g}s ahead of the partition's "
+                "event time; it was scored but did not move the clock (counted from now on)",
+                ts=ts,
+                clock=now,
+            )
+        return now
+
+    def _learn_one(self, features: dict[str, Any], label: Label) -> None:
+        self.model.learn_one(features, label)
+        if self.watch is not None:
+            self._check_model()
+
+    def _check_model(self, learned: int = 1) -> None:
+        """After learning: a non-finite model goes back to its last good state at once."""
+        watch = self.watch
+        if self.model is not self._watched:
+            # A new champion (reset, promotion, rollback, install): its own good state.
+            self._watched = self.model
+            self._watched_linear = linear_parts(self.model)
+            watch.since_good = watch.every
+        if not healthy(self._watched_linear):
+            self._restore_model("non-finite model state after learning")
+            return
+        watch.since_good += learned
+        if watch.since_good >= watch.every:
+            watch.keep(models.dumps(self.model), self.model_version)
+
+    def _restore_model(self, cause: str) -> None:
+        watch = self.watch
+        if watch.good is not None and watch.good_version == self.model_version:
+            self.model = models.loads(watch.good)
+            source = "last good state"
+        else:
+            self.model = self._fresh_model()
+            source = "fresh model" + (" (warm-started)" if self.policy is not None else "")
+        self._watched = self.model
+        self._watched_linear = linear_parts(self.model)
+        watch.since_good = 0
+        watch.restores += 1
+        self.counters.model_restores += 1
+        action = Action(
+            "restore",
+            self.counters.feature_events,
+            self.model_version,
+            cause,
+            {"restored_from": source},
+        )
+        action.partition = self._partition
+        self._notices.append(action)
+
+    def _fresh_model(self) -> Any:
+        model = models.build_model(self.config.model, self.config.engine.seed)
+        if self.policy is not None:
+            for features, label in self.policy.recent:
+                model.learn_one(features, label)
+        return model
 
     def _watch(self, outputs: list[Output]) -> list[Output]:
         """Let the drift detectors see this batch; their declarations follow its outputs,
@@ -216,23 +363,39 @@ class Engine:
             "counters": copy.deepcopy(self.counters),
             "drift": self.drift.state_dict() if self.drift is not None else None,
             "policy": self.policy.state_dict() if self.policy is not None else None,
+            "guard": self.guard.state_dict(),
+            "clock": self.clock.state_dict(),
+            "watch": self.watch.state_dict() if self.watch is not None else None,
+            "noticed": set(self._noticed),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model = models.loads(state["model"])
         self.model_version = state["model_version"]
         self._pending = copy.deepcopy(state["pending"])
+        self._pending_bytes = sum(entry.size for entry in self._pending.values())
         self._closed = dict(state["closed"])
         self.counters = copy.deepcopy(state["counters"])
         if self.drift is not None and state["drift"] is not None:
             self.drift.load_state_dict(state["drift"])
         if self.policy is not None and state.get("policy") is not None:
             self.policy.load_state_dict(state["policy"])
+        self.guard.load_state_dict(state["guard"])
+        self.clock.load_state_dict(state["clock"])
+        if self.watch is not None and state["watch"] is not None:
+            self.watch.load_state_dict(state["watch"])
+        self._noticed = set(state["noticed"])
 
     @property
     def pending_labels(self) -> int:
-        """Feature events waiting for their label (bounded by ``join_buffer_size``)."""
+        """Feature events waiting for their label (bounded by ``join_buffer_size`` and
+        ``join_buffer_max_bytes``)."""
         return len(self._pending)
+
+    @property
+    def pending_bytes(self) -> int:
+        """The label-join buffer's estimated size in bytes."""
+        return self._pending_bytes
 
     # ---------------------------------------------------------------- per event
     def _score_one(self, event: Event, features: dict[str, Any], outputs: list[Output]) -> Any:
@@ -240,6 +403,9 @@ class Engine:
 
     def _proba_one(self, features: dict[str, Any]) -> dict[Any, float]:
         proba = self.model.predict_proba_one(features)
+        if self.watch is not None and not finite_probabilities(proba):
+            self._restore_model("non-finite probabilities")
+            proba = self.model.predict_proba_one(features)
         if self._binary:
             return {0: proba.get(False, 0.0), 1: proba.get(True, 0.0)}
         return proba
@@ -259,14 +425,11 @@ class Engine:
         scored = [r for r in records if type(r) is not Rejection and r.features is not None]
         if scored:
             frame = models.feature_frame([e.features for e in scored])
-            complete = frame.notna().all(axis=1).tolist()
-            proba_frame = self.model.predict_proba_many(frame)
-            classes = list(proba_frame.columns)
-            if self._binary:
-                classes = [int(c) for c in classes]
-            proba_matrix = proba_frame.to_numpy()
-            rows = proba_matrix.tolist()
-            best = [classes[i] for i in proba_matrix.argmax(axis=1).tolist()]
+            if models.batchable(frame):
+                complete = frame.notna().all(axis=1).tolist()
+                classes, rows, best = self._proba_many(frame, complete)
+            else:  # no columns, or a column mixing strings and numbers: row by row
+                complete = [False] * len(scored)
         # Rows of `frame` to learn from, labels that join rows from earlier batches, and
         # rows with missing cells (learned one by one).
         batch_rows: list[int] = []
@@ -312,7 +475,10 @@ class Engine:
             labels.extend(batch_labels)
         if late:
             late_frame = models.feature_frame([x for x, _ in late])
-            whole = late_frame.notna().all(axis=1).tolist()
+            if models.batchable(late_frame):
+                whole = late_frame.notna().all(axis=1).tolist()
+            else:
+                whole = [False] * len(late)
             if parts:  # stacked under this batch's rows, a late row needs the same columns
                 columns = set(frame.columns)
                 whole = [w and columns == x.keys() for w, (x, _) in zip(whole, late, strict=True)]
@@ -327,6 +493,8 @@ class Engine:
             self.model.learn_many(learn_frame.reset_index(drop=True), pd.Series(labels))
         for features, label in one_by_one:
             self.model.learn_one(features, label)
+        if self.watch is not None and (parts or one_by_one):
+            self._check_model(learned=len(labels) + len(one_by_one))
         if self.policy is not None:
             # The champion learned the batch at once; the policy's turn comes after it.
             deferred, self._deferred = self._deferred, []
@@ -342,6 +510,20 @@ class Engine:
                 self.policy.recent.extend((rows + late[-keep:])[-keep:])
         return outputs
 
+    def _proba_many(self, frame: Any, complete: list[bool]) -> tuple[list, list, list]:
+        """Class probabilities of the batch at once: (classes, rows, best class per row).
+        Rows with a missing cell are scored one by one later; only complete rows count for
+        the finiteness check."""
+        proba_frame = self.model.predict_proba_many(frame)
+        classes = list(proba_frame.columns)
+        if self._binary:
+            classes = [int(c) for c in classes]
+        matrix = proba_frame.to_numpy()
+        if self.watch is not None and not np.isfinite(matrix[np.asarray(complete)]).all():
+            self._restore_model("non-finite probabilities")
+            matrix = self.model.predict_proba_many(frame).to_numpy()
+        return classes, matrix.tolist(), [classes[i] for i in matrix.argmax(axis=1).tolist()]
+
     # ------------------------------------------------------------------ shared
     def _emit_prediction(
         self, event: Event, proba: dict[Any, float], outputs: list, prediction: Any = None
@@ -349,7 +531,8 @@ class Engine:
         counters = self.counters
         counters.feature_events += 1
         for name in event.missing:
-            counters.missing[name] += 1
+            # Only names the guard admitted get their own counter: the Counter stays bounded.
+            counters.missing[name if name in self.guard.features else OTHER_FEATURES] += 1
         if prediction is None and proba:
             if self._binary:  # ties go to 0, as max() over {0: p, 1: q} would
                 prediction = 1 if proba[1] > proba[0] else 0
@@ -380,7 +563,7 @@ class Engine:
         return right
 
     def _join_label(self, event: Event, outputs: list[Output], learn: Any) -> None:
-        self._expire(event.ts)
+        self._expire(self._now(event.ts))
         pending = self._pending.get(event.id)
         if pending is None:
             reason = self._closed.get(event.id, Reason.UNKNOWN_LABEL_ID)
@@ -390,6 +573,7 @@ class Engine:
         if label is None:
             return
         del self._pending[event.id]
+        self._pending_bytes -= pending.size
         self.counters.labels_joined += 1
         right = self._record_outcome(pending.prediction, event.label)
         learn(pending.features, label)
@@ -424,13 +608,19 @@ class Engine:
         return right
 
     def _remember(self, event: Event, features: dict[str, Any], prediction: Any) -> None:
+        now = self._now(event.ts)
         pending = self._pending
-        pending[event.id] = _Pending(features, prediction, event.ts)
-        if len(pending) > self._max_pending:
+        size = _ENTRY_OVERHEAD_BYTES + _BYTES_PER_RAW_BYTE * len(event.raw)
+        old = pending.pop(event.id, None)  # a repeated id replaces its earlier entry
+        if old is not None:
+            self._pending_bytes -= old.size
+        # A far-future ts is stored as the clock's time, so it ages like its neighbours.
+        pending[event.id] = _Pending(features, prediction, min(event.ts, now), size)
+        self._pending_bytes += size
+        while len(pending) > self._max_pending or self._pending_bytes > self._max_pending_bytes:
             old_id = next(iter(pending))
-            del pending[old_id]
-            self._evict(old_id)
-        self._expire(event.ts)
+            self._evict(old_id, pending.pop(old_id))
+        self._expire(now)
 
     def _expire(self, now: float) -> None:
         # The buffer is in arrival order; ts mostly grows with it, so age out from the front.
@@ -441,9 +631,10 @@ class Engine:
             if oldest.ts >= horizon:
                 break
             del pending[oldest_id]
-            self._evict(oldest_id)
+            self._evict(oldest_id, oldest)
 
-    def _evict(self, event_id: str) -> None:
+    def _evict(self, event_id: str, entry: _Pending) -> None:
+        self._pending_bytes -= entry.size
         self.counters.unlabeled_expired += 1
         self._close(event_id, Reason.EXPIRED_LABEL_ID)
 

@@ -25,10 +25,20 @@ from typing import Any
 
 import orjson
 
+from streamheal.config import EventsConfig
+
 Label = int | str | bool
 FeatureValue = float | int | str
 
 DEFAULT_MAX_BYTES = 65536
+# Seconds since the epoch stop being plausible here (year 5138): a larger ts is almost
+# always milliseconds or microseconds sent by mistake.
+MAX_TS = 1e11
+# Integers beyond 64 bits only reach us through the NaN-tolerant fallback parser.
+_INT_RANGE = (-(1 << 63), 1 << 64)
+# Dead-letter details are headers: keep them short whatever the record held.
+_MAX_DETAIL = 300
+_DEFAULT_LIMITS = EventsConfig()
 
 
 class Reason(StrEnum):
@@ -36,17 +46,21 @@ class Reason(StrEnum):
 
     TOO_LARGE = "too_large"
     NOT_JSON = "not_json"
+    TOO_DEEP = "too_deep"
     NOT_AN_OBJECT = "not_an_object"
     MISSING_ID = "missing_id"
     BAD_ID = "bad_id"
     BAD_TS = "bad_ts"
     BAD_FEATURES = "bad_features"
+    TOO_MANY_FEATURES = "too_many_features"
+    BAD_FEATURE_NAME = "bad_feature_name"
     BAD_FEATURE_VALUE = "bad_feature_value"
     BAD_LABEL = "bad_label"
     NO_FEATURES_OR_LABEL = "no_features_or_label"
     UNKNOWN_LABEL_ID = "unknown_label_id"
     EXPIRED_LABEL_ID = "expired_label_id"
     DUPLICATE_LABEL = "duplicate_label"
+    INVALID = "invalid"  # the decoder failed in a way no other reason names (report it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,35 +100,52 @@ class InvalidEvent(ValueError):
     """Raised by :func:`validate` (the producer side) for an event that would be rejected."""
 
     def __init__(self, reason: Reason, detail: str) -> None:
+        detail = _short(detail)
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
 
 
 def decode(
-    raw: bytes, source: Source, max_bytes: int = DEFAULT_MAX_BYTES, key: bytes | None = None
+    raw: bytes,
+    source: Source,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    key: bytes | None = None,
+    limits: EventsConfig = _DEFAULT_LIMITS,
 ) -> Event | Rejection:
-    """Turn one record value into an :class:`Event`, or a :class:`Rejection` saying why not."""
+    """Turn one record value into an :class:`Event`, or a :class:`Rejection` saying why not.
+
+    Never raises: whatever the bytes hold, the answer is an Event or a Rejection (a
+    poison record must not stop the worker, let alone on every restart).
+    """
     if raw is None:
         return Rejection(Reason.NOT_JSON, "record has no value (tombstone)", source, b"", key)
+    if type(raw) is not bytes:
+        raw = bytes(raw)
     if len(raw) > max_bytes:
         return Rejection(
             Reason.TOO_LARGE, f"{len(raw)} bytes > limit of {max_bytes}", source, raw, key
         )
     try:
         obj = loads(raw)
+    except RecursionError:
+        return Rejection(Reason.TOO_DEEP, "JSON nested too deeply to parse", source, raw, key)
     except ValueError as err:
-        return Rejection(Reason.NOT_JSON, f"not valid JSON: {err}", source, raw, key)
+        return Rejection(Reason.NOT_JSON, _short(f"not valid JSON: {err}"), source, raw, key)
+    except Exception as err:  # a parser failure no reason above names: still a dead letter
+        return Rejection(Reason.INVALID, _short(f"{type(err).__name__}: {err}"), source, raw, key)
     try:
-        event_id, ts, features, label, missing = _check(obj)
+        event_id, ts, features, label, missing = _check(obj, limits)
     except InvalidEvent as err:
         return Rejection(err.reason, err.detail, source, raw, key)
+    except Exception as err:
+        return Rejection(Reason.INVALID, _short(f"{type(err).__name__}: {err}"), source, raw, key)
     return Event(event_id, ts, features, label, missing, source, raw)
 
 
-def validate(obj: Any) -> None:
+def validate(obj: Any, limits: EventsConfig = _DEFAULT_LIMITS) -> None:
     """Raise :class:`InvalidEvent` if ``obj`` (a decoded event) would be dead-lettered."""
-    _check(obj)
+    _check(obj, limits)
 
 
 def loads(raw: bytes) -> Any:
@@ -129,7 +160,9 @@ def loads(raw: bytes) -> Any:
         raise
 
 
-def _check(obj: Any) -> tuple[str, float, dict[str, FeatureValue] | None, Label | None, tuple]:
+def _check(
+    obj: Any, limits: EventsConfig
+) -> tuple[str, float, dict[str, FeatureValue] | None, Label | None, tuple]:
     if not isinstance(obj, dict):
         raise InvalidEvent(
             Reason.NOT_AN_OBJECT, f"expected a JSON object, got {type(obj).__name__}"
@@ -139,10 +172,19 @@ def _check(obj: Any) -> tuple[str, float, dict[str, FeatureValue] | None, Label 
         raise InvalidEvent(Reason.MISSING_ID, "field 'id' is required")
     if type(event_id) is not str or not event_id:
         raise InvalidEvent(Reason.BAD_ID, f"'id' must be a non-empty string, got {event_id!r}")
-    ts = obj.get("ts")
-    if type(ts) not in (float, int) or not math.isfinite(ts):
+    if len(event_id) > limits.max_id_length:
         raise InvalidEvent(
-            Reason.BAD_TS, f"'ts' must be a finite number of seconds since the epoch, got {ts!r}"
+            Reason.BAD_ID,
+            f"'id' is {len(event_id)} characters long, limit is {limits.max_id_length}",
+        )
+    ts = obj.get("ts")
+    # Comparing with MAX_TS first keeps a 400-digit integer from overflowing isfinite().
+    if type(ts) not in (float, int) or not -MAX_TS < ts < MAX_TS or not math.isfinite(ts):
+        hint = " (milliseconds? send seconds)" if type(ts) in (float, int) and ts > 0 else ""
+        raise InvalidEvent(
+            Reason.BAD_TS,
+            f"'ts' must be a finite number of seconds since the epoch below {MAX_TS:.0e}, "
+            f"got {ts!r}{hint}",
         )
     label = obj.get("label")
     if label is not None and type(label) not in (int, str, bool):
@@ -161,16 +203,33 @@ def _check(obj: Any) -> tuple[str, float, dict[str, FeatureValue] | None, Label 
             Reason.BAD_FEATURES,
             f"'features' must be an object, got {type(raw_features).__name__}",
         )
+    if len(raw_features) > limits.max_features:
+        raise InvalidEvent(
+            Reason.TOO_MANY_FEATURES,
+            f"{len(raw_features)} features, limit is {limits.max_features}",
+        )
     features: dict[str, FeatureValue] = {}
     missing: list[str] = []
+    longest = limits.max_feature_name_length
     for name, value in raw_features.items():
+        if len(name) > longest:
+            raise InvalidEvent(
+                Reason.BAD_FEATURE_NAME,
+                f"feature name of {len(name)} characters, limit is {longest}: {name[:40]!r}...",
+            )
         kind = type(value)
         if kind is float:
             if value - value == 0.0:  # finite; NaN and ±inf fail this cheaply
                 features[name] = value
             else:
                 missing.append(name)
-        elif kind is int or kind is str:
+        elif kind is str:
+            features[name] = value
+        elif kind is int:
+            if not _INT_RANGE[0] <= value < _INT_RANGE[1]:
+                raise InvalidEvent(
+                    Reason.BAD_FEATURE_VALUE, f"feature {name!r}: integer beyond 64 bits"
+                )
             features[name] = value
         elif value is None:
             missing.append(name)
@@ -180,6 +239,10 @@ def _check(obj: Any) -> tuple[str, float, dict[str, FeatureValue] | None, Label 
                 f"feature {name!r} must be a number, string or null, got {value!r}",
             )
     return event_id, float(ts), features, label, tuple(missing)
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 3] + "..."
 
 
 def encode(event: dict[str, Any]) -> bytes:

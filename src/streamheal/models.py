@@ -120,6 +120,17 @@ def feature_frame(rows: list[dict[str, Any]]) -> Any:
     return pd.DataFrame.from_records(rows)
 
 
+def batchable(frame: Any) -> bool:
+    """True when River's batch methods can take ``frame``: at least one column, and every
+    non-numeric column holds only strings (a column mixing types goes row by row)."""
+    if not len(frame.columns):
+        return False
+    for _, column in frame.select_dtypes(exclude="number").items():
+        if not column.dropna().map(type).eq(str).all():
+            return False
+    return True
+
+
 def predict_proba_matrix(model: base.Classifier, rows: list[dict[str, Any]]) -> tuple[list, Any]:
     """Class probabilities for many rows as ``(classes, n x k matrix)``: one
     ``predict_proba_many`` where the model has it and no cell is missing, else row by row."""

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 class Action:
     """A change of model, as written to the alerts topic (``type: action``)."""
 
-    action: str  # snapshot | reset | fork | promote | discard | rollback | install
+    action: str  # snapshot | reset | fork | promote | discard | rollback | install | restore
     index: int
     model_version: int
     cause: str
@@ -65,6 +65,8 @@ class Action:
             "discard": "challenger discarded (did not beat the champion in time)",
             "rollback": f"rolled back: model v{self.model_version} serves again",
             "install": f"model v{self.model_version} installed",
+            "restore": f"model v{self.model_version} restored to its "
+            f"{self.detail.get('restored_from', 'last good state')}",
         }[self.action]
         return f"{what} ({self.cause})"
 

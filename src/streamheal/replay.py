@@ -253,8 +253,9 @@ def replay(
     base_config = configs[0][1].replace(detectors={"enabled": False}, policy={"enabled": False})
     baseline = Run("no_adaptation", Engine(base_config))
     everyone = [*runs, baseline]
-    max_bytes = {cfg.events.max_bytes for _, cfg in configs}
-    limit = max_bytes.pop() if len(max_bytes) == 1 else None
+    # Decode once for every config when they share the event limits (the usual case).
+    limits = {cfg.events for _, cfg in configs}
+    shared_limits = limits.pop() if len(limits) == 1 else None
     meter = _Progress(sys.stderr.isatty() if progress is None else progress)
     count = 0
     started = time.perf_counter()
@@ -266,10 +267,18 @@ def replay(
                 continue
         if not batch:
             break
-        shared = [decode(raw, src, limit, key) for raw, src, key in batch] if limit else None
+        shared = (
+            [
+                decode(raw, src, shared_limits.max_bytes, key, shared_limits)
+                for raw, src, key in batch
+            ]
+            if shared_limits
+            else None
+        )
         for run in everyone:
+            own = run.engine.config.events
             decoded = shared or [
-                decode(raw, src, run.engine.config.events.max_bytes, key) for raw, src, key in batch
+                decode(raw, src, own.max_bytes, key, own) for raw, src, key in batch
             ]
             tick = time.perf_counter()
             run.take(run.engine.process(decoded))

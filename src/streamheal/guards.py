@@ -1,0 +1,266 @@
+"""Guards: what one hostile or careless event may do to a partition's Engine.
+
+Three small pieces, each owning one thing, each pure and restorable:
+
+- :class:`InputGuard` caps the feature names a partition learns (a producer sending a
+  new name per event would otherwise grow the model, the detectors and the counters
+  without bound), caps the distinct values of a string feature (each becomes a one-hot
+  weight), and clips numeric values far outside what the feature has looked like (one
+  1e308 would otherwise overflow the scaler's variance and turn every weight into NaN).
+- :class:`EventClock` is the partition's event-time high-water mark; a ``ts`` far ahead
+  of it does not move it, so a single far-future event cannot expire every feature
+  event that is waiting for its label.
+- :class:`ModelWatch` notices at once when learning left the model with non-finite
+  weights or probabilities, and keeps the last good state to return to.
+
+>>> from streamheal.config import GuardsConfig
+>>> guard = InputGuard(GuardsConfig(reference_size=10, outlier_scales=10.0))
+>>> for i in range(10):
+...     _ = guard.admit({"x": float(i)})
+>>> guard.admit({"x": 5.0})
+{'x': 5.0}
+>>> guard.admit({"x": 1e308}), guard.clipped["x"]
+({'x': 97.11}, 1)
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from streamheal.config import GuardsConfig
+from streamheal.detectors.base import Stateful
+
+OTHER_CATEGORY = "__other__"
+
+
+@dataclass
+class Notice:
+    """A guard stepped in (once per kind and feature per partition), for the alerts topic."""
+
+    notice: str  # outlier_clipped | feature_cap_reached | future_ts
+    feature: str | None
+    index: int
+    message: str
+    detail: dict[str, Any] = field(default_factory=dict)
+    partition: int | None = None
+
+    def to_record(self) -> dict[str, Any]:
+        return {"type": "notice", **vars(self)}
+
+
+class InputGuard(Stateful):
+    """Bounds the feature names, string values and numeric ranges a partition learns from.
+
+    Parameters
+    ----------
+    cfg
+        ``max_distinct_features``, ``max_categories``, ``clip_outliers``,
+        ``outlier_scales``, ``max_abs_value`` and ``reference_size`` are used.
+
+    A numeric feature's bounds come from its first ``reference_size`` values: with
+    ``q01``/``q99`` their 1st and 99th percentiles and ``spread = q99 - q01`` (or
+    ``max(|median|, 1)`` for a constant feature), values outside
+    ``[q01 - k * spread, q99 + k * spread]`` (``k = outlier_scales``) are clipped to it.
+    Before the bounds exist, and always, ``|x| <= max_abs_value`` holds.
+    """
+
+    def __init__(self, cfg: GuardsConfig) -> None:
+        self.cfg = cfg
+        # Per known name: a list of values (learning its bounds), a (lo, hi) tuple, or None
+        # for a name seen only with string values so far.
+        self.features: dict[str, Any] = {}
+        self.categories: dict[str, set[str]] = {}
+        self.clipped: Counter[str] = Counter()
+        self.ignored_names = 0  # feature values dropped because the name cap was reached
+        self.folded_values = 0  # string values replaced by OTHER_CATEGORY
+        self.first_clip: list[str] = []  # names clipped for the first time (for notices)
+        self.cap_reached = False
+
+    def admit(self, features: dict[str, Any]) -> dict[str, Any]:
+        """``features`` itself when nothing needed changing, else a guarded copy."""
+        known = self.features
+        out: dict[str, Any] | None = None
+        for name, value in features.items():
+            state = known.get(name, _UNSEEN)
+            if state is _UNSEEN:
+                if len(known) >= self.cfg.max_distinct_features:
+                    self.ignored_names += 1
+                    self.cap_reached = True
+                    out = _copy_without(features, out, name)
+                    continue
+                state = known[name] = None
+            if type(value) is str:
+                admitted = self._category(name, value)
+                if admitted is not value:
+                    out = _copy_with(features, out, name, admitted)
+                continue
+            if state is None:
+                state = known[name] = []
+            guarded = self._number(name, value, state)
+            if guarded is not value:
+                out = _copy_with(features, out, name, guarded)
+        return features if out is None else out
+
+    def note_missing(self, names: tuple[str, ...]) -> None:
+        """Names seen only as missing values count towards the name cap too."""
+        known = self.features
+        for name in names:
+            if name not in known and len(known) < self.cfg.max_distinct_features:
+                known[name] = None
+
+    def _number(self, name: str, value: float | int, state: Any) -> float | int:
+        cfg = self.cfg
+        if not cfg.clip_outliers:
+            return value
+        if type(state) is list:
+            cap = cfg.max_abs_value
+            if value > cap or value < -cap:
+                value = self._clip(name, math.copysign(cap, value))
+            state.append(value)
+            if len(state) >= cfg.reference_size:
+                self.features[name] = _bounds(state, cfg.outlier_scales, cfg.max_abs_value)
+            return value
+        lo, hi = state
+        if value < lo:
+            return self._clip(name, lo)
+        if value > hi:
+            return self._clip(name, hi)
+        return value
+
+    def _clip(self, name: str, bound: float) -> float:
+        if not self.clipped[name]:
+            self.first_clip.append(name)
+        self.clipped[name] += 1
+        return bound
+
+    def _category(self, name: str, value: str) -> str:
+        seen = self.categories.get(name)
+        if seen is None:
+            seen = self.categories[name] = set()
+        if value in seen:
+            return value
+        if len(seen) >= self.cfg.max_categories:
+            self.folded_values += 1
+            return OTHER_CATEGORY
+        seen.add(value)
+        return value
+
+    def take_first_clips(self) -> list[str]:
+        names, self.first_clip = self.first_clip, []
+        return names
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        cfg = self.cfg  # the current config's bounds apply, not the checkpoint's
+        super().load_state_dict(state)
+        self.cfg = cfg
+
+
+class EventClock(Stateful):
+    """A partition's event time: the high-water mark of ``ts``, ignoring far-future jumps.
+
+    >>> clock = EventClock(max_skew=60.0)
+    >>> clock.advance(100.0), clock.advance(90.0), clock.advance(1e15), clock.suspicious
+    (100.0, 100.0, 100.0, 1)
+    """
+
+    def __init__(self, max_skew: float) -> None:
+        self.max_skew = max_skew
+        self.now: float | None = None
+        self.suspicious = 0  # events whose ts was too far ahead to be believed
+
+    def advance(self, ts: float) -> float:
+        """Take ``ts`` into account; return the clock's time afterwards."""
+        now = self.now
+        if now is None or now < ts <= now + self.max_skew:
+            self.now = now = ts
+        elif ts > now:
+            self.suspicious += 1
+        return now
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        skew = self.max_skew
+        super().load_state_dict(state)
+        self.max_skew = skew
+
+
+class ModelWatch:
+    """Detects a model that learning has broken (non-finite state) and keeps a good copy.
+
+    Linear models are checked after every learning step through their intercept (a NaN
+    anywhere in the gradient reaches it) and the sum of their weights; every model's
+    probabilities are checked where they are computed anyway. The last good state is the
+    pickled model, refreshed every ``good_state_every`` labeled events while healthy.
+    """
+
+    def __init__(self, every: int) -> None:
+        self.every = every
+        self.good: bytes | None = None
+        self.good_version = 0
+        self.since_good = 0
+        self.restores = 0
+
+    def keep(self, model_bytes: bytes, version: int) -> None:
+        self.good, self.good_version, self.since_good = model_bytes, version, 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"good": self.good, "good_version": self.good_version, "restores": self.restores}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.good, self.good_version = state["good"], state["good_version"]
+        self.restores = state["restores"]
+        self.since_good = 0
+
+
+def finite_probabilities(proba: dict[Any, float]) -> bool:
+    """True when every probability is a finite number (NaN and inf fail ``x - x == 0``)."""
+    return all(p - p == 0.0 for p in proba.values())
+
+
+def healthy(linear: list[Any]) -> bool:
+    """True when every linear model in ``linear`` (from :func:`linear_parts`) is finite."""
+    for part in linear:
+        if not math.isfinite(part.intercept) or not math.isfinite(sum(part._weights.values())):
+            return False
+    return True
+
+
+def linear_parts(model: Any) -> list[Any]:
+    """The generalized linear models inside ``model`` (the parts a NaN can poison for good)."""
+    from river import compose, linear_model, multiclass
+
+    last = model[list(model.steps)[-1]] if isinstance(model, compose.Pipeline) else model
+    if isinstance(last, linear_model.base.GLM):
+        return [last]
+    if isinstance(last, multiclass.OneVsRestClassifier):
+        return [c for c in last.classifiers.values() if isinstance(c, linear_model.base.GLM)]
+    return []
+
+
+def _bounds(values: list[float], scales: float, cap: float) -> tuple[float, float]:
+    q01, median, q99 = np.quantile(np.asarray(values, dtype=float), [0.01, 0.5, 0.99]).tolist()
+    spread = q99 - q01 or max(abs(median), 1.0)
+    return max(q01 - scales * spread, -cap), min(q99 + scales * spread, cap)
+
+
+def _copy_with(
+    features: dict[str, Any], out: dict[str, Any] | None, name: str, value: Any
+) -> dict[str, Any]:
+    out = dict(features) if out is None else out
+    out[name] = value
+    return out
+
+
+def _copy_without(
+    features: dict[str, Any], out: dict[str, Any] | None, name: str
+) -> dict[str, Any]:
+    out = dict(features) if out is None else out
+    del out[name]
+    return out
+
+
+_UNSEEN = object()

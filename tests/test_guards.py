@@ -1,0 +1,311 @@
+"""Hostile and careless input against the Engine: nothing raises, nothing ruins the model.
+
+Covers issue 8's holes without a broker: decoding arbitrary bytes and JSON, deeply nested
+JSON with NaN, a 1e308 feature, a far-future ts, an endless stream of new feature names,
+wide events against the label-join buffer's byte budget, and a replay of a poisoned file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import orjson
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from streamheal.config import Config
+from streamheal.engine import Engine, Prediction
+from streamheal.events import Event, Reason, Rejection, Source, decode
+from streamheal.guards import EventClock, InputGuard, Notice
+from streamheal.policy import Action
+from streamheal.replay import file_records, replay
+from streamheal.scenarios import breast_cancer
+
+SRC = Source("events", 0, 0)
+DEEP_WITH_NAN = (
+    b'{"id": "deep", "ts": 1, "features": {"x": NaN}, "y": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+)
+
+
+def decoded(events: list[dict], start: int = 0) -> list[Event | Rejection]:
+    return [decode(orjson.dumps(e), Source("events", 0, start + i)) for i, e in enumerate(events)]
+
+
+def accounting_holds(engine: Engine) -> bool:
+    c = engine.counters
+    return c.records == c.feature_events + c.labels_joined + c.dead_lettered_total
+
+
+# ------------------------------------------------------------------ decoding never raises
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5)
+    ),
+    max_leaves=30,
+)
+event_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": st.one_of(st.text(max_size=300), st.integers(), st.none()),
+        "ts": st.one_of(
+            st.floats(allow_nan=True, allow_infinity=True),
+            st.integers(min_value=-(10**30), max_value=10**30),
+            st.text(max_size=5),
+        ),
+        "features": st.one_of(
+            st.dictionaries(
+                st.text(max_size=12),
+                st.one_of(
+                    st.floats(allow_nan=True, allow_infinity=True),
+                    st.integers(min_value=-(10**25), max_value=10**25),
+                    st.text(max_size=8),
+                    st.none(),
+                    json_values,
+                ),
+                max_size=8,
+            ),
+            json_values,
+        ),
+        "label": st.one_of(st.integers(), st.booleans(), st.text(max_size=5), json_values),
+    },
+)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=2000))
+def test_decode_turns_any_bytes_into_an_event_or_a_rejection(raw: bytes) -> None:
+    result = decode(raw, SRC)
+    assert isinstance(result, Event | Rejection)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(event_like, max_size=30), st.sampled_from(["per_event", "mini_batch"]))
+def test_the_engine_takes_any_json_events_without_raising_and_accounts_for_each(
+    events: list[dict], mode: str
+) -> None:
+    # Python's json writes NaN/Infinity as bare literals (the fallback parser's path) and
+    # integers of any size; orjson is not used here on purpose.
+    raws = [json.dumps(e).encode() for e in events]
+    records = [decode(raw, Source("events", 0, i)) for i, raw in enumerate(raws)]
+    engine = Engine(Config().replace(engine={"mode": mode}))
+    outputs = engine.process(records)
+    assert accounting_holds(engine)
+    assert engine.counters.records == len(events)
+    predictions = [o for o in outputs if type(o) is Prediction]
+    assert len(predictions) == engine.counters.feature_events
+    for prediction in predictions:
+        assert all(p - p == 0.0 for p in prediction.probabilities.values())
+
+
+def test_deeply_nested_json_with_nan_is_dead_lettered_as_too_deep() -> None:
+    result = decode(DEEP_WITH_NAN, SRC)
+    assert type(result) is Rejection and result.reason is Reason.TOO_DEEP
+    assert result.raw == DEEP_WITH_NAN
+
+
+def test_event_bounds_are_dead_letter_reasons() -> None:
+    cases = {
+        Reason.BAD_ID: {"id": "x" * 257, "ts": 1.0, "features": {"a": 1.0}},
+        Reason.TOO_MANY_FEATURES: {
+            "id": "w",
+            "ts": 1.0,
+            "features": {f"f{i}": 1 for i in range(1001)},
+        },
+        Reason.BAD_FEATURE_NAME: {"id": "n", "ts": 1.0, "features": {"n" * 257: 1.0}},
+        Reason.BAD_TS: {"id": "ms", "ts": 1764201600250, "features": {"a": 1.0}},
+    }
+    for reason, event in cases.items():
+        result = decode(orjson.dumps(event), SRC, max_bytes=1 << 20)
+        assert type(result) is Rejection and result.reason is reason, (reason, result)
+        assert len(result.detail) <= 300
+    huge_int = b'{"id": "big", "ts": 1, "features": {"a": NaN, "b": 1' + b"0" * 400 + b"}}"
+    assert decode(huge_int, SRC).reason is Reason.BAD_FEATURE_VALUE
+    huge_ts = b'{"id": "t", "ts": 1' + b"0" * 400 + b', "features": {"a": NaN}}'
+    assert decode(huge_ts, SRC).reason is Reason.BAD_TS
+
+
+# ------------------------------------------------------------------ numbers
+def _accuracy_after(poison_at: int, poison: dict | None, config: Config) -> tuple[float, Engine]:
+    events = breast_cancer(events=4000, seed=3).events
+    if poison is not None:
+        events = [*events[:poison_at], poison, *events[poison_at:]]
+    engine = Engine(config)
+    records = decoded(events)
+    cut = poison_at + (poison is not None)
+    for i in range(0, cut, 100):
+        engine.process(records[i : min(i + 100, cut)])
+    before = (engine.counters.correct, engine.counters.labeled)
+    window = records[cut : cut + 1000]
+    for i in range(0, len(window), 100):
+        engine.process(window[i : i + 100])
+    correct = engine.counters.correct - before[0]
+    labeled = engine.counters.labeled - before[1]
+    return correct / labeled, engine
+
+
+def _poison() -> dict:
+    features = dict(breast_cancer(events=1, seed=9).events[0]["features"])
+    features["mean radius"] = 1e308
+    return {"id": "poison", "ts": 1.0, "features": features, "label": 1}
+
+
+def test_a_1e308_feature_is_clipped_and_accuracy_stays_within_a_point_of_a_clean_run() -> None:
+    config = Config()
+    clean, _ = _accuracy_after(1500, None, config)
+    poisoned, engine = _accuracy_after(1500, _poison(), config)
+    assert abs(poisoned - clean) <= 0.01, (poisoned, clean)
+    assert engine.guard.clipped["mean radius"] >= 1
+    assert engine.counters.model_restores == 0  # the input guard was enough
+
+
+def test_a_model_broken_by_learning_is_restored_to_its_last_good_state_at_once() -> None:
+    # With the input guard off, 1e308 reaches the scaler and the weights turn NaN: the
+    # model watch must notice on the spot and bring back the last good state.
+    config = Config().replace(guards={"clip_outliers": False})
+    clean, _ = _accuracy_after(1500, None, config)
+    poisoned, engine = _accuracy_after(1500, _poison(), config)
+    assert engine.counters.model_restores >= 1
+    assert abs(poisoned - clean) <= 0.01, (poisoned, clean)
+    assert engine.watch is not None and engine.watch.restores == engine.counters.model_restores
+
+
+def test_a_restore_is_an_action_record_and_probabilities_stay_finite() -> None:
+    config = Config().replace(guards={"clip_outliers": False}, detectors={"enabled": False})
+    engine = Engine(config)
+    events = breast_cancer(events=300, seed=3).events
+    engine.process(decoded(events[:200]))
+    outputs = engine.process(decoded([_poison(), *events[200:]], start=200))
+    restores = [o for o in outputs if type(o) is Action and o.action == "restore"]
+    assert len(restores) == 1 and "restored" in restores[0].message
+    for output in outputs:
+        if type(output) is Prediction:
+            assert all(p - p == 0.0 for p in output.probabilities.values())
+
+
+def test_a_string_feature_with_endless_values_folds_into_other() -> None:
+    guard = InputGuard(Config().guards.__class__(max_categories=3))
+    admitted = [guard.admit({"colour": f"c{i}"})["colour"] for i in range(6)]
+    assert admitted == ["c0", "c1", "c2", "__other__", "__other__", "__other__"]
+    assert guard.folded_values == 3
+
+
+# ------------------------------------------------------------------ event time
+def test_a_far_future_ts_does_not_expire_the_labels_that_are_waiting() -> None:
+    events = breast_cancer(events=3000, seed=4, label_delay=300).events
+    future = {"id": "future", "ts": 1e10, "features": {"mean radius": 14.0}}
+    at = 1000
+    poisoned = [*events[:at], future, *events[at:]]
+    engine = Engine(Config())
+    outputs = []
+    records = decoded(poisoned)
+    for i in range(0, len(records), 100):
+        outputs += engine.process(records[i : i + 100])
+    lost = [o for o in outputs if type(o) is Rejection and o.reason is Reason.EXPIRED_LABEL_ID]
+    assert lost == []
+    assert engine.counters.future_ts == 1
+    assert [o.notice for o in outputs if type(o) is Notice] == ["future_ts"]
+    assert engine.clock.now is not None and engine.clock.now < 1e10
+
+
+def test_old_and_equal_timestamps_move_nothing_and_are_normal() -> None:
+    clock = EventClock(max_skew=10.0)
+    assert [clock.advance(t) for t in (100.0, 100.0, 50.0, 105.0, 200.0, 110.0)] == [
+        100.0,
+        100.0,
+        100.0,
+        105.0,
+        105.0,
+        110.0,
+    ]
+    assert clock.suspicious == 1
+
+
+# ------------------------------------------------------------------ bounded memory
+def test_new_feature_names_past_the_cap_are_ignored_counted_and_noticed_once() -> None:
+    config = Config().replace(guards={"max_distinct_features": 100})
+    engine = Engine(config)
+    outputs = []
+    for batch in range(20):
+        events = [
+            {
+                "id": f"e{batch}-{i}",
+                "ts": float(batch * 50 + i),
+                "features": {f"n{batch}-{i}-{k}": float(k) for k in range(20)},
+                "label": i % 2,
+            }
+            for i in range(50)
+        ]
+        outputs += engine.process(decoded(events, start=batch * 50))
+    assert len(engine.guard.features) == 100
+    assert engine.guard.ignored_names == 20 * 50 * 20 - 100
+    caps = [o for o in outputs if type(o) is Notice and o.notice == "feature_cap_reached"]
+    assert len(caps) == 1
+    assert engine.counters.feature_events == 1000 and accounting_holds(engine)
+
+
+def test_the_label_join_buffer_keeps_to_its_byte_budget_evicting_the_oldest() -> None:
+    budget = 200_000
+    config = Config().replace(
+        engine={"join_buffer_max_bytes": budget}, detectors={"enabled": False}
+    )
+    engine = Engine(config)
+    wide = {f"feature_{k:03d}": float(k) for k in range(200)}
+    events = [{"id": f"w{i}", "ts": float(i), "features": wide} for i in range(500)]
+    records = decoded(events)
+    for i in range(0, len(records), 50):
+        engine.process(records[i : i + 50])
+        assert engine.pending_bytes <= budget
+    assert 0 < engine.pending_labels < 500
+    assert engine.counters.unlabeled_expired == 500 - engine.pending_labels
+    late = engine.process(decoded([{"id": "w0", "ts": 501.0, "label": 1}], start=500))
+    assert [o.reason for o in late] == [Reason.EXPIRED_LABEL_ID]
+
+
+def test_guard_state_round_trips_and_keeps_the_current_bounds() -> None:
+    engine = Engine(Config())
+    engine.process(decoded(breast_cancer(events=700, seed=1).events))
+    state = engine.state_dict()
+    tighter = Engine(Config().replace(guards={"max_distinct_features": 5}))
+    tighter.load_state_dict(state)
+    assert tighter.guard.cfg.max_distinct_features == 5
+    assert tighter.guard.features.keys() == engine.guard.features.keys()
+    assert tighter.pending_bytes == engine.pending_bytes
+
+
+# ------------------------------------------------------------------ replay of a poisoned file
+def test_a_replay_with_poison_records_completes_within_a_point_of_the_clean_stream(
+    tmp_path: Path,
+) -> None:
+    events = breast_cancer(events=6000, seed=8, label_delay=100).events
+    clean_file, poisoned_file = tmp_path / "clean.jsonl", tmp_path / "poisoned.jsonl"
+    clean_file.write_bytes(b"\n".join(orjson.dumps(e) for e in events) + b"\n")
+    wide = {f"w{k}": 1.0 for k in range(3000)}
+    poison_lines = {
+        1000: DEEP_WITH_NAN,
+        2000: orjson.dumps(_poison()),
+        3000: orjson.dumps({"id": "future", "ts": 1e10, "features": {"mean radius": 14.0}}),
+        4000: orjson.dumps({"id": "wide", "ts": 1.0, "features": wide}),
+    }
+    lines = []
+    for i, event in enumerate(events):
+        if i in poison_lines:
+            lines.append(poison_lines[i])
+        lines.append(orjson.dumps(event))
+    poisoned_file.write_bytes(b"\n".join(lines) + b"\n")
+    config = [("default", Config())]
+    [clean], _, _ = replay(file_records(clean_file), config, progress=False)
+    [poisoned], _, _ = replay(file_records(poisoned_file), config, progress=False)
+    a, b = clean.engine.counters, poisoned.engine.counters
+    assert abs(a.correct / a.labeled - b.correct / b.labeled) <= 0.01
+    assert b.labeled == a.labeled + 1  # every clean label joined, plus the poison's own
+    assert b.dead_lettered.get(Reason.EXPIRED_LABEL_ID, 0) == a.dead_lettered.get(
+        Reason.EXPIRED_LABEL_ID, 0
+    )
+    assert b.future_ts == 1
+    assert b.dead_lettered[Reason.TOO_DEEP] == 1
