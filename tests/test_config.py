@@ -4,7 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from streamheal.config import ConfigError, load_config
+from streamheal.cli import EXIT_CONFIG, main
+from streamheal.config import Config, ConfigError, config_hash, load_config
+from streamheal.kafka.snapshots import _config_hash
+
+PASSWORD = "hunter2-do-not-print"
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -34,11 +38,42 @@ def test_env_overrides_the_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("[engine]\nbatch_size = 0\n", "engine.batch_size: expected an integer >= 1, got 0"),
+        (
+            "[engine]\nbatch_size = 0\n",
+            "engine.batch_size: expected an integer between 1 and 100000, got 0",
+        ),
+        (
+            "[engine]\nbatch_size = 1e8\n",
+            "engine.batch_size: expected an integer between 1 and 100000, got 100000000.0",
+        ),
+        (
+            "[engine]\nbatch_size = 100001\n",
+            "engine.batch_size: expected an integer between 1 and 100000, got 100001",
+        ),
+        ("[engine]\njoin_buffer_size = 1000001\n", "engine.join_buffer_size: expected an integer"),
+        ("[events]\nmax_bytes = 10485761\n", "events.max_bytes: expected an integer between 1"),
+        ("[topics]\npartitions = 10001\n", "topics.partitions: expected an integer between 1"),
+        ("[topics]\nevents = ''\n", "topics.events: expected a Kafka topic name"),
+        ("[topics]\ndlq = 'dead letters'\n", "topics.dlq: expected a Kafka topic name"),
+        ("[topics]\nalerts = 'a/b'\n", "topics.alerts: expected a Kafka topic name"),
+        ("[topics]\nstate = '..'\n", "topics.state: expected a Kafka topic name"),
+        ("[topics]\nstate = '.'\n", "topics.state: expected a Kafka topic name"),
+        (f"[topics]\nmetrics = '{'m' * 250}'\n", "topics.metrics: expected a Kafka topic name"),
+        ("[topics]\npredictions = 'streamheal.events'\n", "is already topics.events"),
+        ("[kafka]\ngroup_id = ''\n", "kafka.group_id: expected a non-empty string, got ''"),
+        ("[kafka]\nclient_id = ' '\n", "kafka.client_id: expected a non-empty string"),
+        ("[kafka]\nbootstrap_servers = ''\n", "kafka.bootstrap_servers: expected a non-empty"),
+        ("[kafka]\nconnect_timeout_seconds = 0\n", "kafka.connect_timeout_seconds: expected a"),
+        ("[kafka]\nconnect_timeout_seconds = inf\n", "kafka.connect_timeout_seconds: expected"),
+        ("[kafka]\ncommon = {a = {b = 1}}\n", "kafka.common: expected a table of librdkafka"),
+        ("[registry]\npath = ''\n", "registry.path: expected a non-empty string, got ''"),
         ("[engine]\nmode = 'fast'\n", "engine.mode: expected one of 'per_event', 'mini_batch'"),
         ("[engine]\nbatchsize = 5\n", "engine.batchsize: unknown key; expected one of"),
         ("[model]\nname = 'svm'\n", "model.name: expected one of 'logistic_regression'"),
-        ("[kafka]\nbootstrap_servers = 9092\n", "kafka.bootstrap_servers: expected a string"),
+        (
+            "[kafka]\nbootstrap_servers = 9092\n",
+            "kafka.bootstrap_servers: expected a non-empty string, got 9092",
+        ),
         ("[nope]\n", "nope: unknown key"),
         ("engine = 3\n", "engine: expected a table"),
         ("[engine\n", "not valid TOML"),
@@ -59,7 +94,124 @@ def streamheal(*args: str) -> subprocess.CompletedProcess:
 def test_the_worker_refuses_to_start_on_a_bad_config(tmp_path: Path) -> None:
     result = streamheal("run", "-c", str(write(tmp_path, "[engine]\nbatch_size = -1\n")))
     assert result.returncode == 78
-    assert "engine.batch_size: expected an integer >= 1" in result.stderr
+    assert "engine.batch_size: expected an integer between 1 and 100000, got -1" in result.stderr
+
+
+def test_the_connect_timeout_defaults_to_30_seconds_and_takes_a_number() -> None:
+    assert load_config(None, env={}).kafka.connect_timeout_seconds == 30.0
+    env = {"STREAMHEAL_KAFKA__CONNECT_TIMEOUT_SECONDS": "2.5"}
+    assert load_config(None, env=env).kafka.connect_timeout_seconds == 2.5
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f'[kafka]\ncommon = {{"sasl.password" = "{PASSWORD}", "bad" = [1]}}\n',
+        f'[kafka.common]\n"ssl.key.password" = "{PASSWORD}"\n"nested" = {{a = 1}}\n',
+        f'[kafka]\nbootstrap_servers = {{"sasl.oauthbearer.client.secret" = "{PASSWORD}"}}\n',
+        f'[kafka]\nproducer = {{"sasl.oauthbearer.token" = "{PASSWORD}", "x" = {{}}}}\n',
+        f'[kafka]\nconsumer = {{"ssl.KEY.Password" = "{PASSWORD}", "x" = [2]}}\n',
+        f'kafka = {{common = {{"sasl.password" = "{PASSWORD}"}}, group_id = 5}}\n',
+        f'kafka = [{{"sasl.password" = "{PASSWORD}"}}]\n',
+    ],
+)
+def test_a_config_error_never_shows_a_secret(tmp_path: Path, text: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, text), env={})
+    assert PASSWORD not in str(err.value)
+    assert "kafka" in str(err.value)
+
+
+def test_a_config_error_from_the_environment_never_shows_a_secret() -> None:
+    env = {"STREAMHEAL_KAFKA__COMMON": f'{{"sasl.password" = "{PASSWORD}", "n" = [1]}}'}
+    with pytest.raises(ConfigError) as err:
+        load_config(None, env=env)
+    assert PASSWORD not in str(err.value)
+    assert "'sasl.password': '***'" in str(err.value)
+
+
+def test_the_repr_of_a_config_never_shows_a_secret() -> None:
+    config = Config().replace(
+        kafka={"common": {"sasl.username": "alice", "sasl.password": PASSWORD}}
+    )
+    for shown in (repr(config), str(config), repr(config.kafka), f"{config.kafka}"):
+        assert PASSWORD not in shown
+        assert "'sasl.password': '***'" in shown and "'sasl.username': 'alice'" in shown
+    assert config.kafka.common["sasl.password"] == PASSWORD  # still there for the clients
+
+
+def test_the_config_hash_leaves_secrets_out_and_sees_everything_else() -> None:
+    one = Config().replace(kafka={"common": {"sasl.password": PASSWORD}})
+    two = Config().replace(kafka={"common": {"sasl.password": "another"}})
+    assert config_hash(one) == config_hash(two) == _config_hash(one)
+    assert len(config_hash(one)) == 16 and int(config_hash(one), 16) >= 0
+    assert config_hash(one) != config_hash(Config())  # the key is there, its value is not
+    assert config_hash(one) != config_hash(one.replace(model={"params": {"l2": 0.1}}))
+    assert config_hash(one) != config_hash(one.replace(kafka={"group_id": "other"}))
+
+
+def test_a_config_file_that_is_not_utf8_is_a_config_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.toml"
+    path.write_bytes('[kafka]\ngroup_id = "caf\u00e9"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError) as err:
+        load_config(path, env={})
+    assert f"{path}: not UTF-8 text" in str(err.value)
+
+
+def test_a_directory_as_the_config_path_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="is a directory, not a TOML file"):
+        load_config(tmp_path, env={})
+
+
+def test_a_missing_config_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.toml", env={})
+
+
+def test_an_env_value_is_read_as_its_keys_type() -> None:
+    config = load_config(
+        None,
+        env={
+            "STREAMHEAL_KAFKA__GROUP_ID": "123",
+            "STREAMHEAL_KAFKA__CLIENT_ID": "true",
+            "STREAMHEAL_TOPICS__EVENTS": "1e3",
+            "STREAMHEAL_ENGINE__BATCH_SIZE": "250",
+            "STREAMHEAL_TOPICS__CREATE": "false",
+            "STREAMHEAL_KAFKA__PRODUCER": '{"linger.ms" = 20}',
+        },
+    )
+    assert config.kafka.group_id == "123"
+    assert config.kafka.client_id == "true"
+    assert config.topics.events == "1e3"
+    assert config.engine.batch_size == 250
+    assert config.topics.create is False
+    assert config.kafka.producer == {"linger.ms": 20}
+
+
+def test_a_badly_typed_env_value_still_names_the_key() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(None, env={"STREAMHEAL_TOPICS__CREATE": "yes"})
+    assert str(err.value) == "topics.create: expected true or false, got 'yes'"
+
+
+@pytest.mark.parametrize("command", ["run", "bench", "replay"])
+def test_a_model_param_river_refuses_stops_the_command_with_exit_78(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    path = str(write(tmp_path, "[model]\nparams = {depth = 3}\n"))
+    args = {
+        "run": ["run", "-c", path],
+        "bench": ["bench", "--events", "10"],
+        "replay": ["replay", "--file", str(tmp_path / "x.jsonl"), "-c", path, "--out", "o"],
+    }[command]
+    env = {"STREAMHEAL_MODEL__PARAMS": "{depth = 3}"} if command == "bench" else {}
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        assert main(args) == EXIT_CONFIG
+    stderr = capsys.readouterr().err
+    assert "streamheal: config error: model.params: " in stderr
+    assert "unexpected keyword argument 'depth'" in stderr
 
 
 @pytest.mark.parametrize(

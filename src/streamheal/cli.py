@@ -1,6 +1,8 @@
 """The ``streamheal`` command.
 
-Exit codes: 0 ok, 1 runtime failure, 2 bad arguments, 78 bad config.
+Exit codes: 0 ok, 1 runtime failure, 2 bad arguments, 69 Kafka unreachable at start
+(``kafka.connect_timeout_seconds``), 78 bad config (including a ``model.params`` River
+refuses, and a missing topic with ``topics.create = false``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ from pathlib import Path
 
 from streamheal.config import Config, ConfigError, load_config
 
+EXIT_UNAVAILABLE = 69  # sysexits.h EX_UNAVAILABLE: no broker answered at start
 EXIT_CONFIG = 78  # sysexits.h EX_CONFIG
+# Commands that build the configured model: a bad model.params stops them at start.
+_MODEL_COMMANDS = ("run", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,12 +125,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    try:
-        config_option = getattr(args, "config", None)
-        config = load_config(config_option if not isinstance(config_option, list) else None)
-    except ConfigError as err:
-        print(f"streamheal: config error: {err}", file=sys.stderr)
-        return EXIT_CONFIG
     handler = {
         "run": _run,
         "simulate": _simulate,
@@ -135,17 +134,52 @@ def main(argv: Sequence[str] | None = None) -> int:
         "bench": _bench,
         "kafka": _kafka,
     }
-    return handler[args.command](args, config)
+    try:
+        config_option = getattr(args, "config", None)
+        config = load_config(config_option if not isinstance(config_option, list) else None)
+        if args.command in _MODEL_COMMANDS:
+            check_model(config)
+        return handler[args.command](args, config)
+    except ConfigError as err:  # at start, or found on the cluster (a missing topic)
+        print(f"streamheal: config error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+def check_model(config: Config) -> None:
+    """Build the configured model once: River's refusal of ``model.params`` is a ConfigError.
+
+    >>> check_model(Config().replace(model={"params": {"l2": 0.1}}))
+    >>> check_model(Config().replace(model={"params": {"depth": 3}}))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    streamheal.config.ConfigError: model.params: ...unexpected keyword argument 'depth'
+    """
+    from streamheal.models import build_model
+
+    try:
+        build_model(config.model, seed=config.engine.seed)
+    except Exception as err:  # whatever River raises for a parameter it does not take
+        raise ConfigError(f"model.params: {err}") from err
 
 
 # ---------------------------------------------------------------------- commands
 def _run(args: argparse.Namespace, config: Config) -> int:
+    from confluent_kafka import KafkaException
+
+    from streamheal.kafka.connect import BrokerUnavailable, refused_settings
     from streamheal.kafka.worker import Worker
 
-    worker = Worker(config)
+    try:
+        worker = Worker(config)
+    except KafkaException as err:  # librdkafka refused a property in kafka.common & co.
+        raise refused_settings(config, err) from None
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: worker.stop())
-    worker.run()
+    try:
+        worker.run()
+    except BrokerUnavailable as err:
+        print(f"streamheal: {err}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     return 0
 
 
@@ -183,10 +217,18 @@ def _simulate(args: argparse.Namespace, config: Config) -> int:
         target = str(args.out)
     else:
         from streamheal.kafka.admin import ensure_topics
+        from streamheal.kafka.connect import BrokerUnavailable, require_topics, wait_for_cluster
         from streamheal.producer import EventProducer
 
+        try:
+            metadata = wait_for_cluster(config)
+        except BrokerUnavailable as err:
+            print(f"streamheal: {err}", file=sys.stderr)
+            return EXIT_UNAVAILABLE
         if config.topics.create:
             ensure_topics(config)
+        else:
+            require_topics(config, metadata, keys=["events"])
         pause = 1.0 / args.rate if args.rate else 0.0
         with EventProducer(
             config.kafka.bootstrap_servers, config.topics.events, config.kafka.common
@@ -212,10 +254,18 @@ def _replay(args: argparse.Namespace, config: Config) -> int:
 
     try:
         configs = expand_configs(args.config)
+        for name, candidate in configs:
+            try:
+                check_model(candidate)
+            except ConfigError as err:
+                raise ConfigError(f"{err} (config {name!r})") from err
         truth = json.loads(args.truth.read_text()) if args.truth else None
-    except (ConfigError, OSError, ValueError) as err:
+    except ConfigError as err:
+        print(f"streamheal: config error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (OSError, ValueError) as err:
         print(f"streamheal replay: {err}", file=sys.stderr)
-        return EXIT_CONFIG if isinstance(err, ConfigError) else 1
+        return 1
     if args.file is not None:
         if not args.file.is_file():
             print(f"streamheal replay: no such file {args.file}", file=sys.stderr)

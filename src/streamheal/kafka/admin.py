@@ -5,7 +5,8 @@ from __future__ import annotations
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from streamheal.config import Config
+from streamheal.config import Config, ConfigError
+from streamheal.kafka.connect import admin_settings
 
 
 def topic_specs(config: Config) -> list[NewTopic]:
@@ -20,8 +21,19 @@ def topic_specs(config: Config) -> list[NewTopic]:
     return specs
 
 
+# Refusals that a config change fixes, by the key to change.
+_REFUSED_BY_KEY = {
+    KafkaError.INVALID_REPLICATION_FACTOR: "topics.replication_factor",
+    KafkaError.INVALID_PARTITIONS: "topics.partitions",
+}
+
+
 def ensure_topics(config: Config, timeout: float = 30.0) -> list[str]:
-    """Create the missing topics; return the names created (existing ones are left alone)."""
+    """Create the missing topics; return the names created (existing ones are left alone).
+
+    A refusal that the config causes (say a replication factor above the broker count)
+    is a :class:`ConfigError` naming the key.
+    """
     admin = AdminClient(admin_settings(config))
     created = []
     for name, future in admin.create_topics(topic_specs(config), request_timeout=timeout).items():
@@ -29,10 +41,12 @@ def ensure_topics(config: Config, timeout: float = 30.0) -> list[str]:
             future.result(timeout=timeout)
             created.append(name)
         except KafkaException as err:
-            if err.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+            code = err.args[0].code()
+            if code in _REFUSED_BY_KEY:
+                raise ConfigError(
+                    f"{_REFUSED_BY_KEY[code]}: the cluster refused to create topic {name!r}: "
+                    f"{err.args[0].str()}"
+                ) from None
+            if code != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
     return created
-
-
-def admin_settings(config: Config) -> dict[str, object]:
-    return {"bootstrap.servers": config.kafka.bootstrap_servers, **config.kafka.common}

@@ -17,6 +17,7 @@ import orjson
 from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
 
 from streamheal.config import Config
+from streamheal.kafka.connect import with_logging
 
 log = logging.getLogger("streamheal.control")
 COMMANDS = ("promote", "rollback")
@@ -27,12 +28,14 @@ class ControlListener:
 
     def __init__(self, config: Config) -> None:
         self._consumer = Consumer(
-            {
-                "bootstrap.servers": config.kafka.bootstrap_servers,
-                "group.id": f"{config.kafka.group_id}-control-unused",  # assign(): never joins
-                "enable.auto.commit": False,
-                **config.kafka.common,
-            }
+            with_logging(
+                {
+                    "bootstrap.servers": config.kafka.bootstrap_servers,
+                    "group.id": f"{config.kafka.group_id}-control-unused",  # assign(): never joins
+                    "enable.auto.commit": False,
+                    **config.kafka.common,
+                }
+            )
         )
         self._consumer.assign([TopicPartition(config.topics.control, 0, OFFSET_END)])
 
@@ -63,7 +66,13 @@ def publish(
 ) -> None:
     """Send a command to every running worker; raises RuntimeError if not delivered."""
     producer = Producer(
-        {"bootstrap.servers": config.kafka.bootstrap_servers, "acks": "all", **config.kafka.common}
+        with_logging(
+            {
+                "bootstrap.servers": config.kafka.bootstrap_servers,
+                "acks": "all",
+                **config.kafka.common,
+            }
+        )
     )
     errors: list[str] = []
     record = {

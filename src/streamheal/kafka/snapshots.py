@@ -6,12 +6,11 @@ is full the snapshot is dropped, counted and logged; the alert record says so.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import queue
 import threading
 
-from streamheal.config import Config
+from streamheal.config import Config, config_hash
 from streamheal.policy import Action
 from streamheal.registry import Registry
 
@@ -68,4 +67,4 @@ class SnapshotWriter:
 
 
 def _config_hash(config: Config) -> str:
-    return hashlib.sha256(repr(config).encode()).hexdigest()[:16]
+    return config_hash(config)  # secrets left out: see streamheal.config.config_hash

@@ -59,28 +59,34 @@ class Worker:
         self.registry = open_registry(config.registry)
         self._snapshots = SnapshotWriter(self.registry)
         kafka = config.kafka
+        from streamheal.kafka.connect import with_logging  # librdkafka's lines via logging
+
         self._consumer = Consumer(
-            {
-                "bootstrap.servers": kafka.bootstrap_servers,
-                "group.id": kafka.group_id,
-                "client.id": kafka.client_id,
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "partition.assignment.strategy": "cooperative-sticky",
-                **kafka.common,
-                **kafka.consumer,
-            }
+            with_logging(
+                {
+                    "bootstrap.servers": kafka.bootstrap_servers,
+                    "group.id": kafka.group_id,
+                    "client.id": kafka.client_id,
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "earliest",
+                    "partition.assignment.strategy": "cooperative-sticky",
+                    **kafka.common,
+                    **kafka.consumer,
+                }
+            )
         )
         self._producer = Producer(
-            {
-                "bootstrap.servers": kafka.bootstrap_servers,
-                "client.id": kafka.client_id,
-                "acks": "all",
-                "enable.idempotence": True,
-                "linger.ms": 5,
-                **kafka.common,
-                **kafka.producer,
-            }
+            with_logging(
+                {
+                    "bootstrap.servers": kafka.bootstrap_servers,
+                    "client.id": kafka.client_id,
+                    "acks": "all",
+                    "enable.idempotence": True,
+                    "linger.ms": 5,
+                    **kafka.common,
+                    **kafka.producer,
+                }
+            )
         )
 
     # ------------------------------------------------------------------ control
@@ -89,9 +95,22 @@ class Worker:
         self._stop.set()
 
     def run(self) -> WorkerStats:
+        from streamheal.kafka.connect import require_topics, wait_for_cluster
+
         config = self.config
-        if config.topics.create:
-            ensure_topics(config)
+        # Fail fast: BrokerUnavailable after kafka.connect_timeout_seconds (exit 69), or
+        # MissingTopics with topics.create = false (exit 78), never an idle worker.
+        try:
+            metadata = wait_for_cluster(config)
+            if config.topics.create:
+                ensure_topics(config)
+            else:
+                require_topics(config, metadata)
+        except BaseException:
+            # The Kafka clients are left to the garbage collector: close() would replay
+            # their queued connection errors into the log under the one-line reason.
+            self._snapshots.close()
+            raise
         self._control = ControlListener(config)
         log.info(
             "streamheal worker starting: brokers=%s group=%s topic=%s model=%s mode=%s batch=%d",
