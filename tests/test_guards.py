@@ -309,3 +309,13 @@ def test_a_replay_with_poison_records_completes_within_a_point_of_the_clean_stre
     )
     assert b.future_ts == 1
     assert b.dead_lettered[Reason.TOO_DEEP] == 1
+
+
+def test_an_early_extreme_value_is_clipped_by_provisional_bounds() -> None:
+    # Before the reference is complete, one 1e12 would leave the scaler's variance huge
+    # (and the feature useless) for thousands of events: provisional bounds stop it.
+    guard = InputGuard(Config().guards)
+    for i in range(40):
+        guard.admit({"x": float(i % 7)})
+    assert guard.admit({"x": 1e12})["x"] < 1000
+    assert guard.clipped["x"] == 1

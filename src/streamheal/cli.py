@@ -167,12 +167,15 @@ def _run(args: argparse.Namespace, config: Config) -> int:
     from confluent_kafka import KafkaException
 
     from streamheal.kafka.connect import BrokerUnavailable, refused_settings
-    from streamheal.kafka.worker import Worker
+    from streamheal.kafka.worker import Worker, WorkerError
+    from streamheal.registry import RegistryError
 
     try:
         worker = Worker(config)
     except KafkaException as err:  # librdkafka refused a property in kafka.common & co.
         raise refused_settings(config, err) from None
+    except RegistryError as err:  # e.g. registry.path is a file, or not writable
+        raise ConfigError(f"registry.path: {err}") from None
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: worker.stop())
     try:
@@ -180,6 +183,9 @@ def _run(args: argparse.Namespace, config: Config) -> int:
     except BrokerUnavailable as err:
         print(f"streamheal: {err}", file=sys.stderr)
         return EXIT_UNAVAILABLE
+    except WorkerError as err:  # it could not go on without risking loss; nothing committed
+        print(f"streamheal: worker stopped: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -212,10 +212,11 @@ def _check(
     missing: list[str] = []
     longest = limits.max_feature_name_length
     for name, value in raw_features.items():
-        if len(name) > longest:
+        if not 0 < len(name) <= longest:
             raise InvalidEvent(
                 Reason.BAD_FEATURE_NAME,
-                f"feature name of {len(name)} characters, limit is {longest}: {name[:40]!r}...",
+                f"a feature name must have 1 to {longest} characters, got {len(name)}: "
+                f"{name[:40]!r}",
             )
         kind = type(value)
         if kind is float:

@@ -36,6 +36,7 @@ from streamheal.config import GuardsConfig
 from streamheal.detectors.base import Stateful
 
 OTHER_CATEGORY = "__other__"
+_PROVISIONAL_FROM = 32  # values of a feature before it gets provisional bounds
 
 
 @dataclass
@@ -66,7 +67,8 @@ class InputGuard(Stateful):
     ``q01``/``q99`` their 1st and 99th percentiles and ``spread = q99 - q01`` (or
     ``max(|median|, 1)`` for a constant feature), values outside
     ``[q01 - k * spread, q99 + k * spread]`` (``k = outlier_scales``) are clipped to it.
-    Before the bounds exist, and always, ``|x| <= max_abs_value`` holds.
+    While the reference fills, provisional bounds from the values so far (twice as wide,
+    from 32 values on) apply; always, ``|x| <= max_abs_value`` holds.
     """
 
     def __init__(self, cfg: GuardsConfig) -> None:
@@ -75,6 +77,7 @@ class InputGuard(Stateful):
         # for a name seen only with string values so far.
         self.features: dict[str, Any] = {}
         self.categories: dict[str, set[str]] = {}
+        self.provisional: dict[str, tuple[float, float]] = {}  # while the reference fills
         self.clipped: Counter[str] = Counter()
         self.ignored_names = 0  # feature values dropped because the name cap was reached
         self.folded_values = 0  # string values replaced by OTHER_CATEGORY
@@ -86,14 +89,21 @@ class InputGuard(Stateful):
         known = self.features
         out: dict[str, Any] | None = None
         for name, value in features.items():
-            state = known.get(name, _UNSEEN)
-            if state is _UNSEEN:
+            state = known.get(name)
+            # The hot path: a float feature whose bounds are known, inside them.
+            if state.__class__ is tuple and value.__class__ is float:
+                if state[0] <= value <= state[1]:
+                    continue
+                guarded = self._clip(name, state[0] if value < state[0] else state[1])
+                out = _copy_with(features, out, name, guarded)
+                continue
+            if state is None and name not in known:
                 if len(known) >= self.cfg.max_distinct_features:
                     self.ignored_names += 1
                     self.cap_reached = True
                     out = _copy_without(features, out, name)
                     continue
-                state = known[name] = None
+                known[name] = None
             if type(value) is str:
                 admitted = self._category(name, value)
                 if admitted is not value:
@@ -118,14 +128,21 @@ class InputGuard(Stateful):
         if not cfg.clip_outliers:
             return value
         if type(state) is list:
-            cap = cfg.max_abs_value
-            if value > cap or value < -cap:
-                value = self._clip(name, math.copysign(cap, value))
+            lo, hi = self.provisional.get(name, (-cfg.max_abs_value, cfg.max_abs_value))
+            if value < lo or value > hi:
+                value = self._clip(name, lo if value < lo else hi)
             state.append(value)
-            if len(state) >= cfg.reference_size:
+            n = len(state)
+            if n >= cfg.reference_size:
                 self.features[name] = _bounds(state, cfg.outlier_scales, cfg.max_abs_value)
+                self.provisional.pop(name, None)
+            elif n >= _PROVISIONAL_FROM and n & (n - 1) == 0:
+                # Until the reference is complete, bounds from the values so far (at 32, 64,
+                # 128, ... values) keep one early extreme from wrecking a scaler's variance
+                # for good; twice as wide, since they rest on fewer values.
+                self.provisional[name] = _bounds(state, 2 * cfg.outlier_scales, cfg.max_abs_value)
             return value
-        lo, hi = state
+        lo, hi = state  # an int (floats take the fast path in admit)
         if value < lo:
             return self._clip(name, lo)
         if value > hi:
@@ -261,6 +278,3 @@ def _copy_without(
     out = dict(features) if out is None else out
     del out[name]
     return out
-
-
-_UNSEEN = object()

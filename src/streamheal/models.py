@@ -64,6 +64,19 @@ class _OneHotEncoder(preprocessing.OneHotEncoder):
         return X
 
 
+class _StandardScaler(preprocessing.StandardScaler):
+    """River's standard scaler, tolerant of a mini-batch without any numeric column."""
+
+    def learn_many(self, X: Any) -> None:
+        if len(X.columns):
+            super().learn_many(X)
+
+    def transform_many(self, X: Any) -> Any:
+        if len(X.columns):
+            return super().transform_many(X)
+        return X
+
+
 def build_model(cfg: ModelConfig, seed: int) -> base.Classifier:
     """A fresh, untrained model as the config describes it."""
     params = dict(cfg.params)
@@ -72,7 +85,7 @@ def build_model(cfg: ModelConfig, seed: int) -> base.Classifier:
         classifier: base.Classifier = linear_model.LogisticRegression(**params)
         if one_vs_rest:
             classifier = multiclass.OneVsRestClassifier(classifier)
-        numeric = _SelectNumbers() | preprocessing.StandardScaler()
+        numeric = _SelectNumbers() | _StandardScaler()
         categorical = _SelectStrings() | _OneHotEncoder()
         return (numeric + categorical) | classifier
     if cfg.name == "hoeffding_tree":

@@ -1,26 +1,27 @@
 """The control topic: promote / rollback commands that running workers apply between batches.
 
-A command is one JSON record on the single-partition control topic:
-``{"command": "promote", "version": 7, "by": "alice", "reason": "passed the offline gate"}``
-(``rollback`` carries the version the registry rolled back to). Workers read the topic
-from its end at start (the registry's ``champion`` alias covers what came before), so a
-command is applied once, by every running worker, to every partition it owns.
+A command is one JSON record on the single-partition control topic (schema and signing
+in :mod:`streamheal.commands`; ``rollback`` carries the version the registry rolled back
+to). Workers read the topic from its end at start (the registry's ``champion`` alias
+covers what came before), so a command is applied once, by every running worker, to every
+partition it owns. Records that are not valid commands come back as refusals, never as
+exceptions.
 """
 
 from __future__ import annotations
 
 import getpass
 import logging
-from typing import Any
 
-import orjson
 from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
 
+from streamheal import commands
+from streamheal.commands import Command, Refusal
 from streamheal.config import Config
 from streamheal.kafka.connect import with_logging
+from streamheal.signing import CONTROL_KEY_ENV, Signer
 
 log = logging.getLogger("streamheal.control")
-COMMANDS = ("promote", "rollback")
 
 
 class ControlListener:
@@ -38,24 +39,16 @@ class ControlListener:
             )
         )
         self._consumer.assign([TopicPartition(config.topics.control, 0, OFFSET_END)])
+        self._signer = Signer.from_env(CONTROL_KEY_ENV)
 
-    def poll(self) -> list[dict[str, Any]]:
-        commands = []
+    def poll(self) -> list[tuple[int, Command | Refusal]]:
+        """New records as ``(offset, command or refusal)``; never raises on their content."""
+        out: list[tuple[int, Command | Refusal]] = []
         for message in self._consumer.consume(num_messages=100, timeout=0):
             if message.error() is not None:
                 continue
-            try:
-                command = orjson.loads(message.value())
-            except orjson.JSONDecodeError:
-                log.warning(
-                    "ignored a control record that is not JSON at offset %d", message.offset()
-                )
-                continue
-            if command.get("command") in COMMANDS and isinstance(command.get("version"), int):
-                commands.append(command)
-            else:
-                log.warning("ignored an unknown control command: %r", command)
-        return commands
+            out.append((message.offset(), commands.parse(message.value(), self._signer)))
+        return out
 
     def close(self) -> None:
         self._consumer.close()
@@ -64,7 +57,8 @@ class ControlListener:
 def publish(
     config: Config, command: str, version: int, reason: str = "", by: str | None = None
 ) -> None:
-    """Send a command to every running worker; raises RuntimeError if not delivered."""
+    """Send a command to every running worker (signed when ``STREAMHEAL_CONTROL_KEY`` is
+    set); raises RuntimeError if not delivered."""
     producer = Producer(
         with_logging(
             {
@@ -75,15 +69,13 @@ def publish(
         )
     )
     errors: list[str] = []
-    record = {
-        "command": command,
-        "version": version,
-        "by": by or getpass.getuser(),
-        "reason": reason,
-    }
+    record = commands.encode(
+        Command(command, version, by or getpass.getuser(), reason),
+        Signer.from_env(CONTROL_KEY_ENV),
+    )
     producer.produce(
         config.topics.control,
-        orjson.dumps(record),
+        record,
         on_delivery=lambda err, _: errors.append(str(err)) if err else None,
     )
     if producer.flush(15) or errors:

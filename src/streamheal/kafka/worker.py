@@ -19,12 +19,15 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from streamheal import models
+from streamheal.commands import Refusal
 from streamheal.config import Config
 from streamheal.detectors.suite import Drift
 from streamheal.engine import Engine, Prediction
 from streamheal.events import Rejection, Source, decode
+from streamheal.guards import Notice
 from streamheal.kafka import records
 from streamheal.kafka.admin import ensure_topics
+from streamheal.kafka.connect import require_topics, wait_for_cluster, with_logging
 from streamheal.kafka.control import ControlListener
 from streamheal.kafka.snapshots import SnapshotWriter
 from streamheal.policy import Action
@@ -59,8 +62,6 @@ class Worker:
         self.registry = open_registry(config.registry)
         self._snapshots = SnapshotWriter(self.registry)
         kafka = config.kafka
-        from streamheal.kafka.connect import with_logging  # librdkafka's lines via logging
-
         self._consumer = Consumer(
             with_logging(
                 {
@@ -95,8 +96,6 @@ class Worker:
         self._stop.set()
 
     def run(self) -> WorkerStats:
-        from streamheal.kafka.connect import require_topics, wait_for_cluster
-
         config = self.config
         # Fail fast: BrokerUnavailable after kafka.connect_timeout_seconds (exit 69), or
         # MissingTopics with topics.create = false (exit 78), never an idle worker.
@@ -154,7 +153,8 @@ class Worker:
 
     # ------------------------------------------------------------------ the loop
     def _process_batch(self, messages: list[Message]) -> None:
-        max_bytes = self.config.events.max_bytes
+        limits = self.config.events
+        max_bytes = limits.max_bytes
         by_partition: dict[int, list] = defaultdict(list)
         next_offsets: dict[tuple[str, int], int] = {}
         for message in messages:
@@ -167,7 +167,7 @@ class Worker:
             topic, partition, offset = message.topic(), message.partition(), message.offset()
             source = Source(topic, partition, offset)
             by_partition[partition].append(
-                decode(message.value(), source, max_bytes, message.key())
+                decode(message.value(), source, max_bytes, message.key(), limits)
             )
             next_offsets[(topic, partition)] = offset + 1
         for partition, batch in by_partition.items():
@@ -196,6 +196,13 @@ class Worker:
                 self.stats.dead_lettered += 1
             elif type(output) is Action:
                 self._publish_action(output)
+            elif type(output) is Notice:
+                self._produce(
+                    topics.alerts,
+                    f"notice:{output.notice}".encode(),
+                    orjson.dumps(output.to_record(), option=orjson.OPT_NON_STR_KEYS),
+                )
+                log.warning("partition %s: %s", output.partition, output.message)
             elif type(output) is Drift:
                 self._produce(topics.alerts, output.key.encode(), records.drift(output))
                 self.stats.drifts += 1
@@ -223,20 +230,42 @@ class Worker:
         log.warning("action on partition %s: %s", action.partition, action.message)
 
     def _apply_commands(self) -> None:
-        """Promote / rollback commands from the control topic, between batches."""
-        for command in self._control.poll():
-            version = command["version"]
-            try:
-                model_bytes = self.registry.load_bytes(version)
-            except RegistryError as err:
-                log.error("control %s v%d refused: %s", command["command"], version, err)
+        """Promote / rollback commands from the control topic, between batches. A record that
+        is not a valid command, or names a model the registry cannot serve, is refused
+        (logged once and written as an alert record); nothing it holds can raise out of here."""
+        for offset, command in self._control.poll():
+            if type(command) is Refusal:
+                self._refuse_command(offset, command.why, command.preview)
                 continue
-            cause = f"{command['command']} by {command.get('by', '?')}: {command.get('reason', '')}"
+            try:
+                model_bytes = self.registry.load_bytes(command.version)
+                model = models.loads(model_bytes)
+            except RegistryError as err:
+                self._refuse_command(offset, str(err), command.describe())
+                continue
+            except Exception as err:  # a verified file that still does not unpickle
+                self._refuse_command(offset, f"model does not load: {err!r}", command.describe())
+                continue
             for engine in self.engines.values():
-                action = engine.install(models.loads(model_bytes), version, cause.strip(": "))
+                # Each partition gets its own copy: models learn in place.
+                action = engine.install(
+                    models.loads(model_bytes), command.version, command.describe()
+                )
                 self._publish_action(action)
+            del model
             self._producer.flush()
-            log.warning("applied control command %s", command)
+            log.warning("applied control command at offset %d: %s", offset, command.describe())
+
+    def _refuse_command(self, offset: int, why: str, preview: str) -> None:
+        log.error("control record at offset %d refused: %s [%s]", offset, why[:300], preview)
+        record = {
+            "type": "control_refused",
+            "offset": offset,
+            "reason": why[:1000],
+            "record": preview,
+        }
+        self._produce(self.config.topics.alerts, b"control_refused", orjson.dumps(record))
+        self._producer.flush()
 
     def _produce(self, topic: str, key: bytes | None, value: bytes, headers=None) -> None:
         while True:
@@ -262,18 +291,26 @@ class Worker:
 
     # ------------------------------------------------------------------ rebalance
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        champion = self.registry.alias(CHAMPION)
-        model_bytes = None
-        if champion is not None:  # serve the registry's champion, not a fresh model
-            try:
-                model_bytes = self.registry.load_bytes(champion)
-            except RegistryError as err:
-                log.error("registry champion v%d refused, serving a fresh model: %s", champion, err)
+        champion, model_bytes = self._champion()
         for tp in partitions:
             engine = self.engines[tp.partition] = Engine(self.config)
             if model_bytes is not None:
                 engine.model, engine.model_version = models.loads(model_bytes), champion
         log.info("assigned partitions %s", sorted(tp.partition for tp in partitions))
+
+    def _champion(self) -> tuple[int | None, bytes | None]:
+        """The registry champion to serve, or (None, None): a registry that cannot give a
+        sound one must not stop the worker, so a fresh model serves instead (loudly)."""
+        try:
+            champion = self.registry.alias(CHAMPION)
+            if champion is None:
+                return None, None
+            model_bytes = self.registry.load_bytes(champion)
+            models.loads(model_bytes)  # it must unpickle before any partition relies on it
+            return champion, model_bytes
+        except Exception as err:  # RegistryError, or a verified file that does not unpickle
+            log.error("registry champion refused, serving a fresh model: %s", err)
+            return None, None
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Everything processed so far is flushed and committed at the end of each batch.
