@@ -327,6 +327,112 @@ class WorkerConfig:
     progress_interval_seconds: float = field(
         default=10.0, metadata=_rule("a number of seconds > 0", lambda v: v > 0)
     )
+    # "exactly-once": outputs, checkpoints and offsets commit in one Kafka transaction;
+    # "at-least-once": outputs are acknowledged, then offsets committed (a crash re-scores).
+    guarantee: str = field(
+        default="exactly-once", metadata=_choice("exactly-once", "at-least-once")
+    )
+    # A stable name for this worker process: its transactional.id is "<group_id>-<id>", so a
+    # restarted worker fences its previous incarnation at once. "" = "<hostname>-0";
+    # `run --workers N` gives each process "<id or hostname>-<i>".
+    id: str = field(
+        default="",
+        metadata=_rule(
+            "letters, digits, '.', '_' or '-' (at most 100)",
+            lambda v: re.fullmatch(r"[A-Za-z0-9._-]{0,100}", v) is not None,
+        ),
+    )
+    # Each assigned partition's Engine goes to the state topic every N batches (and on
+    # revoke); between checkpoints, recovery re-processes the gap without emitting.
+    checkpoint_every_batches: int = field(
+        default=1, metadata=_rule("an integer between 1 and 10000", lambda v: 1 <= v <= 10000)
+    )
+    checkpoint_chunk_bytes: int = field(
+        default=512 * 1024,
+        metadata=_rule(
+            "bytes between 1024 and 900000 (below the broker's 1 MB record limit)",
+            lambda v: 1024 <= v <= 900_000,
+        ),
+    )
+    # Kafka aborts a transaction older than this; also how long a partition's restore may
+    # wait for a dead worker's open transaction to be aborted.
+    transaction_timeout_seconds: float = field(
+        default=60.0, metadata=_rule("seconds between 1 and 900", lambda v: 1 <= v <= 900)
+    )
+
+
+def _port(zero: str = "") -> dict[str, Any]:
+    return _rule(
+        "a TCP port" + (f" (0 = {zero})" if zero else ""), lambda v: (0 if zero else 1) <= v < 65536
+    )
+
+
+def _seconds(low: float = 0.0) -> dict[str, Any]:
+    return _rule(f"a number of seconds >= {low:g}", lambda v: v >= low)
+
+
+def _silences_rule() -> dict[str, Any]:
+    allowed = {"match", "starts", "until", "comment"}
+    return _rule(
+        'a list of tables like {match = "kind=covariate,feature=mean radius", '
+        'until = "2026-12-01T00:00Z", comment = "..."} (match required)',
+        lambda v: (
+            isinstance(v, list)
+            and all(
+                isinstance(s, dict)
+                and isinstance(s.get("match"), str)
+                and set(s) <= allowed
+                and all(isinstance(x, str) for x in s.values())
+                for s in v
+            )
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """The Prometheus exporter of ``streamheal run`` (README: "Metrics")."""
+
+    enabled: bool = True
+    # /metrics, /healthz and /readyz share this port; several workers on one host need one
+    # port each (0 = any free port, logged at start).
+    port: int = field(default=9108, metadata=_port("any free port"))
+    address: str = field(default="0.0.0.0", metadata=_non_empty())
+    # Feature names with a label of their own; the rest are folded into "other".
+    max_feature_labels: int = field(default=50, metadata=_between(1, 10_000))
+    # JSON snapshots of the same numbers on the metrics topic (0 = none).
+    snapshot_interval_seconds: float = field(default=15.0, metadata=_seconds())
+    # /healthz answers 503 when the consume loop has not turned for this long.
+    stall_seconds: float = field(default=120.0, metadata=_seconds(1.0))
+
+
+@dataclass(frozen=True)
+class AlertsConfig:
+    """Alert grouping and tuning, and the notifier (README: "Alerts and Slack")."""
+
+    # Alerts of one kind that start within this window are one notification.
+    group_window_seconds: float = field(default=30.0, metadata=_seconds())
+    # A still-firing alert is reminded in its thread this often.
+    repeat_interval_seconds: float = field(default=14400.0, metadata=_seconds(1.0))
+    # An alert resolves once no partition has fired for this long (hysteresis across them).
+    resolve_hold_seconds: float = field(default=60.0, metadata=_seconds())
+    # Severity: one step up for a fall of realized accuracy this large, one for an effect
+    # this many times past its detector's threshold.
+    critical_accuracy_drop: float = field(
+        default=0.05, metadata=_rule("a number in (0, 1]", lambda v: 0 < v <= 1)
+    )
+    large_effect: float = field(default=5.0, metadata=_rule("a number >= 1", lambda v: v >= 1))
+    notifier_group_id: str = ""  # "" = "<kafka.group_id>-notifier"
+    # `streamheal run` starts a notifier thread when Slack credentials are set.
+    embedded_notifier: bool = True
+    # /metrics, /healthz, /readyz of `streamheal notify` (0 = any free port).
+    notifier_port: int = field(default=9109, metadata=_port("any free port"))
+    notifier_address: str = field(default="0.0.0.0", metadata=_non_empty())
+    # The longest wait between two delivery attempts while a sink is down.
+    retry_max_seconds: float = field(default=60.0, metadata=_seconds(0.01))
+    grafana_url: str = ""  # dashboard link in every message
+    runbook_url: str = ""
+    silences: list = field(default_factory=list, metadata=_silences_rule())
 
 
 @dataclass(frozen=True)
@@ -352,6 +458,8 @@ class Config:
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     guards: GuardsConfig = field(default_factory=GuardsConfig)
     worker: WorkerConfig = field(default_factory=WorkerConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
     local_kafka: LocalKafkaConfig = field(default_factory=LocalKafkaConfig)
 
     def replace(self, **sections: Mapping[str, Any]) -> Config:
