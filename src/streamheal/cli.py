@@ -110,6 +110,28 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--rounds", type=_positive_int, default=5)
     bench.add_argument("--json", action="store_true", help="print one JSON object")
 
+    notify = commands.add_parser("notify", help="alerts topic -> grouped Slack messages")
+    _config_option(notify)
+    notify.add_argument(
+        "--interactive-port",
+        type=int,
+        default=None,
+        metavar="P",
+        help="serve Slack button clicks on this port (needs SLACK_SIGNING_SECRET)",
+    )
+
+    silence = commands.add_parser("silence", help="hold alert notifications back for a while")
+    _config_option(silence)
+    silence_verbs = silence.add_subparsers(dest="verb", required=True, metavar="VERB")
+    add = silence_verbs.add_parser("add", help="silence the alerts MATCHER selects")
+    add.add_argument("matcher", metavar="MATCHER", help='e.g. kind=covariate,feature=~"mean.*"')
+    add.add_argument("--for", dest="duration", required=True, metavar="DURATION", help="e.g. 2h")
+    add.add_argument("--comment", default="", help="why (shown by silence list)")
+    add.add_argument("--by", default=None, help="who (default: the login name)")
+    silence_verbs.add_parser("list", help="silences in force or to come")
+    expire = silence_verbs.add_parser("expire", help="end a silence now")
+    expire.add_argument("id", metavar="ID")
+
     kafka = commands.add_parser("kafka", help="a local single-node Apache Kafka for development")
     kafka.add_argument("action", choices=["up", "down", "status"])
     kafka.add_argument("--purge", action="store_true", help="with down: delete the broker's data")
@@ -133,6 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "registry": _registry,
         "bench": _bench,
         "kafka": _kafka,
+        "notify": _notify,
+        "silence": _silence,
     }
     try:
         config_option = getattr(args, "config", None)
@@ -383,6 +407,19 @@ def _bench(args: argparse.Namespace, config: Config) -> int:
         for key, value in figures.items():
             print(f"{key:>24}: {value}")
     return 0
+
+
+def _notify(args: argparse.Namespace, config: Config) -> int:
+    from streamheal.notify import run_notify
+
+    return run_notify(config, args.interactive_port)
+
+
+def _silence(args: argparse.Namespace, config: Config) -> int:
+    from streamheal.notify import silence_command
+
+    options = {k: getattr(args, k, None) for k in ("matcher", "duration", "comment", "by", "id")}
+    return silence_command(config, args.verb, **options)
 
 
 def _kafka(args: argparse.Namespace, config: Config) -> int:

@@ -88,6 +88,8 @@ class Notifier:
         :func:`~streamheal.alerts.slack.sink_from_env`).
     metrics
         Its Prometheus metrics (default: a fresh registry, or ``registry`` if given).
+    silences
+        The silences in force (default: ``alerts.silences``); the control topic adds to them.
     clock
         Unix seconds (tests pass their own).
     """
@@ -98,12 +100,15 @@ class Notifier:
         sink: Sink | None = None,
         metrics: NotifierMetrics | None = None,
         registry: CollectorRegistry | None = None,
+        silences: Silences | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.sink = sink if sink is not None else sink_from_env()
         self.metrics = metrics or NotifierMetrics(registry)
-        self.silences = Silences.from_config(config.alerts.silences)
+        self.silences = (
+            silences if silences is not None else Silences.from_config(config.alerts.silences)
+        )
         self.links = Links(
             config.alerts.grafana_url,
             config.alerts.runbook_url,

@@ -40,8 +40,6 @@ LABELS = ("model", "kind", "signal", "feature", "severity", "alert")
 SILENCE = "silence"
 SILENCE_EXPIRED = "silence_expired"
 MAX_RECORD_BYTES = 8192
-# A signed silence older than this is refused, as control commands are (replay defence).
-MAX_AGE_SECONDS = 300.0
 _MATCHER = re.compile(r'\s*([a-z_]+)\s*(=~|!~|!=|=)\s*("(?:[^"\\]|\\.)*"|[^,]*?)\s*(?:,|$)')
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -216,16 +214,18 @@ class Silences:
     def add(self, silence: Silence) -> None:
         self.by_id[silence.id] = silence
 
-    def apply(self, value: bytes | None, signer: Signer | None, now: float | None = None) -> bool:
+    def apply(self, value: bytes | None, signer: Signer | None) -> bool:
         """Take one control-topic record; True when it was a silence record (valid or not).
 
         A record that claims to be a silence but is malformed, unsigned or badly signed
-        (with a key set) is refused and counted, never raised."""
+        (with a key set) is refused and counted, never raised. Unlike a command, a signed
+        silence is not refused for its age: it carries its own window, so reading it again
+        (a restarted notifier reads the topic from its start) changes nothing."""
         record = _silence_record(value)
         if record is None:
             return False
         try:
-            _verify(record, signer, time.time() if now is None else now)
+            _verify(record, signer)
             if record["type"] == SILENCE_EXPIRED:
                 silence = self.by_id.get(str(record["id"]))
                 if silence is not None:
@@ -302,16 +302,13 @@ def _signed(record: dict[str, Any], signer: Signer | None) -> bytes:
     return orjson.dumps(record)
 
 
-def _verify(record: dict[str, Any], signer: Signer | None, now: float) -> None:
+def _verify(record: dict[str, Any], signer: Signer | None) -> None:
     if signer is None:
         return
     signature = record.get("signature")
     fields = {k: v for k, v in record.items() if k != "signature"}
     if type(signature) is not str or not signer.verify(_canonical(fields), signature):
         raise SilenceError("unsigned or badly signed silence record")
-    issued_at = record.get("issued_at")
-    if type(issued_at) not in (int, float) or abs(now - issued_at) > MAX_AGE_SECONDS:
-        raise SilenceError("stale silence record")
 
 
 def _canonical(fields: dict[str, Any]) -> bytes:

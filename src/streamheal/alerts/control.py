@@ -1,0 +1,83 @@
+"""Silences on the control topic: written by ``streamheal silence`` and the "Silence 1h"
+button, read back by the notifier and by ``streamheal silence list``.
+
+Records are signed with ``STREAMHEAL_CONTROL_KEY`` when it is set, as control commands are
+(see :mod:`streamheal.commands`); the notifier refuses unsigned ones then.
+"""
+
+from __future__ import annotations
+
+import time
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+
+from streamheal.alerts import silences as silence_records
+from streamheal.alerts.silences import Silence, Silences
+from streamheal.config import Config
+from streamheal.kafka.connect import with_logging
+from streamheal.signing import CONTROL_KEY_ENV, Signer
+
+
+def publish_silence(config: Config, silence: Silence) -> None:
+    """Put ``silence`` on the control topic; RuntimeError if the broker did not take it."""
+    _publish(config, silence_records.encode(silence, Signer.from_env(CONTROL_KEY_ENV)))
+
+
+def publish_expiry(config: Config, silence_id: str, by: str) -> None:
+    """End silence ``silence_id`` now."""
+    signer = Signer.from_env(CONTROL_KEY_ENV)
+    _publish(config, silence_records.encode_expiry(silence_id, by, signer))
+
+
+def read_silences(config: Config, timeout: float = 30.0) -> Silences:
+    """Every silence: ``alerts.silences`` and the control topic read to its end."""
+    book = Silences.from_config(config.alerts.silences)
+    signer = Signer.from_env(CONTROL_KEY_ENV)
+    reader = Consumer(
+        with_logging(
+            {
+                "bootstrap.servers": config.kafka.bootstrap_servers,
+                "group.id": f"{config.kafka.group_id}-silence-list-unused",  # assign(): no join
+                "enable.auto.commit": False,
+                **config.kafka.common,
+            }
+        )
+    )
+    try:
+        partition = TopicPartition(config.topics.control, 0)
+        _, high = reader.get_watermark_offsets(partition, timeout=timeout)
+        reader.assign([TopicPartition(config.topics.control, 0, OFFSET_BEGINNING)])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            (position,) = reader.position([partition])
+            if position.offset >= high or high == 0:
+                break
+            for message in reader.consume(num_messages=500, timeout=0.2):
+                if message.error() is None:
+                    book.apply(message.value(), signer)
+    finally:
+        reader.close()
+    return book
+
+
+def _publish(config: Config, value: bytes) -> None:
+    producer = Producer(
+        with_logging(
+            {
+                "bootstrap.servers": config.kafka.bootstrap_servers,
+                "acks": "all",
+                **config.kafka.common,
+            }
+        )
+    )
+    errors: list[str] = []
+    producer.produce(
+        config.topics.control,
+        value,
+        b"silence",
+        on_delivery=lambda err, _: errors.append(str(err)) if err else None,
+    )
+    if producer.flush(15) or errors:
+        raise RuntimeError(
+            f"silence not delivered to {config.topics.control}: {errors or 'timeout'}"
+        )
