@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-stamp
 # `make test` runs its own broker on other ports, so a dev broker (`make kafka-up`) is untouched.
 TEST_KAFKA := STREAMHEAL_LOCAL_KAFKA__PORT=19192 STREAMHEAL_LOCAL_KAFKA__CONTROLLER_PORT=19193
 
-.PHONY: install demo test lint bench chromium kafka-up kafka-down kafka-status clean
+.PHONY: install demo test lint bench chromium prometheus kafka-up kafka-down kafka-status clean
 
 install: $(STAMP)
 
@@ -25,10 +25,19 @@ chromium:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	  else echo "chromium missing (and not root): the report screenshot test will be skipped"; fi; }
 
+# Prometheus (promtool) and Alertmanager (amtool) check config/ and scrape a worker in tests;
+# Debian's packages, installed when missing (without them those tests skip, saying why).
+prometheus:
+	@{ command -v prometheus && command -v promtool && command -v amtool; } >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends prometheus prometheus-alertmanager; \
+	  else echo "prometheus/promtool/amtool missing (and not root): their tests will be skipped"; fi; }
+
 demo: install kafka-up
 	$(BIN)/python -m streamheal.demo
 
-test: install lint chromium
+test: install lint chromium prometheus
 	$(TEST_KAFKA) $(BIN)/streamheal kafka up
 	status=0; \
 	STREAMHEAL_TEST_BOOTSTRAP=127.0.0.1:19192 $(BIN)/python -m pytest $(PYTEST_ARGS) || status=$$?; \

@@ -55,6 +55,7 @@ from prometheus_client.core import (
 )
 
 from streamheal.config import Config
+from streamheal.events import Reason
 
 if TYPE_CHECKING:
     from streamheal.detectors.suite import Drift
@@ -402,9 +403,10 @@ class _EngineView:
                 ("streamheal_guard_folded_categories", engine.guard.folded_values),
             ):
                 counters[name].add_metric([p], float(value))
-            for reason, value in sorted(c.dead_lettered.items()):
+            # Every reason from 0, so rate() sees the first dead letter of each one.
+            for reason in Reason:
                 counters["streamheal_records_dead_lettered"].add_metric(
-                    [p, str(reason)], float(value)
+                    [p, reason.value], float(c.dead_lettered.get(reason, 0))
                 )
             for name, source in (
                 ("streamheal_missing_values", c.missing),
