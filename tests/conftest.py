@@ -113,18 +113,37 @@ def read_topic(
     return messages
 
 
-def read_all(bootstrap: str, topic: str, partitions: int = 2) -> list[Any]:
-    """Every record on the topic right now (up to the current high watermarks)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "unused-reader"})
+def read_all(bootstrap: str, topic: str, partitions: int = 2, timeout: float = 60.0) -> list[Any]:
+    """Every committed record on the topic right now (``read_committed``, up to the current
+    high watermarks). Caught up means position >= high watermark: on a partition written
+    with transactions the last offsets are commit markers that no consumer receives."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "unused-reader",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+        }
+    )
+    messages: list[Any] = []
     try:
-        ends = [
-            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
             for p in range(partitions)
-        ]
+        }
+        consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+        deadline = time.monotonic() + timeout
+        while True:
+            for message in consumer.consume(num_messages=1000, timeout=0.2):
+                if message.error() is None and message.offset() < ends[message.partition()]:
+                    messages.append(message)
+            positions = consumer.position([TopicPartition(topic, p) for p in range(partitions)])
+            if all(tp.offset >= ends[tp.partition] or ends[tp.partition] == 0 for tp in positions):
+                return messages
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{topic}: not read to its end in {timeout}s")
     finally:
         consumer.close()
-    total = sum(ends)
-    return read_topic(bootstrap, topic, lambda m: len(m) >= total, partitions=partitions)
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 60.0, what: str = "") -> None:

@@ -209,7 +209,7 @@ def _run(args: argparse.Namespace, config: Config) -> int:
         return EXIT_UNAVAILABLE
     except WorkerError as err:  # it could not go on without risking loss; nothing committed
         print(f"streamheal: worker stopped: {err}", file=sys.stderr)
-        return 1
+        return err.exit_code
     return 0
 
 

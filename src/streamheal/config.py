@@ -359,6 +359,11 @@ class WorkerConfig:
     transaction_timeout_seconds: float = field(
         default=60.0, metadata=_rule("seconds between 1 and 900", lambda v: 1 <= v <= 900)
     )
+    # How long the group waits for a worker that stopped heartbeating (killed, or left:
+    # static members do not announce leaving) before its partitions move.
+    session_timeout_seconds: float = field(
+        default=15.0, metadata=_rule("seconds between 6 and 300", lambda v: 6 <= v <= 300)
+    )
 
 
 def _port(zero: str = "") -> dict[str, Any]:

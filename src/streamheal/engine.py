@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import pickle
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -273,11 +274,14 @@ class Engine:
             self._watched = self.model
             self._watched_linear = linear_parts(self.model)
             watch.since_good = watch.every
-        if not healthy(self._watched_linear):
+        if not healthy(self._watched_linear, weights=False):
             self._restore_model("non-finite model state after learning")
             return
         watch.since_good += learned
         if watch.since_good >= watch.every:
+            if not healthy(self._watched_linear):
+                self._restore_model("non-finite weights")
+                return
             watch.keep(models.dumps(self.model), self.model_version)
 
     def _restore_model(self, cause: str) -> None:
@@ -353,38 +357,56 @@ class Engine:
         return action
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue exactly here (for checkpoints): model bytes, the
-        label-join buffer, counters and detector state."""
-        return {
-            "model": models.dumps(self.model),
-            "model_version": self.model_version,
-            "pending": copy.deepcopy(self._pending),
-            "closed": dict(self._closed),
-            "counters": copy.deepcopy(self.counters),
-            "drift": self.drift.state_dict() if self.drift is not None else None,
-            "policy": self.policy.state_dict() if self.policy is not None else None,
-            "guard": self.guard.state_dict(),
-            "clock": self.clock.state_dict(),
-            "watch": self.watch.state_dict() if self.watch is not None else None,
-            "noticed": set(self._noticed),
-        }
+        """Everything needed to continue exactly here, as an independent copy: the models,
+        the label-join buffer, counters, detector, policy and guard state."""
+        return copy.deepcopy(self._live_state())
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model = models.loads(state["model"])
+    def to_bytes(self) -> bytes:
+        """The same state serialized (for checkpoints): pickled straight from the live
+        objects, no copy first, so a checkpoint costs about a millisecond, not tens."""
+        return pickle.dumps(self._live_state(), protocol=pickle.HIGHEST_PROTOCOL)
+
+    def load_state_dict(self, state: dict[str, Any], detectors: bool = True) -> None:
+        """Continue from ``state``. The current config's settings apply (bounds, windows,
+        policy rules), not the saved ones. ``detectors=False`` keeps this Engine's fresh
+        detectors and policy (the rule for a checkpoint made under other detector or
+        policy settings: the model, join buffer and counters carry over)."""
+        model = state["model"]
+        self.model = models.loads(model) if isinstance(model, bytes) else copy.deepcopy(model)
         self.model_version = state["model_version"]
         self._pending = copy.deepcopy(state["pending"])
         self._pending_bytes = sum(entry.size for entry in self._pending.values())
         self._closed = dict(state["closed"])
         self.counters = copy.deepcopy(state["counters"])
-        if self.drift is not None and state["drift"] is not None:
-            self.drift.load_state_dict(state["drift"])
-        if self.policy is not None and state.get("policy") is not None:
-            self.policy.load_state_dict(state["policy"])
+        if detectors:
+            if self.drift is not None and state["drift"] is not None:
+                self.drift.load_state_dict(state["drift"])
+            if self.policy is not None and state["policy"] is not None:
+                self.policy.load_state_dict(state["policy"])
         self.guard.load_state_dict(state["guard"])
         self.clock.load_state_dict(state["clock"])
         if self.watch is not None and state["watch"] is not None:
             self.watch.load_state_dict(state["watch"])
         self._noticed = set(state["noticed"])
+
+    def load_bytes(self, blob: bytes, detectors: bool = True) -> None:
+        """Continue from :meth:`to_bytes` output (trusted bytes only: it is a pickle)."""
+        self.load_state_dict(pickle.loads(blob), detectors=detectors)
+
+    def _live_state(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "model_version": self.model_version,
+            "pending": self._pending,
+            "closed": self._closed,
+            "counters": self.counters,
+            "drift": vars(self.drift) if self.drift is not None else None,
+            "policy": vars(self.policy) if self.policy is not None else None,
+            "guard": vars(self.guard),
+            "clock": vars(self.clock),
+            "watch": self.watch.state_dict() if self.watch is not None else None,
+            "noticed": self._noticed,
+        }
 
     @property
     def pending_labels(self) -> int:

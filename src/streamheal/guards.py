@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
+from operator import le
 from typing import Any
 
 import numpy as np
@@ -78,6 +79,8 @@ class InputGuard(Stateful):
         self.features: dict[str, Any] = {}
         self.categories: dict[str, set[str]] = {}
         self.provisional: dict[str, tuple[float, float]] = {}  # while the reference fills
+        # (names, lower bounds, upper bounds) of the last event when all were bounded.
+        self._fast: tuple[tuple[str, ...], list[float], list[float]] | None = None
         self.clipped: Counter[str] = Counter()
         self.ignored_names = 0  # feature values dropped because the name cap was reached
         self.folded_values = 0  # string values replaced by OTHER_CATEGORY
@@ -86,6 +89,30 @@ class InputGuard(Stateful):
 
     def admit(self, features: dict[str, Any]) -> dict[str, Any]:
         """``features`` itself when nothing needed changing, else a guarded copy."""
+        fast = self._fast
+        if fast is not None:
+            names, lows, highs = fast
+            if tuple(features) == names:
+                # Same names as the last event, every one bounded: two C-level sweeps.
+                values = features.values()
+                try:
+                    if all(map(le, lows, values)) and all(map(le, values, highs)):
+                        return features
+                except TypeError:  # a string where a number was: the full path decides
+                    pass
+        out = self._admit(features)
+        self._remember_layout(out)
+        return out
+
+    def _remember_layout(self, features: dict[str, Any]) -> None:
+        known = self.features
+        bounds = [known.get(name) for name in features]
+        if all(b.__class__ is tuple for b in bounds) and bounds:
+            self._fast = (tuple(features), [b[0] for b in bounds], [b[1] for b in bounds])
+        else:
+            self._fast = None
+
+    def _admit(self, features: dict[str, Any]) -> dict[str, Any]:
         known = self.features
         out: dict[str, Any] | None = None
         for name, value in features.items():
@@ -171,11 +198,6 @@ class InputGuard(Stateful):
         names, self.first_clip = self.first_clip, []
         return names
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        cfg = self.cfg  # the current config's bounds apply, not the checkpoint's
-        super().load_state_dict(state)
-        self.cfg = cfg
-
 
 class EventClock(Stateful):
     """A partition's event time: the high-water mark of ``ts``, ignoring far-future jumps.
@@ -184,6 +206,8 @@ class EventClock(Stateful):
     >>> clock.advance(100.0), clock.advance(90.0), clock.advance(1e15), clock.suspicious
     (100.0, 100.0, 100.0, 1)
     """
+
+    _settings = ("max_skew",)
 
     def __init__(self, max_skew: float) -> None:
         self.max_skew = max_skew
@@ -198,11 +222,6 @@ class EventClock(Stateful):
         elif ts > now:
             self.suspicious += 1
         return now
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        skew = self.max_skew
-        super().load_state_dict(state)
-        self.max_skew = skew
 
 
 class ModelWatch:
@@ -238,10 +257,16 @@ def finite_probabilities(proba: dict[Any, float]) -> bool:
     return all(p - p == 0.0 for p in proba.values())
 
 
-def healthy(linear: list[Any]) -> bool:
-    """True when every linear model in ``linear`` (from :func:`linear_parts`) is finite."""
+def healthy(linear: list[Any], weights: bool = True) -> bool:
+    """True when every linear model in ``linear`` (from :func:`linear_parts`) is finite.
+
+    The intercept alone is the per-step check: its update uses the same loss gradient as
+    the weights, so a NaN anywhere in ``w . x`` reaches it in the same step. ``weights``
+    adds every weight (before a state is kept as good)."""
     for part in linear:
-        if not math.isfinite(part.intercept) or not math.isfinite(sum(part._weights.values())):
+        if not math.isfinite(part.intercept):
+            return False
+        if weights and not math.isfinite(sum(part._weights.values())):
             return False
     return True
 

@@ -72,6 +72,8 @@ class Action:
 
 
 class Policy(Stateful):
+    _settings = ("cfg", "make_model", "binary")
+
     def __init__(self, cfg: PolicyConfig, make_model: Callable[[], Any], binary: bool) -> None:
         self.cfg = cfg
         self.make_model = make_model

@@ -74,6 +74,8 @@ def topic_records(
             "group.id": f"streamheal-replay-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
+            # Only what producers committed (the worker's outputs are transactional).
+            "isolation.level": "read_committed",
             **config.kafka.common,
         }
     )
@@ -129,7 +131,15 @@ def _merge_partitions(consumer, topic, starts, ends, max_buffered) -> Iterator[R
             yield record
         if len(done) == len(ends) and not any(buffers.values()):
             return
-        for message in consumer.consume(num_messages=1000, timeout=1.0):
+        messages = consumer.consume(num_messages=1000, timeout=1.0)
+        if len(messages) < 1000:
+            # On a transactional topic the last offsets are commit markers that are never
+            # delivered: a partition is done when its position reached its end.
+            waiting = [TopicPartition(topic, p) for p in ends if p not in done]
+            for tp in consumer.position(waiting) if waiting else []:
+                if tp.offset >= ends[tp.partition]:
+                    done.add(tp.partition)
+        for message in messages:
             if message.error() is not None:
                 continue
             p, offset = message.partition(), message.offset()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -87,11 +88,24 @@ class Stateful:
 
     The state is a deep copy of the instance's attributes (numpy arrays, River detectors,
     plain Python values): restoring it into a fresh instance continues exactly where the
-    original was.
+    original was. What comes from the configuration is not state: the attributes named in
+    ``_settings`` keep the *current* instance's values, and every bounded deque keeps the
+    current instance's ``maxlen`` (a restored policy honours a changed
+    ``promotion_window``; the newest items are kept).
     """
+
+    _settings: tuple[str, ...] = ("cfg",)
 
     def state_dict(self) -> dict[str, Any]:
         return copy.deepcopy(vars(self))
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        vars(self).update(copy.deepcopy(state))
+        current = vars(self)
+        settings = {name: current[name] for name in self._settings if name in current}
+        bounds = {name: v.maxlen for name, v in current.items() if isinstance(v, deque)}
+        current.update(copy.deepcopy(state))
+        current.update(settings)
+        for name, maxlen in bounds.items():
+            restored = current.get(name)
+            if isinstance(restored, deque) and restored.maxlen != maxlen:
+                current[name] = deque(restored, maxlen=maxlen)

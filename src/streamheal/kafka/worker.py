@@ -1,53 +1,90 @@
 """The worker: a consumer-group member that drives one Engine per assigned partition.
 
 Per batch: ``consume`` up to ``engine.batch_size`` records, decode them, let each
-partition's Engine process its records, produce predictions and dead letters, wait
-until the broker has acknowledged every one of them, and only then commit the
-consumed offsets (at-least-once). Rebalance callbacks run inside ``consume``, i.e.
-between batches, when everything before them is already committed.
+partition's Engine process its records, produce predictions, alerts, dead letters and
+(every ``worker.checkpoint_every_batches`` batches) each touched partition's checkpoint,
+and commit all of it with the consumed offsets (:mod:`streamheal.kafka.committer`: one
+transaction under ``exactly-once``, the default).
+
+Recovery (:meth:`Worker._on_assign`): a partition's Engine is restored from its latest
+checkpoint on the state topic before anything is consumed, then consumption resumes at the
+checkpoint's offset. Records between the checkpoint and the committed offset (when
+checkpoints are taken less often than commits) are processed in *catch-up* mode: learned
+from, outputs dropped (they were committed before). Revoke checkpoints and commits what a
+partition learned before letting it go; a lost partition is dropped without committing.
+Rebalance callbacks run inside ``consume``, i.e. between batches, never inside a
+transaction.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaException, Message, TopicPartition
 
 from streamheal import models
 from streamheal.commands import Refusal
 from streamheal.config import Config
 from streamheal.detectors.suite import Drift
 from streamheal.engine import Engine, Prediction
-from streamheal.events import Rejection, Source, decode
+from streamheal.events import Event, Rejection, Source, decode
 from streamheal.guards import Notice
 from streamheal.kafka import records
 from streamheal.kafka.admin import ensure_topics
+from streamheal.kafka.checkpoints import CheckpointReader
+from streamheal.kafka.committer import CommitFailed, Committer, TransactionAborted
 from streamheal.kafka.connect import require_topics, wait_for_cluster, with_logging
 from streamheal.kafka.control import ControlListener
 from streamheal.kafka.snapshots import SnapshotWriter
 from streamheal.policy import Action
-from streamheal.registry import CHAMPION, RegistryError, open_registry
+from streamheal.registry import CHAMPION, open_registry
+from streamheal.signing import STATE_KEY_ENV, Signer
+from streamheal.state import checkpoint
+from streamheal.state.checkpoint import CheckpointError
 
 log = logging.getLogger("streamheal.worker")
 
+# Exit codes of `streamheal run` that say why the worker stopped (README "Command line").
+EXIT_KAFKA_FAILURE = 74  # EX_IOERR: outputs not acknowledged, a fatal producer/consumer error
+EXIT_FENCED = 75  # EX_TEMPFAIL: a newer process with the same worker.id took over
+
 
 class WorkerError(RuntimeError):
-    """The worker cannot go on without risking loss (its uncommitted batch will be re-read)."""
+    """The worker cannot go on without risking loss; nothing uncommitted is kept."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_KAFKA_FAILURE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 @dataclass
 class WorkerStats:
+    """Counts of what was committed (a batch counts once its transaction committed)."""
+
     consumed: int = 0
     predictions: int = 0
     dead_lettered: int = 0
     drifts: int = 0
     actions: int = 0
     batches: int = 0
+    aborted: int = 0
+    restored: int = 0  # partitions restored from a checkpoint
+    cold_starts: int = 0  # partitions that started without a usable checkpoint
+
+
+@dataclass
+class _Batch:
+    """What one batch produced, counted into the stats only once it is committed."""
+
+    stats: WorkerStats
+    snapshots: list[Action]
 
 
 class Worker:
@@ -55,12 +92,21 @@ class Worker:
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        self.worker_id = config.worker.id or f"{socket.gethostname()}-0"
         self.engines: dict[int, Engine] = {}
         self.stats = WorkerStats()
         self._stop = threading.Event()
-        self._delivery_errors: list[str] = []
+        self._next: dict[int, int] = {}  # partition -> next input offset to process
+        self._catch_up: dict[int, int] = {}  # partition -> outputs below here are committed
+        self._unsaved: dict[int, int] = {}  # partition -> batches since its last checkpoint
+        self._outbox: list[tuple[str, bytes, bytes]] = []  # records for the next transaction
+        self._fatal: WorkerError | None = None
+        self._restoring = False
+        self._started = False
+        self.heartbeat = time.monotonic()
         self.registry = open_registry(config.registry)
         self._snapshots = SnapshotWriter(self.registry)
+        self._state_signer = Signer.from_env(STATE_KEY_ENV)
         kafka = config.kafka
         self._consumer = Consumer(
             with_logging(
@@ -71,29 +117,44 @@ class Worker:
                     "enable.auto.commit": False,
                     "auto.offset.reset": "earliest",
                     "partition.assignment.strategy": "cooperative-sticky",
+                    # Static membership (KIP-345): a restarted worker takes its partitions
+                    # back at once instead of waiting out its dead self's session.
+                    "group.instance.id": self.worker_id,
+                    "session.timeout.ms": int(config.worker.session_timeout_seconds * 1000),
+                    # Offsets are committed in the producer's transactions; only what they
+                    # made visible may be read back (e.g. replaying our own outputs).
+                    "isolation.level": "read_committed",
                     **kafka.common,
                     **kafka.consumer,
                 }
             )
         )
-        self._producer = Producer(
+        self._committer = Committer(
+            config,
             with_logging(
                 {
                     "bootstrap.servers": kafka.bootstrap_servers,
-                    "client.id": kafka.client_id,
+                    "client.id": f"{kafka.client_id}-{self.worker_id}",
                     "acks": "all",
                     "enable.idempotence": True,
                     "linger.ms": 5,
                     **kafka.common,
                     **kafka.producer,
                 }
-            )
+            ),
+            self.worker_id,
         )
+        self._reader: CheckpointReader | None = None
 
     # ------------------------------------------------------------------ control
     def stop(self) -> None:
         """Finish the current batch, commit it, leave the group."""
         self._stop.set()
+
+    @property
+    def ready(self) -> bool:
+        """Subscribed, every assigned partition restored, not stopping (``/readyz``)."""
+        return self._started and not self._restoring and not self._stop.is_set()
 
     def run(self) -> WorkerStats:
         config = self.config
@@ -110,53 +171,96 @@ class Worker:
             # their queued connection errors into the log under the one-line reason.
             self._snapshots.close()
             raise
+        try:
+            self._committer.start()  # fences a previous incarnation, aborts its transaction
+        except CommitFailed as err:
+            self._snapshots.close()
+            raise WorkerError(str(err), EXIT_FENCED if err.fenced else EXIT_KAFKA_FAILURE) from err
+        self._reader = CheckpointReader(config)
         self._control = ControlListener(config)
         log.info(
-            "streamheal worker starting: brokers=%s group=%s topic=%s model=%s mode=%s batch=%d",
+            "streamheal worker %s starting: brokers=%s group=%s topic=%s model=%s mode=%s "
+            "batch=%d guarantee=%s",
+            self.worker_id,
             config.kafka.bootstrap_servers,
             config.kafka.group_id,
             config.topics.events,
             config.model.name,
             config.engine.mode,
             config.engine.batch_size,
+            config.worker.guarantee,
         )
         self._consumer.subscribe(
             [config.topics.events],
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
-            on_lost=self._on_revoke,
+            on_lost=self._on_lost,
         )
+        self._started = True
         progress = _Progress(config.worker.progress_interval_seconds)
+        clean = False
         try:
             while not self._stop.is_set():
+                self.heartbeat = time.monotonic()
                 messages = self._consumer.consume(
                     num_messages=config.engine.batch_size,
                     timeout=config.worker.poll_timeout_seconds,
                 )
+                self._raise_fatal()
                 if messages:
                     self._process_batch(messages)
                 self._apply_commands()
                 if progress.due():
                     progress.report(self.stats.consumed, self._lag())
+            clean = True
         finally:
+            self._started = False
             self._control.close()
             self._snapshots.close()
-            self._producer.flush(30)
-            self._consumer.close()  # leaves the group; commits nothing (auto-commit is off)
+            if clean:
+                # Leaving the group revokes every partition: on_revoke checkpoints and
+                # commits what is not saved yet, inside consumer.close().
+                self._consumer.close()
+            self._committer.close()
+            self._reader.close()
             log.info(
                 "streamheal worker stopped: consumed=%d predictions=%d dead_lettered=%d",
                 self.stats.consumed,
                 self.stats.predictions,
                 self.stats.dead_lettered,
             )
+        self._raise_fatal()
         return self.stats
 
     # ------------------------------------------------------------------ the loop
     def _process_batch(self, messages: list[Message]) -> None:
+        by_partition = self._decode(messages)
+        if not by_partition:
+            return
+        batch = _Batch(WorkerStats(batches=1), [])
+        committer = self._committer
+        try:
+            committer.begin()
+            self._flush_outbox()
+            for partition, items in by_partition.items():
+                self._run_engine(partition, items, batch)
+            every = self.config.worker.checkpoint_every_batches
+            for partition in by_partition:
+                if self._unsaved.get(partition, 0) >= every:
+                    self._checkpoint(partition)
+            committer.commit(self._consumer, self._offsets(by_partition))
+        except TransactionAborted as err:
+            log.warning("batch aborted (%s): rewinding partitions %s", err, sorted(by_partition))
+            self.stats.aborted += 1
+            self._rewind(list(by_partition))
+            return
+        except CommitFailed as err:
+            raise WorkerError(str(err), EXIT_FENCED if err.fenced else EXIT_KAFKA_FAILURE) from err
+        self._committed(batch)
+
+    def _decode(self, messages: list[Message]) -> dict[int, list[Event | Rejection]]:
         limits = self.config.events
-        max_bytes = limits.max_bytes
-        by_partition: dict[int, list] = defaultdict(list)
-        next_offsets: dict[tuple[str, int], int] = {}
+        by_partition: dict[int, list[Event | Rejection]] = defaultdict(list)
         for message in messages:
             error = message.error()
             if error is not None:
@@ -164,48 +268,86 @@ class Worker:
                     raise WorkerError(f"fatal consumer error: {error}")
                 log.warning("consumer error (skipped, librdkafka retries): %s", error)
                 continue
-            topic, partition, offset = message.topic(), message.partition(), message.offset()
-            source = Source(topic, partition, offset)
+            partition, offset = message.partition(), message.offset()
+            if partition not in self.engines:
+                continue  # fetched before a revoke or loss: no longer ours
+            expected = self._next.get(partition)
+            if expected is not None and offset < expected:
+                continue  # fetched before a rewind: processed already
+            source = Source(message.topic(), partition, offset)
             by_partition[partition].append(
-                decode(message.value(), source, max_bytes, message.key(), limits)
+                decode(message.value(), source, limits.max_bytes, message.key(), limits)
             )
-            next_offsets[(topic, partition)] = offset + 1
-        for partition, batch in by_partition.items():
-            engine = self.engines.get(partition)
-            if engine is None:  # assignment callbacks run first; this is only a safety net
-                engine = self.engines[partition] = Engine(self.config)
-            self._publish(engine.process(batch))
-            self.stats.consumed += len(batch)
-        self._producer.flush()
-        if self._delivery_errors:
-            errors, self._delivery_errors = self._delivery_errors, []
-            raise WorkerError(f"{len(errors)} outputs not acknowledged, first: {errors[0]}")
-        self._commit(next_offsets)
-        self.stats.batches += 1
+        return by_partition
 
-    def _publish(self, outputs: list) -> None:
+    def _run_engine(self, partition: int, items: list[Event | Rejection], batch: _Batch) -> None:
+        engine = self.engines[partition]
+        boundary = self._catch_up.get(partition)
+        if boundary is not None:
+            # Committed before the restart: learn from these again, publish nothing.
+            quiet = [r for r in items if r.source.offset < boundary]
+            items = items[len(quiet) :]
+            if quiet:
+                engine.process(quiet)
+                batch.stats.consumed += len(quiet)
+            if items or quiet[-1].source.offset + 1 >= boundary:
+                del self._catch_up[partition]
+                log.info("partition %d caught up with its committed offset %d", partition, boundary)
+        if items:
+            self._publish(engine.process(items), batch)
+            batch.stats.consumed += len(items)
+        last = (items or quiet)[-1].source.offset
+        self._next[partition] = last + 1
+        self._unsaved[partition] = self._unsaved.get(partition, 0) + 1
+
+    def _offsets(self, partitions: Any) -> list[TopicPartition]:
+        """Offsets to commit: the next to process, but never back below a catch-up boundary
+        (outputs up to it are committed already; a crash now must not publish them again)."""
+        topic = self.config.topics.events
+        return [
+            TopicPartition(topic, p, max(self._next[p], self._catch_up.get(p, 0)))
+            for p in partitions
+            if p in self._next
+        ]
+
+    def _committed(self, batch: _Batch) -> None:
+        stats, done = self.stats, batch.stats
+        stats.consumed += done.consumed
+        stats.predictions += done.predictions
+        stats.dead_lettered += done.dead_lettered
+        stats.drifts += done.drifts
+        stats.actions += done.actions
+        stats.batches += done.batches
+        # Registry writes are side effects: only for batches that really happened.
+        for action in batch.snapshots:
+            self._snapshots.submit(action, self.config)
+
+    def _publish(self, outputs: list, batch: _Batch) -> None:
         topics = self.config.topics
+        produce = self._committer.produce
+        counts = batch.stats
         for output in outputs:
-            if type(output) is Prediction:
-                self._produce(topics.predictions, output.id.encode(), records.prediction(output))
-                self.stats.predictions += 1
-            elif type(output) is Rejection:
-                self._produce(
-                    topics.dlq, output.key, output.raw, headers=records.dead_letter_headers(output)
+            kind = type(output)
+            if kind is Prediction:
+                produce(topics.predictions, records.prediction(output), output.id.encode())
+                counts.predictions += 1
+            elif kind is Rejection:
+                produce(
+                    topics.dlq, output.raw, output.key, headers=records.dead_letter_headers(output)
                 )
-                self.stats.dead_lettered += 1
-            elif type(output) is Action:
-                self._publish_action(output)
-            elif type(output) is Notice:
-                self._produce(
+                counts.dead_lettered += 1
+            elif kind is Action:
+                self._publish_action(output, batch)
+            elif kind is Notice:
+                produce(
                     topics.alerts,
-                    f"notice:{output.notice}".encode(),
                     orjson.dumps(output.to_record(), option=orjson.OPT_NON_STR_KEYS),
+                    f"notice:{output.notice}".encode(),
                 )
                 log.warning("partition %s: %s", output.partition, output.message)
-            elif type(output) is Drift:
-                self._produce(topics.alerts, output.key.encode(), records.drift(output))
-                self.stats.drifts += 1
+            elif kind is Drift:
+                produce(topics.alerts, records.drift(output), output.key.encode())
+                counts.drifts += 1
                 log.warning(
                     "drift %s: %s (statistic %s, p %s) partition %s at event %d",
                     output.status,
@@ -216,45 +358,185 @@ class Worker:
                     output.confirmed_index,
                 )
 
-    def _publish_action(self, action: Action) -> None:
+    def _publish_action(self, action: Action, batch: _Batch) -> None:
         record = action.to_record()
         if action.model is not None:  # a snapshot: to the registry, off the hot loop
-            queued = self._snapshots.submit(action, self.config)
-            record["registry"] = "queued" if queued else "dropped (writer queue full)"
-        self._produce(
+            batch.snapshots.append(action)
+            record["registry"] = "queued"
+        self._committer.produce(
             self.config.topics.alerts,
-            f"action:{action.action}".encode(),
             orjson.dumps(record, option=orjson.OPT_NON_STR_KEYS),
+            f"action:{action.action}".encode(),
         )
-        self.stats.actions += 1
+        batch.stats.actions += 1
         log.warning("action on partition %s: %s", action.partition, action.message)
 
+    # ------------------------------------------------------------------ checkpoints
+    def _checkpoint(self, partition: int) -> None:
+        """Produce ``partition``'s checkpoint into the open transaction."""
+        offset = self._next.get(partition)
+        if offset is None:
+            return  # nothing consumed yet: the registry champion or a fresh model is the state
+        engine = self.engines[partition]
+        config, reader = self.config, self._reader
+        for key, value, headers in checkpoint.encode(
+            config.topics.events,
+            partition,
+            offset,
+            engine.to_bytes(),
+            config,
+            self._state_signer,
+            config.worker.checkpoint_chunk_bytes,
+            engine.model_version,
+        ):
+            self._committer.produce(
+                config.topics.state,
+                value,
+                key,
+                headers=headers,
+                partition=reader.state_partition(partition),
+            )
+        self._unsaved[partition] = 0
+
+    def _restore(self, partition: int) -> tuple[Engine, int | None]:
+        """The partition's Engine from its latest usable checkpoint, and the offset it
+        covers; or a fresh Engine (registry champion or new model) and None, said loudly."""
+        config = self.config
+        engine = Engine(config)
+        why = "no checkpoint on the state topic (first start, or the topic was emptied)"
+        try:
+            found = self._reader.latest(
+                config.topics.events, partition, config.worker.transaction_timeout_seconds + 30
+            )
+            if found is not None:
+                manifest, chunks = found
+                payload = checkpoint.assemble(manifest, chunks, self._state_signer)
+                rule = checkpoint.usable(manifest.sections, config)
+                if rule == "none":
+                    why = "its checkpoint was made under another model config (model.*)"
+                else:
+                    engine.load_bytes(payload, detectors=rule == "all")
+                    self.stats.restored += 1
+                    note = "" if rule == "all" else "; detectors and policy start fresh (config)"
+                    log.info(
+                        "partition %d restored from checkpoint %s at offset %d%s",
+                        partition,
+                        manifest.checkpoint,
+                        manifest.offset,
+                        note,
+                    )
+                    if rule == "model":
+                        self._notice(partition, "checkpoint_partly_used", note.lstrip("; "))
+                    return engine, manifest.offset
+        except CheckpointError as err:
+            why = f"checkpoint refused: {err}"
+        except Exception as err:  # a checkpoint that passed its checks but does not load
+            why = f"checkpoint does not load: {err!r}"
+            engine = Engine(config)
+        champion, model_bytes = self._champion()
+        if model_bytes is not None:
+            engine.model, engine.model_version = models.loads(model_bytes), champion
+        start = f"registry champion v{champion}" if champion else "a fresh model"
+        self.stats.cold_starts += 1
+        self._notice(partition, "cold_start", f"{why}: starting from {start}")
+        return engine, None
+
+    def _notice(self, partition: int, kind: str, message: str) -> None:
+        """Logged now; an alert record in the next transaction."""
+        log.warning("partition %d: %s", partition, message)
+        notice = Notice(kind, None, 0, message, {"worker": self.worker_id}, partition)
+        self._outbox.append(
+            (self.config.topics.alerts, f"notice:{kind}".encode(), orjson.dumps(notice.to_record()))
+        )
+
+    def _flush_outbox(self) -> None:
+        outbox, self._outbox = self._outbox, []
+        for topic, key, value in outbox:
+            self._committer.produce(topic, value, key)
+
+    def _rewind(self, partitions: list[int]) -> None:
+        """After an aborted transaction: the Engines ran ahead of what was committed. Each
+        goes back to its checkpoint and catches up to the committed offset quietly."""
+        committed = self._committed_offsets(partitions)
+        for partition in partitions:
+            engine, start = self._restore(partition)
+            self.engines[partition] = engine
+            self._place(partition, start, committed.get(partition))
+            position = self._next.get(partition)
+            if position is not None:
+                self._consumer.seek(TopicPartition(self.config.topics.events, partition, position))
+
+    def _place(self, partition: int, start: int | None, committed: int | None) -> int | None:
+        """Where ``partition`` resumes, given its checkpoint's and the group's offsets."""
+        self._catch_up.pop(partition, None)
+        self._unsaved[partition] = 0
+        position = start if start is not None else committed
+        if start is not None and committed is not None and start < committed:
+            self._catch_up[partition] = committed
+        if position is None:
+            self._next.pop(partition, None)
+        else:
+            self._next[partition] = position
+        return position
+
+    def _committed_offsets(self, partitions: list[int]) -> dict[int, int]:
+        topic = self.config.topics.events
+        found = self._consumer.committed([TopicPartition(topic, p) for p in partitions], 30)
+        return {tp.partition: tp.offset for tp in found if tp.offset >= 0}
+
+    # ------------------------------------------------------------------ control
     def _apply_commands(self) -> None:
-        """Promote / rollback commands from the control topic, between batches. A record that
-        is not a valid command, or names a model the registry cannot serve, is refused
-        (logged once and written as an alert record); nothing it holds can raise out of here."""
+        """Promote / rollback commands from the control topic, between batches, committed
+        with a checkpoint of every partition they changed. A record that is not a valid
+        command, or names a model the registry cannot serve, is refused (logged once and
+        written as an alert record); nothing it holds can raise out of here."""
+        batch = _Batch(WorkerStats(), [])
+        changed = False
         for offset, command in self._control.poll():
             if type(command) is Refusal:
                 self._refuse_command(offset, command.why, command.preview)
                 continue
             try:
                 model_bytes = self.registry.load_bytes(command.version)
-                model = models.loads(model_bytes)
-            except RegistryError as err:
+                models.loads(model_bytes)  # must unpickle before any partition relies on it
+            except Exception as err:  # RegistryError, or a verified file that does not load
                 self._refuse_command(offset, str(err), command.describe())
                 continue
-            except Exception as err:  # a verified file that still does not unpickle
-                self._refuse_command(offset, f"model does not load: {err!r}", command.describe())
-                continue
+            if not self.engines:
+                log.warning("control %s: no partitions assigned here", command.describe())
             for engine in self.engines.values():
                 # Each partition gets its own copy: models learn in place.
                 action = engine.install(
                     models.loads(model_bytes), command.version, command.describe()
                 )
-                self._publish_action(action)
-            del model
-            self._producer.flush()
+                self._outbox.append(
+                    (
+                        self.config.topics.alerts,
+                        f"action:{action.action}".encode(),
+                        orjson.dumps(action.to_record(), option=orjson.OPT_NON_STR_KEYS),
+                    )
+                )
+                batch.stats.actions += 1
+                changed = True
             log.warning("applied control command at offset %d: %s", offset, command.describe())
+        if self._outbox:
+            self._side_transaction(list(self.engines) if changed else [], batch)
+
+    def _side_transaction(self, partitions: list[int], batch: _Batch) -> None:
+        """Commit outbox records (and checkpoints of changed partitions) outside a batch."""
+        try:
+            self._committer.begin()
+            self._flush_outbox()
+            for partition in partitions:
+                self._checkpoint(partition)
+            self._committer.commit(self._consumer, self._offsets(partitions))
+        except TransactionAborted as err:
+            log.error("control outputs aborted (%s): partitions %s rewind", err, partitions)
+            self._rewind(partitions)
+            return
+        except CommitFailed as err:
+            raise WorkerError(str(err), EXIT_FENCED if err.fenced else EXIT_KAFKA_FAILURE) from err
+        self._committed(batch)
 
     def _refuse_command(self, offset: int, why: str, preview: str) -> None:
         log.error("control record at offset %d refused: %s [%s]", offset, why[:300], preview)
@@ -264,40 +546,62 @@ class Worker:
             "reason": why[:1000],
             "record": preview,
         }
-        self._produce(self.config.topics.alerts, b"control_refused", orjson.dumps(record))
-        self._producer.flush()
-
-    def _produce(self, topic: str, key: bytes | None, value: bytes, headers=None) -> None:
-        while True:
-            try:
-                self._producer.produce(
-                    topic, value, key, headers=headers, on_delivery=self._on_delivery
-                )
-                return
-            except BufferError:  # local queue full: let deliveries drain, then retry
-                self._producer.poll(0.1)
-
-    def _on_delivery(self, err: KafkaError | None, message: Message) -> None:
-        if err is not None:
-            self._delivery_errors.append(f"{message.topic()}: {err}")
-
-    def _commit(self, next_offsets: dict[tuple[str, int], int]) -> None:
-        offsets = [TopicPartition(t, p, o) for (t, p), o in next_offsets.items()]
-        try:
-            self._consumer.commit(offsets=offsets, asynchronous=False)
-        except KafkaException as err:
-            # Lost the partitions in a rebalance: the new owner re-reads this batch (at-least-once).
-            log.warning("offset commit failed, batch will be re-read by the new owner: %s", err)
+        self._outbox.append((self.config.topics.alerts, b"control_refused", orjson.dumps(record)))
 
     # ------------------------------------------------------------------ rebalance
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        champion, model_bytes = self._champion()
-        for tp in partitions:
-            engine = self.engines[tp.partition] = Engine(self.config)
-            if model_bytes is not None:
-                engine.model, engine.model_version = models.loads(model_bytes), champion
-        log.info("assigned partitions %s", sorted(tp.partition for tp in partitions))
+        """Restore each new partition before anything of it is consumed."""
+        self._restoring = True
+        try:
+            committed = self._committed_offsets([tp.partition for tp in partitions])
+            placed = []
+            for tp in partitions:
+                engine, start = self._restore(tp.partition)
+                self.engines[tp.partition] = engine
+                position = self._place(tp.partition, start, committed.get(tp.partition))
+                offset = OFFSET_INVALID if position is None else position  # invalid: reset
+                placed.append(TopicPartition(tp.topic, tp.partition, offset))
+            consumer.incremental_assign(placed)
+        except KafkaException as err:
+            self._fatal = WorkerError(f"assignment failed: {err}")
+        finally:
+            self._restoring = False
+        log.info(
+            "assigned partitions %s at %s",
+            sorted(tp.partition for tp in partitions),
+            {p: self._next.get(p) for p in sorted(tp.partition for tp in partitions)},
+        )
 
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Checkpoint and commit what the partitions learned since their last checkpoint,
+        then let them go (the next owner restores exactly this state)."""
+        owned = [tp.partition for tp in partitions if tp.partition in self.engines]
+        unsaved = [p for p in owned if self._unsaved.get(p, 0) > 0]
+        if unsaved or self._outbox:
+            try:
+                self._side_transaction(unsaved, _Batch(WorkerStats(), []))
+            except WorkerError as err:
+                self._fatal = err
+        self._forget(owned)
+        log.info("revoked partitions %s", sorted(owned))
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Another worker owns these already: drop them, commit nothing."""
+        owned = [tp.partition for tp in partitions if tp.partition in self.engines]
+        self._forget(owned)
+        log.warning("lost partitions %s (not committed; their new owner restores)", owned)
+
+    def _forget(self, partitions: list[int]) -> None:
+        for partition in partitions:
+            for table in (self.engines, self._next, self._catch_up, self._unsaved):
+                table.pop(partition, None)
+
+    def _raise_fatal(self) -> None:
+        if self._fatal is not None:
+            fatal, self._fatal = self._fatal, None
+            raise fatal
+
+    # ------------------------------------------------------------------ registry
     def _champion(self) -> tuple[int | None, bytes | None]:
         """The registry champion to serve, or (None, None): a registry that cannot give a
         sound one must not stop the worker, so a fresh model serves instead (loudly)."""
@@ -311,12 +615,6 @@ class Worker:
         except Exception as err:  # RegistryError, or a verified file that does not unpickle
             log.error("registry champion refused, serving a fresh model: %s", err)
             return None, None
-
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Everything processed so far is flushed and committed at the end of each batch.
-        for tp in partitions:
-            self.engines.pop(tp.partition, None)
-        log.info("revoked partitions %s", sorted(tp.partition for tp in partitions))
 
     def _lag(self) -> int:
         lag = 0

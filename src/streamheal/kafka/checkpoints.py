@@ -1,0 +1,110 @@
+"""Checkpoints on the compacted state topic: finding a partition's latest one to restore.
+
+Writing is part of each batch's transaction (see :mod:`streamheal.kafka.committer`);
+this module reads. The state of input partition ``p`` lives in state-topic partition
+``p % partitions`` (explicitly assigned, so restoring one partition reads one state
+partition). Reading is ``read_committed``: chunks of an aborted or still-open transaction
+are never seen, and "caught up" means the consumer's position reached the high watermark
+(the last offset of a transactional partition is a commit marker no consumer receives).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+
+from streamheal.config import Config
+from streamheal.kafka.connect import with_logging
+from streamheal.state.checkpoint import (
+    CHECKPOINT_HEADER,
+    CheckpointError,
+    Manifest,
+    chunk_key,
+    manifest_key,
+)
+
+log = logging.getLogger("streamheal.checkpoints")
+
+
+class CheckpointReader:
+    """Reads the newest complete checkpoint of an input partition (assign, no group)."""
+
+    def __init__(self, config: Config) -> None:
+        self.topic = config.topics.state
+        self._consumer = Consumer(
+            with_logging(
+                {
+                    "bootstrap.servers": config.kafka.bootstrap_servers,
+                    "group.id": f"{config.kafka.group_id}-state-{uuid.uuid4().hex[:8]}",
+                    "enable.auto.commit": False,
+                    "enable.auto.offset.store": False,
+                    "isolation.level": "read_committed",
+                    **config.kafka.common,
+                }
+            )
+        )
+        metadata = self._consumer.list_topics(self.topic, timeout=30).topics.get(self.topic)
+        if metadata is None or metadata.error is not None or not metadata.partitions:
+            raise CheckpointError(f"state topic {self.topic!r} is not readable")
+        self.partitions = len(metadata.partitions)
+
+    def state_partition(self, partition: int) -> int:
+        return partition % self.partitions
+
+    def latest(
+        self, topic: str, partition: int, timeout: float
+    ) -> tuple[Manifest, dict[int, bytes]] | None:
+        """The newest manifest for ``topic:partition`` and the chunks that belong to it, or
+        None when there is no checkpoint. Raises CheckpointError when the state partition
+        cannot be read to its end within ``timeout`` (e.g. a dead worker's transaction is
+        still open)."""
+        tp = TopicPartition(self.topic, self.state_partition(partition))
+        low, high = self._consumer.get_watermark_offsets(tp, timeout=min(timeout, 30))
+        if high <= low:
+            return None
+        wanted_manifest = manifest_key(topic, partition)
+        prefix = chunk_key(topic, partition, 0)[:-1]  # b"topic:p#"
+        manifest_value: bytes | None = None
+        chunks: dict[int, tuple[bytes, bytes]] = {}  # index -> (checkpoint id, value)
+        self._consumer.assign([TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING)])
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                for message in self._consumer.consume(num_messages=500, timeout=0.2):
+                    if message.error() is not None:
+                        continue
+                    key = message.key() or b""
+                    if key == wanted_manifest:
+                        manifest_value = message.value()
+                    elif key.startswith(prefix):
+                        index = int(key[len(prefix) :])
+                        headers = dict(message.headers() or [])
+                        chunks[index] = (headers.get(CHECKPOINT_HEADER, b""), message.value())
+                [position] = self._consumer.position([tp])
+                if position.offset >= high:
+                    break
+                if time.monotonic() > deadline:
+                    raise CheckpointError(
+                        f"state partition {tp.topic}:{tp.partition} not readable to its end "
+                        f"({position.offset} of {high}) within {timeout:.0f}s: an open "
+                        "transaction of a worker that died has not been aborted yet"
+                    )
+        except KafkaException as err:
+            raise CheckpointError(f"reading {tp.topic}:{tp.partition}: {err}") from err
+        finally:
+            self._consumer.unassign()
+        if manifest_value is None:
+            return None
+        manifest = Manifest.from_bytes(manifest_value)
+        own = {
+            index: value
+            for index, (checkpoint, value) in chunks.items()
+            if checkpoint == manifest.checkpoint.encode()
+        }
+        return manifest, own
+
+    def close(self) -> None:
+        self._consumer.close()

@@ -1,0 +1,175 @@
+"""Outputs and consumed offsets, committed together: the worker's delivery guarantee.
+
+``exactly-once`` (the default): one transactional producer per worker. Per batch
+``begin`` → ``produce`` outputs and checkpoint records → ``commit(offsets)`` =
+``send_offsets_to_transaction`` + ``commit_transaction``. Readers with
+``isolation.level=read_committed`` see a batch's predictions, alerts, dead letters and
+checkpoints exactly when its offsets are committed, never twice, never half.
+
+``at-least-once``: ``commit(offsets)`` waits until the broker acknowledged every output,
+then commits the offsets; a crash in between re-processes the batch (outputs twice).
+
+Errors (librdkafka's rules, as in its ``examples/transactions.c``): a retriable error
+retries the call; an abortable one aborts the transaction and raises
+:class:`TransactionAborted` (the caller rewinds and restores the affected partitions);
+anything else, fencing included, raises :class:`CommitFailed`: this worker must stop.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from streamheal.config import Config
+
+log = logging.getLogger("streamheal.committer")
+_RETRIES = 10
+_FENCED = (KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH)
+
+
+class TransactionAborted(RuntimeError):
+    """The batch's transaction was aborted: nothing of it is visible; rewind and redo."""
+
+
+class CommitFailed(RuntimeError):
+    """The worker cannot commit any more (fenced, fatal producer error, lost outputs)."""
+
+    def __init__(self, message: str, fenced: bool = False) -> None:
+        super().__init__(message)
+        self.fenced = fenced
+
+
+class Committer:
+    """Produces a batch's outputs and commits them with the consumed offsets."""
+
+    def __init__(self, config: Config, producer_settings: dict[str, Any], worker_id: str) -> None:
+        self.exactly_once = config.worker.guarantee == "exactly-once"
+        self.timeout = config.worker.transaction_timeout_seconds
+        settings = dict(producer_settings)
+        if self.exactly_once:
+            self.transactional_id = f"{config.kafka.group_id}-{worker_id}"
+            settings["transactional.id"] = self.transactional_id
+            settings["transaction.timeout.ms"] = int(self.timeout * 1000)
+        self._producer = Producer(settings)
+        self._errors: list[str] = []
+        self._open = False
+
+    def start(self) -> None:
+        """Fence any earlier incarnation of this worker and abort its open transaction."""
+        if self.exactly_once:
+            self._call("init_transactions", self.timeout)
+
+    def begin(self) -> None:
+        if self.exactly_once and not self._open:
+            self._call("begin_transaction")
+            self._open = True
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
+    ) -> None:
+        extra = {} if partition is None else {"partition": partition}
+        while True:
+            try:
+                self._producer.produce(
+                    topic, value, key, headers=headers, on_delivery=self._on_delivery, **extra
+                )
+                return
+            except BufferError:  # local queue full: let deliveries drain, then retry
+                self._producer.poll(0.1)
+            except KafkaException as err:
+                self._fail(err, "produce")
+
+    def commit(self, consumer: Consumer, offsets: list[TopicPartition]) -> None:
+        """Make the produced outputs and ``offsets`` (next offsets to read) durable together."""
+        if not self.exactly_once:
+            self._producer.flush()
+            self._raise_delivery_errors()
+            if offsets:
+                try:
+                    consumer.commit(offsets=offsets, asynchronous=False)
+                except KafkaException as err:
+                    # Partitions lost in a rebalance: their new owner re-reads (at-least-once).
+                    log.warning("offset commit failed, the new owner re-reads the batch: %s", err)
+            return
+        if not self._open:
+            self.begin()
+        try:
+            if offsets:
+                self._call(
+                    "send_offsets_to_transaction",
+                    offsets,
+                    consumer.consumer_group_metadata(),
+                    self.timeout,
+                )
+            self._call("commit_transaction", self.timeout)
+        finally:
+            self._open = False
+        self._raise_delivery_errors()
+
+    def abort(self) -> None:
+        """Abort the open transaction (exactly-once) or drop queued outputs (at-least-once)."""
+        if self.exactly_once and self._open:
+            try:
+                self._producer.abort_transaction(self.timeout)
+            except KafkaException as err:
+                self._fail(err, "abort_transaction")
+            finally:
+                self._open = False
+        self._errors.clear()
+
+    def close(self, timeout: float = 30.0) -> None:
+        if self._open:
+            self.abort()
+        self._producer.flush(timeout)
+
+    # ----------------------------------------------------------------- internals
+    def _call(self, name: str, *args: Any) -> Any:
+        for attempt in range(_RETRIES):
+            try:
+                return getattr(self._producer, name)(*args)
+            except KafkaException as err:
+                error: KafkaError = err.args[0]
+                if error.retriable() and attempt < _RETRIES - 1:
+                    log.warning("%s: %s (retrying)", name, error)
+                    time.sleep(min(0.1 * 2**attempt, 2.0))
+                    continue
+                self._fail(err, name)
+        raise AssertionError("unreachable")
+
+    def _fail(self, err: KafkaException, during: str) -> None:
+        error: KafkaError = err.args[0]
+        if self.exactly_once and error.txn_requires_abort():
+            log.warning("%s: %s: aborting the transaction", during, error)
+            try:
+                self._producer.abort_transaction(self.timeout)
+            except KafkaException as abort_err:
+                raise CommitFailed(f"abort after {during} failed: {abort_err}") from err
+            finally:
+                self._open = False
+            self._errors.clear()
+            raise TransactionAborted(f"{during}: {error}") from err
+        fenced = error.code() in _FENCED
+        why = (
+            f"fenced: another worker took over transactional.id {self.transactional_id!r} "
+            "(a second process with the same worker.id, or this one restarted elsewhere)"
+            if fenced
+            else f"{during} failed: {error}"
+        )
+        raise CommitFailed(why, fenced=fenced) from err
+
+    def _on_delivery(self, err: KafkaError | None, message: Message) -> None:
+        if err is not None:
+            self._errors.append(f"{message.topic()}: {err}")
+
+    def _raise_delivery_errors(self) -> None:
+        if self._errors:
+            errors, self._errors = self._errors, []
+            raise CommitFailed(f"{len(errors)} outputs not acknowledged, first: {errors[0]}")
