@@ -68,6 +68,8 @@ BATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 
 # Per-record processing time: a batch's duration spread over its records (10 µs .. 100 ms).
 RECORD_BUCKETS = (1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.1)
 _DRIFT_LABELS = ("partition", "kind", "signal", "feature", "detector")
+# Copying 4 Engines' numbers takes about 0.5 ms: once a second is plenty for scrapes.
+ENGINE_REFRESH_SECONDS = 1.0
 
 
 def sample_value(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
@@ -190,6 +192,7 @@ class WorkerMetrics:
         self._last_loop = clock()
         self._last_snapshot = clock()
         self._lagging: set[int] = set()
+        self._engines_copied = float("-inf")
         r = self.registry
         self.consumed = Counter(
             "streamheal_records_consumed", "Records consumed from the events topic.", registry=r
@@ -265,6 +268,24 @@ class WorkerMetrics:
         log.info("metrics on http://%s:%d/metrics", _shown_host(cfg.address), port)
         return port
 
+    def serve(self, ready: Callable[[], bool] = lambda: True) -> int | None:
+        """:meth:`start` when ``metrics.enabled``; a port already taken is logged, not
+        raised: metrics are a side channel, and scoring goes on without them."""
+        if not self.config.metrics.enabled:
+            return None
+        try:
+            return self.start(ready)
+        except OSError as err:
+            cfg = self.config.metrics
+            log.error(
+                "metrics not served on %s:%d (%s); scoring goes on without them "
+                "(set metrics.port, one per worker process)",
+                cfg.address,
+                cfg.port,
+                err.strerror or err,
+            )
+            return None
+
     def close(self) -> None:
         if self._server is not None:
             self._server.close()
@@ -313,8 +334,14 @@ class WorkerMetrics:
         self.lag.labels(str(partition)).set(lag)
         self._lagging.add(partition)
 
-    def observe_engines(self, engines: Mapping[int, Engine]) -> None:
-        """Copy what the Engines hold (call between batches, on the worker's thread)."""
+    def observe_engines(self, engines: Mapping[int, Engine], force: bool = False) -> None:
+        """Copy what the Engines hold (call between batches, on the worker's thread); at
+        most every ``ENGINE_REFRESH_SECONDS`` unless ``force``d: scrapes come every few
+        seconds, batches many times a second."""
+        now = self._clock()
+        if not force and now - self._engines_copied < ENGINE_REFRESH_SECONDS:
+            return
+        self._engines_copied = now
         self._engines.update(engines)
 
     def observe_drift(self, drift: Drift) -> None:

@@ -30,6 +30,7 @@ import orjson
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaException, Message, TopicPartition
 
 from streamheal import models
+from streamheal.alerts.notifier import EmbeddedNotifier
 from streamheal.commands import Refusal
 from streamheal.config import Config
 from streamheal.detectors.suite import Drift
@@ -43,6 +44,7 @@ from streamheal.kafka.committer import CommitFailed, Committer, TransactionAbort
 from streamheal.kafka.connect import require_topics, wait_for_cluster, with_logging
 from streamheal.kafka.control import ControlListener
 from streamheal.kafka.snapshots import SnapshotWriter
+from streamheal.metrics import WorkerMetrics
 from streamheal.policy import Action
 from streamheal.registry import CHAMPION, open_registry
 from streamheal.signing import STATE_KEY_ENV, Signer
@@ -145,6 +147,7 @@ class Worker:
             self.worker_id,
         )
         self._reader: CheckpointReader | None = None
+        self.metrics = WorkerMetrics(config)
 
     # ------------------------------------------------------------------ control
     def stop(self) -> None:
@@ -197,6 +200,8 @@ class Worker:
             on_lost=self._on_lost,
         )
         self._started = True
+        self.metrics.serve(lambda: self.ready)  # a side channel: a taken port is only logged
+        notifier = EmbeddedNotifier.start_if_configured(config, self.metrics.registry)
         progress = _Progress(config.worker.progress_interval_seconds)
         clean = False
         try:
@@ -208,13 +213,19 @@ class Worker:
                 )
                 self._raise_fatal()
                 if messages:
+                    started = time.monotonic()
                     self._process_batch(messages)
+                    self.metrics.observe_batch(time.monotonic() - started, len(messages))
+                self._observe()
                 self._apply_commands()
                 if progress.due():
                     progress.report(self.stats.consumed, self._lag())
             clean = True
         finally:
             self._started = False
+            self.metrics.close()
+            if notifier is not None:
+                notifier.stop()
             self._control.close()
             self._snapshots.close()
             if clean:
@@ -348,6 +359,7 @@ class Worker:
             elif kind is Drift:
                 produce(topics.alerts, records.drift(output), output.key.encode())
                 counts.drifts += 1
+                self.metrics.observe_drift(output)
                 log.warning(
                     "drift %s: %s (statistic %s, p %s) partition %s at event %d",
                     output.status,
@@ -369,6 +381,7 @@ class Worker:
             f"action:{action.action}".encode(),
         )
         batch.stats.actions += 1
+        self.metrics.count_action(action.action)
         log.warning("action on partition %s: %s", action.partition, action.message)
 
     # ------------------------------------------------------------------ checkpoints
@@ -517,10 +530,21 @@ class Worker:
                     )
                 )
                 batch.stats.actions += 1
+                self.metrics.count_action(action.action)
                 changed = True
             log.warning("applied control command at offset %d: %s", offset, command.describe())
         if self._outbox:
             self._side_transaction(list(self.engines) if changed else [], batch)
+
+    def _observe(self) -> None:
+        """Metrics between batches (the Engines' numbers, lag, liveness); now and then a
+        snapshot of them for the metrics topic, committed with the next transaction."""
+        metrics = self.metrics
+        metrics.observe_loop(self._consumer)
+        metrics.observe_engines(self.engines)
+        snapshot = metrics.snapshot_if_due()
+        if snapshot is not None:
+            self._outbox.append((self.config.topics.metrics, self.worker_id.encode(), snapshot))
 
     def _side_transaction(self, partitions: list[int], batch: _Batch) -> None:
         """Commit outbox records (and checkpoints of changed partitions) outside a batch."""
