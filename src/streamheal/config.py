@@ -437,7 +437,14 @@ class AlertsConfig:
     retry_max_seconds: float = field(default=60.0, metadata=_seconds(0.01))
     grafana_url: str = ""  # dashboard link in every message
     runbook_url: str = ""
-    silences: list = field(default_factory=list, metadata=_silences_rule())
+    # Permanent silences; by default a worker's cold start (first start, or no usable
+    # checkpoint) is recorded on the alerts topic but not sent: the worker logs each one.
+    silences: list = field(
+        default_factory=lambda: [
+            {"match": "kind=notice,signal=cold_start", "comment": "recorded, not sent"}
+        ],
+        metadata=_silences_rule(),
+    )
 
 
 @dataclass(frozen=True)

@@ -8,17 +8,22 @@ shift side by side, dead letters by reason, and where everything went.
 
 from __future__ import annotations
 
+import io
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from typing import Any
 
 import orjson
 from confluent_kafka import Consumer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
+from streamheal.alerts.console import ConsoleSink
+from streamheal.alerts.notifier import Notifier
 from streamheal.config import Config, load_config
 from streamheal.kafka import records
 from streamheal.kafka.admin import ensure_topics
@@ -47,6 +52,9 @@ def demo_config(base: Config) -> Config:
         topics={name: f"streamheal.demo-{tag}.{name}" for name in names},
         kafka={"group_id": f"streamheal-demo-{tag}"},
         worker={"progress_interval_seconds": 5.0},
+        # A free port (a running worker may hold 9108); the demo runs its own notifier.
+        metrics={"port": 0, "address": "127.0.0.1"},
+        alerts={"embedded_notifier": False},
         # A registry of the demo's own: its snapshots do not mix with a real one.
         registry={"path": tempfile.mkdtemp(prefix="streamheal-demo-registry-")},
     )
@@ -63,6 +71,44 @@ def read_back(config: Config, topic: str, count: int, timeout: float = 120.0) ->
         messages += [m for m in consumer.consume(1000, timeout=0.5) if m.error() is None]
     consumer.close()
     return messages
+
+
+def metrics_summary(worker: Worker, scored: int, timeout: float = 15.0) -> str:
+    """Where the worker's metrics are, and what a scrape says once it saw every event."""
+    port = worker.metrics.port
+    if port is None:
+        return "not served (see the log)"
+    url = f"http://127.0.0.1:{port}/metrics"
+    deadline = time.monotonic() + timeout
+    while True:  # the Engines' numbers are copied once a second
+        with urllib.request.urlopen(url, timeout=10) as response:
+            samples = [
+                s
+                for family in text_string_to_metric_families(response.read().decode())
+                for s in family.samples
+            ]
+        seen = sum(s.value for s in samples if s.name == "streamheal_events_scored_total")
+        if seen >= scored or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    firing = sum(1 for s in samples if s.name == "streamheal_drift_firing" and s.value == 1)
+    return f"{url}: {seen:.0f} events scored, {firing} detectors firing"
+
+
+def notifications(config: Config) -> str:
+    """What the notifier sends for the demo's alert records (console sink), with the
+    group windows closed at the end instead of after alerts.group_window_seconds."""
+    out = io.StringIO()
+    notifier = Notifier(config, sink=ConsoleSink(out))
+    notifier.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not notifier.caught_up() and time.monotonic() < deadline:
+            notifier.run_once(timeout=0.2)
+        notifier.run_once(timeout=0, flush_groups=True)
+    finally:
+        notifier.close()
+    return out.getvalue()
 
 
 def main() -> int:
@@ -89,8 +135,10 @@ def main() -> int:
     deadline = time.monotonic() + 60
     while worker.stats.consumed < total and time.monotonic() < deadline:
         time.sleep(0.1)
+    scraped = metrics_summary(worker, EVENTS)
     worker.stop()
     thread.join(timeout=60)
+    sent = notifications(config)
 
     correct = {"before": 0, "after": 0}
     seen = {"before": 0, "after": 0}
@@ -144,6 +192,15 @@ def main() -> int:
         )
     healed = ", ".join(f"{n} {a}" for a, n in sorted(actions.items())) or "none"
     print(f"  actions              {healed} (snapshots -> {config.registry.path})")
+    print(f"  metrics              {scraped}")
+    print('                       (`streamheal run` serves them on :9108, see README "Metrics")')
+    count = sent.count("── notification")
+    print(
+        f"  notifications        {count:>5}  from {len(alert_records)} alert records "
+        "(console sink; Slack with SLACK_BOT_TOKEN + SLACK_CHANNEL)"
+    )
+    for line in sent.splitlines():
+        print(f"      {line}")
     print(f"  wall time            {elapsed:.1f}s")
     complete = len(predictions) == EVENTS and worker.stats.consumed == total
     return 0 if complete else 1
