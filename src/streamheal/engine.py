@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import math
 import pickle
 from collections import Counter
 from dataclasses import dataclass, field
@@ -148,7 +149,14 @@ class Engine:
         self._closed: dict[str, Reason] = {}
         self.counters = Counters()
         self.drift = DriftSuite(config.detectors) if config.detectors.enabled else None
-        self._model_check_every = config.detectors.model_check_every if self.drift else 1 << 62
+        # Per-event mode lets the detectors (and the policy after them) look at every check
+        # boundary, not at the end of whatever batch Kafka handed over: a drift is acted on
+        # at the same event however the stream was cut, so a restarted worker or a
+        # partition that moved produces exactly what an uninterrupted run would.
+        detectors = config.detectors
+        self._watch_every = (
+            math.gcd(detectors.check_every, detectors.model_check_every) if self.drift else 1 << 62
+        )
         factory = functools.partial(models.build_model, config.model, engine_cfg.seed)
         self.policy = (
             Policy(config.policy, factory, self._binary) if config.policy.enabled else None
@@ -198,9 +206,9 @@ class Engine:
                 self._learn_one(features, label)
                 if self.policy is not None:
                     self._heal(features, label, right, outputs)
-            if self.counters.feature_events % self._model_check_every == 0:
-                # The model-drift check re-scores rows with the model exactly as it is at
-                # this event, so per-event results do not depend on how batches were cut.
+            if self.counters.feature_events % self._watch_every == 0:
+                # Checks (and the model-drift re-scoring, with the model exactly as it is at
+                # this event) run here, so results do not depend on how batches were cut.
                 self._watch(outputs)
         return outputs
 

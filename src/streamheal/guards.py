@@ -244,12 +244,14 @@ class ModelWatch:
         self.good, self.good_version, self.since_good = model_bytes, version, 0
 
     def state_dict(self) -> dict[str, Any]:
-        return {"good": self.good, "good_version": self.good_version, "restores": self.restores}
+        # The good copy is left out of checkpoints (it would double their size): a restored
+        # Engine keeps a new one at its next learning step.
+        return {"restores": self.restores}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.good, self.good_version = state["good"], state["good_version"]
+        self.good, self.good_version = None, 0
         self.restores = state["restores"]
-        self.since_good = 0
+        self.since_good = self.every
 
 
 def finite_probabilities(proba: dict[Any, float]) -> bool:

@@ -132,13 +132,6 @@ def _merge_partitions(consumer, topic, starts, ends, max_buffered) -> Iterator[R
         if len(done) == len(ends) and not any(buffers.values()):
             return
         messages = consumer.consume(num_messages=1000, timeout=1.0)
-        if len(messages) < 1000:
-            # On a transactional topic the last offsets are commit markers that are never
-            # delivered: a partition is done when its position reached its end.
-            waiting = [TopicPartition(topic, p) for p in ends if p not in done]
-            for tp in consumer.position(waiting) if waiting else []:
-                if tp.offset >= ends[tp.partition]:
-                    done.add(tp.partition)
         for message in messages:
             if message.error() is not None:
                 continue
@@ -154,6 +147,14 @@ def _merge_partitions(consumer, topic, starts, ends, max_buffered) -> Iterator[R
             if len(buffers[p]) >= max_buffered and p not in paused:
                 consumer.pause([TopicPartition(topic, p)])  # bound memory: others catch up
                 paused.add(p)
+        if len(messages) < 1000:
+            # On a transactional topic the last offsets are commit markers that are never
+            # delivered: a partition is done once its position (after what was just taken)
+            # reached its end.
+            waiting = [TopicPartition(topic, p) for p in ends if p not in done]
+            for tp in consumer.position(waiting) if waiting else []:
+                if tp.offset >= ends[tp.partition]:
+                    done.add(tp.partition)
 
 
 # ------------------------------------------------------------------- configs

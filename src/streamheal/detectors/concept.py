@@ -40,9 +40,11 @@ class ErrorMonitor(Stateful):
         self.warned = False  # DDM / HDDM_A warning level since the last take_warning()
         self.error_before = 0.0
 
-    def observe(self, errors: list[int], index: int) -> None:
+    def observe(self, errors: list[int], learned_at: list[int]) -> None:
+        """``errors[i]`` is 1 for a wrong prediction, learned after ``learned_at[i]`` feature
+        events (so a firing is dated by its own event, however the stream was cut)."""
         detector, window, recent = self.detector, self.window, self.recent
-        for error in errors:
+        for error, at in zip(errors, learned_at, strict=True):
             if len(window) == window.maxlen:
                 self.window_errors -= window[0]
             if len(recent) == recent.maxlen:
@@ -57,7 +59,7 @@ class ErrorMonitor(Stateful):
             if detector.drift_detected:
                 before = self.window_errors / len(window)
                 if self.recent_errors / len(recent) > before:  # a rise: not an improvement
-                    self.fired_at = index
+                    self.fired_at = at
                     self.error_before = before
 
     def take_warning(self) -> str | None:

@@ -138,15 +138,16 @@ class DriftSuite(Stateful):
                 self.predictions.observe(chunk, top[start:end], self.index)
             self.index += len(chunk)
             # Labels learned before feature event `index` belong to this chunk.
-            labels, errors, correct = [], [], []
+            labels, errors, learned_at, correct = [], [], [], []
             while o < len(outcomes) and (outcomes[o][0] <= self.index or end == len(rows)):
-                _, label, right = outcomes[o]
+                at, label, right = outcomes[o]
                 labels.append(label)
                 errors.append(1 - right)
+                learned_at.append(at)
                 correct.append(right)
                 o += 1
             self.labels.observe(labels)
-            self.errors.observe(errors, self.index)
+            self.errors.observe(errors, learned_at)
             self.predictions.observe_outcomes(correct)
             start = end
             if chunk and self.index % cfg.check_every == 0:
