@@ -59,7 +59,7 @@ def test_env_overrides_the_file(tmp_path: Path) -> None:
         ("[topics]\nstate = '..'\n", "topics.state: expected a Kafka topic name"),
         ("[topics]\nstate = '.'\n", "topics.state: expected a Kafka topic name"),
         (f"[topics]\nmetrics = '{'m' * 250}'\n", "topics.metrics: expected a Kafka topic name"),
-        ("[topics]\npredictions = 'streamheal.events'\n", "is already topics.events"),
+        ("[topics]\npredictions = 'streamheal.events'\n", "collides with topics.events"),
         ("[kafka]\ngroup_id = ''\n", "kafka.group_id: expected a non-empty string, got ''"),
         ("[kafka]\nclient_id = ' '\n", "kafka.client_id: expected a non-empty string"),
         ("[kafka]\nbootstrap_servers = ''\n", "kafka.bootstrap_servers: expected a non-empty"),
@@ -264,3 +264,16 @@ def test_bench_prints_the_figures_as_json() -> None:
         "minibatch_over_bare",
     ):
         assert figures[key] > 0
+
+
+def test_hostile_values_stop_at_load_with_a_clear_message_and_no_secret() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, env={"STREAMHEAL_KAFKA__COMMON": '{"sasl.password" = "hunter2",}'})
+    assert "hunter2" not in str(caught.value) and "kafka.common" in str(caught.value)
+    with pytest.raises(ConfigError, match="NUL"):
+        load_config(None, env={"STREAMHEAL_REGISTRY__PATH": "/tmp/a\x00b"})
+    with pytest.raises(ConfigError, match="collides"):
+        load_config(
+            None,
+            env={"STREAMHEAL_TOPICS__PREDICTIONS": "a.b.c", "STREAMHEAL_TOPICS__ALERTS": "a_b.c"},
+        )

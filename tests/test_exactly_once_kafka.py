@@ -413,3 +413,32 @@ def test_replay_of_a_transactional_topic_ends_at_its_commit_marker(config: Confi
     assert sorted(orjson.loads(raw)["id"] for raw, _, _ in replayed) == sorted(
         e["id"] for e in events
     )
+
+
+def test_run_with_two_workers_shares_the_partitions_and_stops_cleanly(
+    config: Config, tmp_path: Path
+) -> None:
+    events = SCENARIOS["sea"](events=3000, label_delay=10, seed=6).events
+    with EventProducer(config.kafka.bootstrap_servers, config.topics.events) as producer:
+        for event in events:
+            producer.send_event(event)
+    config_file = write_config(config, tmp_path / "worker.toml", metrics={"port": 0})
+    log = tmp_path / "supervisor.log"
+    supervisor = subprocess.Popen(
+        [sys.executable, "-m", "streamheal.cli", "run", "--workers", "2", "-c", str(config_file)],
+        stdout=log.open("a"),
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "STREAMHEAL_WORKER__ID": "pair"},
+    )
+    try:
+        until_committed(config, len(events), [supervisor], log)
+    finally:
+        supervisor.send_signal(signal.SIGTERM)
+        assert supervisor.wait(timeout=120) == 0, log.read_text()[-3000:]
+    text = log.read_text()
+    assert "worker pair-0 starting" in text and "worker pair-1 starting" in text
+    predictions = read_all(config.kafka.bootstrap_servers, config.topics.predictions)
+    counts = Counter(m.key().decode() for m in predictions)
+    assert set(counts.values()) == {1} and len(counts) == sum(
+        1 for e in events if e.get("features")
+    )

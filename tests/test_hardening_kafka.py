@@ -4,6 +4,7 @@ champion, and memory under an endless stream of new feature names."""
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import orjson
@@ -239,3 +240,53 @@ def test_poison_records_are_dead_lettered_and_the_worker_scores_on(config: Confi
     assert all(isinstance(p, int | float) and p - p == 0 for p in probabilities)
     assert sum(c.future_ts for c in counters) == 1
     assert sum(c.dead_lettered.get("expired_label_id", 0) for c in counters) == 0
+
+
+def test_a_record_too_big_for_the_dead_letter_topic_is_cut_and_the_worker_goes_on(
+    config: Config,
+) -> None:
+    producer = Producer(
+        {"bootstrap.servers": config.kafka.bootstrap_servers, "message.max.bytes": 1_048_000}
+    )
+    huge = b'{"id": "huge", "ts": 1.0, "features": {"x": "' + b"y" * 999_000 + b'"}}'
+    producer.produce(config.topics.events, huge, b"huge")
+    assert producer.flush(30) == 0
+    events = breast_cancer(events=50, seed=7).events
+    with running_worker(config) as worker:
+        produce_events(config, events)
+        wait_for(lambda: worker.stats.consumed == 51, what="the huge record and the rest")
+    [dead] = read_all(config.kafka.bootstrap_servers, config.topics.dlq)
+    headers = records.header_map(dead.headers())
+    assert headers[records.DLQ_REASON] == "too_large"
+    assert (
+        int(headers[records.DLQ_TRUNCATED]) == len(huge)
+        and dead.value() == huge[: len(dead.value())]
+    )
+
+
+def test_commands_naming_no_classifier_or_forging_log_lines_are_refused(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = registry_with_two_versions(config)
+    not_a_model = registry.register(pickle.dumps({"not": "a model"}), cause="junk")
+    monkeypatch.setenv(CONTROL_KEY_ENV, "k")
+    forged_by = encode(Command("promote", 2, "ops\nERROR forged line", "x"), Signer(b"k"))
+    bad_signature = orjson.dumps({"command": "promote", "version": 2, "signature": "é"})
+    junk = encode(Command("promote", not_a_model, "ops", "junk"), Signer(b"k"))
+    with running_worker(config) as worker:
+        produce_events(config, breast_cancer(events=50, seed=8).events)
+        wait_for(lambda: worker.stats.consumed == 50, what="events")
+        produce_control(config, [forged_by, bad_signature, junk])
+        refused = read_topic(
+            config.kafka.bootstrap_servers,
+            config.topics.alerts,
+            lambda m: sum(r.get("type") == "control_refused" for r in json_records(m)) >= 3,
+        )
+        produce_events(
+            config,
+            [{**e, "id": f"more-{e['id']}"} for e in breast_cancer(events=20, seed=9).events],
+        )
+        wait_for(lambda: worker.stats.consumed == 70, what="events after the commands")
+    reasons = [r["reason"] for r in json_records(refused) if r.get("type") == "control_refused"]
+    assert "control characters" in reasons[0] and reasons[1].startswith("bad signature")
+    assert "not a River classifier" in reasons[2]

@@ -32,6 +32,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run the worker until SIGINT/SIGTERM")
     _config_option(run)
+    run.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="start N worker processes in one consumer group (one core each; default 1)",
+    )
 
     simulate = commands.add_parser("simulate", help="stream a scenario with known drifts")
     simulate.add_argument("scenario", choices=[*_scenario_names(), "csv"])
@@ -181,13 +188,22 @@ def check_model(config: Config) -> None:
     from streamheal.models import build_model
 
     try:
-        build_model(config.model, seed=config.engine.seed)
+        model = build_model(config.model, seed=config.engine.seed)
+        # A parameter of the wrong type (l2="abc", optimizer=5) only fails when the model
+        # first learns or scores: do both once on a throwaway copy, here, not on event 1.
+        for label in (True, False) if not config.model.params.get("multiclass") else (0, 1):
+            model.learn_one({"x": 1.0, "colour": "red"}, label)
+        model.predict_proba_one({"x": 1.0, "colour": "red"})
     except Exception as err:  # whatever River raises for a parameter it does not take
         raise ConfigError(f"model.params: {err}") from err
 
 
 # ---------------------------------------------------------------------- commands
 def _run(args: argparse.Namespace, config: Config) -> int:
+    if args.workers > 1:
+        from streamheal.workers import run_workers
+
+        return run_workers(args.workers, config, ["-c", str(args.config)] if args.config else [])
     from confluent_kafka import KafkaException
 
     from streamheal.kafka.connect import BrokerUnavailable, refused_settings
@@ -358,8 +374,10 @@ def _compare(args: argparse.Namespace, config: Config) -> int:
 
 
 def _registry(args: argparse.Namespace, config: Config) -> int:
+    from streamheal import models
     from streamheal.kafka.control import publish
     from streamheal.registry import CHAMPION, RegistryError, open_registry
+    from streamheal.signing import CONTROL_KEY_ENV, Signer
 
     registry = open_registry(config.registry)
     try:
@@ -376,12 +394,23 @@ def _registry(args: argparse.Namespace, config: Config) -> int:
             print(f"v{args.version}: {args.pair[0]}={args.pair[1]}")
         else:
             if args.verb == "promote":
-                registry.load_bytes(args.version)  # refuse a corrupt model before announcing it
+                # Refuse a corrupt model, or bytes that are no classifier, before announcing.
+                try:
+                    models.loads(registry.load_bytes(args.version))
+                except TypeError as err:
+                    raise RegistryError(f"v{args.version} cannot serve: {err}") from None
                 state = registry.promote(args.version)
             else:
                 state = registry.rollback()
             version = state.aliases[CHAMPION]
             print(f"champion is now v{version} ({state.aliases})")
+            if Signer.from_env(CONTROL_KEY_ENV) is None:
+                print(
+                    f"note: {CONTROL_KEY_ENV} is not set here, so the command goes unsigned; "
+                    "workers that have the key refuse it (they serve the new champion only "
+                    "after a restart)",
+                    file=sys.stderr,
+                )
             try:
                 publish(config, args.verb, version, args.reason, args.by)
             except RuntimeError as err:

@@ -125,6 +125,9 @@ def _schema_problem(record: dict[str, Any]) -> str | None:
             return f"'{name}' must be a string"
         if len(text) > limit:
             return f"'{name}' is {len(text)} characters, limit is {limit}"
+        if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in text):
+            # A newline in `by` would forge log lines and alert text.
+            return f"'{name}' must not contain control characters"
     issued_at = record.get("issued_at")
     if issued_at is not None and type(issued_at) not in (int, float):
         return "'issued_at' must be seconds since the epoch"

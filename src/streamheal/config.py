@@ -145,12 +145,14 @@ class TopicsConfig:
         # A worker whose predictions topic is its events topic would feed on its own output.
         seen: dict[str, str] = {}
         for key, topic in self.names().items():
-            if topic in seen:
+            # Kafka refuses two topics that differ only by '.' against '_' (metric names).
+            folded = topic.replace(".", "_")
+            if folded in seen:
                 raise ConfigError(
-                    f"topics.{key}: {topic!r} is already topics.{seen[topic]}; "
-                    "every topic must be distinct"
+                    f"topics.{key}: {topic!r} collides with topics.{seen[folded]} (Kafka "
+                    "treats '.' and '_' alike in topic names); every topic must be distinct"
                 )
-            seen[topic] = key
+            seen[folded] = key
 
     def names(self) -> dict[str, str]:
         """Every topic streamheal reads or writes, by its config key."""
@@ -201,7 +203,8 @@ class DetectorsConfig:
     enabled: bool = True
     # Expected false drift declarations per 10,000 stationary events, all signals together.
     false_alarms_per_10k: float = field(
-        default=0.5, metadata=_rule("a number > 0", lambda v: v > 0)
+        default=0.5,
+        metadata=_rule("a number between 0.000001 and 10000", lambda v: 1e-6 <= v <= 1e4),
     )
     reference_size: int = field(default=500, metadata=_between(50, 1_000_000))
     window_size: int = field(default=500, metadata=_between(50, 1_000_000))
@@ -300,7 +303,7 @@ class GuardsConfig:
     # Numeric inputs: a value beyond `outlier_scales` spreads of the feature's reference
     # (its first `reference_size` values, central 98%) or beyond `max_abs_value` is clipped.
     clip_outliers: bool = True
-    outlier_scales: float = field(default=10.0, metadata=_rule("a number > 0", lambda v: v > 0))
+    outlier_scales: float = field(default=3.0, metadata=_rule("a number > 0", lambda v: v > 0))
     max_abs_value: float = field(default=1e15, metadata=_rule("a number > 0", lambda v: v > 0))
     reference_size: int = field(default=500, metadata=_rule("an integer >= 10", lambda v: v >= 10))
     # Distinct feature names per partition, and distinct values per string feature; past
@@ -557,7 +560,8 @@ def _parse_env_value(raw: str, hint: Any) -> Any:
     try:
         return tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
-        return raw
+        # Echoed by the error that follows: never with a secret in it.
+        return "***" if _SECRET_NAME.search(raw) else raw
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -598,6 +602,8 @@ def _coerce(hint: Any, value: Any, key: str, meta: Mapping[str, Any]) -> Any:
         value = float(value)
     if not ok or not meta.get("check", lambda _: True)(value):
         raise ConfigError(f"{key}: expected {expect}, got {redact(value, key)!r}")
+    if origin is str and "\x00" in value:  # a path or name with NUL breaks every OS call
+        raise ConfigError(f"{key}: must not contain a NUL character")
     return value
 
 

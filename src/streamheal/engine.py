@@ -455,11 +455,14 @@ class Engine:
         scored = [r for r in records if type(r) is not Rejection and r.features is not None]
         if scored:
             frame = models.feature_frame([e.features for e in scored])
+            complete = [False] * len(scored)  # no columns, or mixed types: row by row
             if models.batchable(frame):
                 complete = frame.notna().all(axis=1).tolist()
-                classes, rows, best = self._proba_many(frame, complete)
-            else:  # no columns, or a column mixing strings and numbers: row by row
-                complete = [False] * len(scored)
+                scores = self._proba_many(frame, complete)
+                if scores is None:  # the model knows no class yet (one-vs-rest, untrained)
+                    complete = [False] * len(scored)
+                else:
+                    classes, rows, best = scores
         # Rows of `frame` to learn from, labels that join rows from earlier batches, and
         # rows with missing cells (learned one by one).
         batch_rows: list[int] = []
@@ -540,11 +543,13 @@ class Engine:
                 self.policy.recent.extend((rows + late[-keep:])[-keep:])
         return outputs
 
-    def _proba_many(self, frame: Any, complete: list[bool]) -> tuple[list, list, list]:
+    def _proba_many(self, frame: Any, complete: list[bool]) -> tuple[list, list, list] | None:
         """Class probabilities of the batch at once: (classes, rows, best class per row).
         Rows with a missing cell are scored one by one later; only complete rows count for
         the finiteness check."""
         proba_frame = self.model.predict_proba_many(frame)
+        if not len(proba_frame.columns):
+            return None
         classes = list(proba_frame.columns)
         if self._binary:
             classes = [int(c) for c in classes]
@@ -593,8 +598,16 @@ class Engine:
         return right
 
     def _join_label(self, event: Event, outputs: list[Output], learn: Any) -> None:
-        self._expire(self._now(event.ts))
+        # Only a label that matches waiting features tells the time: labels for unknown ids
+        # cannot move the clock (and expire what is waiting).
+        if event.id in self._pending:
+            self._expire(self._now(event.ts))
         pending = self._pending.get(event.id)
+        if pending is not None and event.ts - pending.ts > self._max_age:
+            # Its own features are older than the join window by the label's own time
+            # (which cannot expire anything else).
+            self._evict(event.id, self._pending.pop(event.id))
+            pending = None
         if pending is None:
             reason = self._closed.get(event.id, Reason.UNKNOWN_LABEL_ID)
             self._reject(event, reason, f"no buffered features for id {event.id!r}", outputs)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import reprlib
 from dataclasses import dataclass
 from enum import StrEnum
 from importlib import resources
@@ -156,7 +157,14 @@ def loads(raw: bytes) -> Any:
         # Python's json.dumps writes NaN/Infinity as bare literals that strict parsers refuse;
         # accept them (they mean "missing") through the slower stdlib parser, only on this path.
         if b"NaN" in raw or b"Infinity" in raw:
-            return json.loads(raw)
+            obj = json.loads(raw)
+            # The stdlib parser takes what orjson refuses: lone surrogates ("\ud800"), which
+            # no UTF-8 output can carry. Round-trip through orjson to refuse them here.
+            try:
+                json.dumps(obj, ensure_ascii=False).encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("a string holds a lone UTF-16 surrogate") from None
+            return obj
         raise
 
 
@@ -171,7 +179,9 @@ def _check(
     if event_id is None:
         raise InvalidEvent(Reason.MISSING_ID, "field 'id' is required")
     if type(event_id) is not str or not event_id:
-        raise InvalidEvent(Reason.BAD_ID, f"'id' must be a non-empty string, got {event_id!r}")
+        raise InvalidEvent(
+            Reason.BAD_ID, f"'id' must be a non-empty string, got {_preview(event_id)}"
+        )
     if len(event_id) > limits.max_id_length:
         raise InvalidEvent(
             Reason.BAD_ID,
@@ -184,12 +194,15 @@ def _check(
         raise InvalidEvent(
             Reason.BAD_TS,
             f"'ts' must be a finite number of seconds since the epoch below {MAX_TS:.0e}, "
-            f"got {ts!r}{hint}",
+            f"got {_preview(ts)}{hint}",
         )
     label = obj.get("label")
+    if type(label) is int and not _INT_RANGE[0] <= label < _INT_RANGE[1]:
+        raise InvalidEvent(Reason.BAD_LABEL, "'label' is an integer beyond 64 bits")
     if label is not None and type(label) not in (int, str, bool):
         raise InvalidEvent(
-            Reason.BAD_LABEL, f"'label' must be an integer, string or boolean, got {label!r}"
+            Reason.BAD_LABEL,
+            f"'label' must be an integer, string or boolean, got {_preview(label)}",
         )
     raw_features = obj.get("features")
     if raw_features is None:
@@ -237,9 +250,18 @@ def _check(
         else:
             raise InvalidEvent(
                 Reason.BAD_FEATURE_VALUE,
-                f"feature {name!r} must be a number, string or null, got {value!r}",
+                f"feature {name!r} must be a number, string or null, got {_preview(value)}",
             )
     return event_id, float(ts), features, label, tuple(missing)
+
+
+_REPR = reprlib.Repr()  # Python 3.11: limits are attributes, not arguments
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlong = 3, 60, 60, 40
+
+
+def _preview(value: Any) -> str:
+    """A bounded repr: a 1,000-deep value or a 400-digit integer cannot blow it up."""
+    return _REPR.repr(value)
 
 
 def _short(text: str) -> str:

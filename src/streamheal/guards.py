@@ -26,7 +26,7 @@ Three small pieces, each owning one thing, each pure and restorable:
 from __future__ import annotations
 
 import math
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from operator import le
 from typing import Any
@@ -68,8 +68,8 @@ class InputGuard(Stateful):
     ``q01``/``q99`` their 1st and 99th percentiles and ``spread = q99 - q01`` (or
     ``max(|median|, 1)`` for a constant feature), values outside
     ``[q01 - k * spread, q99 + k * spread]`` (``k = outlier_scales``) are clipped to it.
-    While the reference fills, provisional bounds from the values so far (twice as wide,
-    from 32 values on) apply; always, ``|x| <= max_abs_value`` holds.
+    While the reference fills, provisional bounds from the values so far (from 32 values
+    on) apply; always, ``|x| <= max_abs_value`` holds.
     """
 
     def __init__(self, cfg: GuardsConfig) -> None:
@@ -166,8 +166,8 @@ class InputGuard(Stateful):
             elif n >= _PROVISIONAL_FROM and n & (n - 1) == 0:
                 # Until the reference is complete, bounds from the values so far (at 32, 64,
                 # 128, ... values) keep one early extreme from wrecking a scaler's variance
-                # for good; twice as wide, since they rest on fewer values.
-                self.provisional[name] = _bounds(state, 2 * cfg.outlier_scales, cfg.max_abs_value)
+                # for good (few values already give wide percentiles).
+                self.provisional[name] = _bounds(state, cfg.outlier_scales, cfg.max_abs_value)
             return value
         lo, hi = state  # an int (floats take the fast path in admit)
         if value < lo:
@@ -200,7 +200,14 @@ class InputGuard(Stateful):
 
 
 class EventClock(Stateful):
-    """A partition's event time: the high-water mark of ``ts``, ignoring far-future jumps.
+    """A partition's event time, as the majority of its recent events tell it.
+
+    The clock is the lower median of the last ``WINDOW`` event timestamps (recomputed every
+    ``EVERY`` events, and at every event while fewer have been seen). It only moves
+    forward, unless the recent majority lies more than ``max_skew`` behind it: then it
+    follows them back (a far-future first event must not stand). A few hostile
+    timestamps, whether far ahead or stepping a day at a time, cannot move it; an event
+    more than ``max_skew`` ahead of it is counted as suspicious.
 
     >>> clock = EventClock(max_skew=60.0)
     >>> clock.advance(100.0), clock.advance(90.0), clock.advance(1e15), clock.suspicious
@@ -208,19 +215,29 @@ class EventClock(Stateful):
     """
 
     _settings = ("max_skew",)
+    WINDOW = 63
+    EVERY = 16
 
     def __init__(self, max_skew: float) -> None:
         self.max_skew = max_skew
         self.now: float | None = None
+        self.recent: deque[float] = deque(maxlen=self.WINDOW)
+        self.seen = 0
         self.suspicious = 0  # events whose ts was too far ahead to be believed
 
     def advance(self, ts: float) -> float:
         """Take ``ts`` into account; return the clock's time afterwards."""
+        recent = self.recent
+        recent.append(ts)
+        self.seen += 1
         now = self.now
-        if now is None or now < ts <= now + self.max_skew:
-            self.now = now = ts
-        elif ts > now:
+        if now is not None and ts > now + self.max_skew:
             self.suspicious += 1
+        if len(recent) < self.EVERY or self.seen % self.EVERY == 0:
+            ordered = sorted(recent)
+            median = ordered[(len(ordered) - 1) // 2]
+            if now is None or median > now or median < now - self.max_skew:
+                self.now = now = median
         return now
 
 

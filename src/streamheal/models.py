@@ -110,8 +110,15 @@ def dumps(model: base.Classifier) -> bytes:
 
 
 def loads(blob: bytes) -> base.Classifier:
-    # Only for bytes this process or its registry wrote (integrity is checked by the caller).
-    return pickle.loads(blob)
+    """A model from :func:`dumps` bytes; TypeError when they hold something that cannot
+    serve (a registry entry that is not a classifier must not reach a partition).
+
+    Only for bytes this process or its registry wrote (integrity and signature are checked
+    by the caller: unpickling runs code)."""
+    model = pickle.loads(blob)
+    if not all(callable(getattr(model, verb, None)) for verb in ("learn_one", "predict_proba_one")):
+        raise TypeError(f"not a River classifier: a {type(model).__name__}")
+    return model
 
 
 def feature_frame(rows: list[dict[str, Any]]) -> Any:

@@ -52,11 +52,13 @@ class Signer:
         return hmac.new(self._key, payload, hashlib.sha256).hexdigest()
 
     def verify(self, payload: bytes, signature: str | bytes | None) -> bool:
-        if signature is None:
+        """True when ``signature`` is ours for ``payload``; False for anything else (never
+        raises, whatever a hostile record put in the signature field)."""
+        if isinstance(signature, str):
+            signature = signature.encode("utf-8", "surrogatepass")
+        if not isinstance(signature, bytes):
             return False
-        if isinstance(signature, bytes):
-            signature = signature.decode("ascii", "replace")
-        return hmac.compare_digest(self.sign(payload), signature)
+        return hmac.compare_digest(self.sign(payload).encode(), signature)
 
     def __repr__(self) -> str:  # never show the key
         return "Signer(<key hidden>)"

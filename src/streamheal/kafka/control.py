@@ -38,7 +38,19 @@ class ControlListener:
                 }
             )
         )
-        self._consumer.assign([TopicPartition(config.topics.control, 0, OFFSET_END)])
+        topic = config.topics.control
+        found = self._consumer.list_topics(topic, timeout=30).topics.get(topic)
+        partitions = sorted(found.partitions) if found is not None and found.partitions else [0]
+        if len(partitions) > 1:
+            # Commands are read from every partition (none is lost), but their order across
+            # partitions is not guaranteed: the control topic should have one partition.
+            log.warning(
+                "control topic %s has %d partitions; recreate it with 1 so that commands "
+                "apply in the order they were sent",
+                topic,
+                len(partitions),
+            )
+        self._consumer.assign([TopicPartition(topic, p, OFFSET_END) for p in partitions])
         self._signer = Signer.from_env(CONTROL_KEY_ENV)
 
     def poll(self) -> list[tuple[int, Command | Refusal]]:

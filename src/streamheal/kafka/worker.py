@@ -347,9 +347,8 @@ class Worker:
                 produce(topics.predictions, records.prediction(output), output.id.encode())
                 counts.predictions += 1
             elif kind is Rejection:
-                produce(
-                    topics.dlq, output.raw, output.key, headers=records.dead_letter_headers(output)
-                )
+                key, value, headers = records.dead_letter(output)
+                produce(topics.dlq, value, key, headers=headers)
                 counts.dead_lettered += 1
             elif kind is Action:
                 self._publish_action(output, batch)
@@ -521,11 +520,12 @@ class Worker:
                 continue
             if not self.engines:
                 log.warning("control %s: no partitions assigned here", command.describe())
-            for engine in self.engines.values():
+            for partition, engine in self.engines.items():
                 # Each partition gets its own copy: models learn in place.
                 action = engine.install(
                     models.loads(model_bytes), command.version, command.describe()
                 )
+                action.partition = partition
                 self._outbox.append(
                     (
                         self.config.topics.alerts,
@@ -657,7 +657,10 @@ class Worker:
         try:
             for tp in self._consumer.position(self._consumer.assignment()):
                 _, high = self._consumer.get_watermark_offsets(tp, timeout=1.0)
-                lag += max(0, high - tp.offset) if tp.offset >= 0 else high
+                # Before the first fetch the position is unknown: the next offset to
+                # process (restored or committed) tells where the partition stands.
+                position = tp.offset if tp.offset >= 0 else self._next.get(tp.partition, 0)
+                lag += max(0, high - position)
         except KafkaException:
             return -1
         return lag

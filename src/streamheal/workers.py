@@ -1,0 +1,67 @@
+"""``streamheal run --workers N``: N worker processes on one machine, one consumer group.
+
+One Python process uses one core, so scaling out on a machine means processes. Each child
+is a plain ``streamheal run`` with its own ``worker.id`` (``<id or hostname>-<i>``: its
+transactional id and static group membership) and, when metrics are served, its own port
+(``metrics.port + i``). SIGINT/SIGTERM are passed on to every child; the supervisor exits
+with the first non-zero exit code of a child (0 when all stopped cleanly). A child that
+dies is not restarted here: that is the job of systemd, Kubernetes or docker-compose,
+which see the exit code.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+
+from streamheal.config import Config
+
+log = logging.getLogger("streamheal.workers")
+
+
+def child_environment(config: Config, index: int) -> dict[str, str]:
+    """The environment overrides that make child ``index`` a distinct worker."""
+    base = config.worker.id or socket.gethostname()
+    env = {"STREAMHEAL_WORKER__ID": f"{base}-{index}"}
+    metrics = getattr(config, "metrics", None)
+    port = getattr(metrics, "port", 0) if metrics is not None else 0
+    if port:
+        env["STREAMHEAL_METRICS__PORT"] = str(port + index)
+    return env
+
+
+def run_workers(count: int, config: Config, config_args: Sequence[str]) -> int:
+    """Start ``count`` workers, forward stop signals, return the first failure's code."""
+    children: list[subprocess.Popen] = []
+    for index in range(count):
+        env = {**os.environ, **child_environment(config, index)}
+        command = [sys.executable, "-m", "streamheal.cli", "run", *config_args]
+        children.append(subprocess.Popen(command, env=env))
+        log.info("worker %s started (pid %d)", env["STREAMHEAL_WORKER__ID"], children[-1].pid)
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, forward)
+    first_failure = 0
+    running = list(children)
+    while running:
+        for child in list(running):
+            code = child.poll()
+            if code is None:
+                continue
+            running.remove(child)
+            if code != 0 and not first_failure:
+                first_failure = code
+                log.error("worker pid %d exited with %d", child.pid, code)
+        time.sleep(0.2)
+    return first_failure
