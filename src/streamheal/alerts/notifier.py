@@ -368,6 +368,8 @@ class Notifier:
         for record in records:
             if record.get("type") == ALERT:
                 self.metrics.transitions.labels(record["state"]).inc()
+                if record["change"].startswith("silenced by"):
+                    self.metrics.silenced.inc()
 
     # ------------------------------------------------------------------ recovery
     def _recover(self) -> None:

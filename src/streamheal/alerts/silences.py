@@ -248,14 +248,15 @@ class Silences:
 
     def match(self, labels: Mapping[str, str], now: float) -> Silence | None:
         """The first active silence whose matchers all match ``labels``."""
-        for silence in self.by_id.values():
+        # A snapshot of the values: a Slack click may add a silence from another thread.
+        for silence in list(self.by_id.values()):
             if silence.matches(labels, now):
                 return silence
         return None
 
     def current(self, now: float) -> list[Silence]:
         """Silences not yet ended (active now, or starting later)."""
-        return [s for s in self.by_id.values() if s.ends_at > now]
+        return [s for s in list(self.by_id.values()) if s.ends_at > now]
 
 
 def encode(silence: Silence, signer: Signer | None = None) -> bytes:
