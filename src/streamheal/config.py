@@ -434,7 +434,8 @@ class AlertsConfig:
     # `streamheal run` starts a notifier thread when Slack credentials are set.
     embedded_notifier: bool = True
     # /metrics, /healthz, /readyz of `streamheal notify` (0 = any free port).
-    notifier_port: int = field(default=9109, metadata=_port("any free port"))
+    # Below metrics.port: `run --workers N` gives its workers metrics.port + i.
+    notifier_port: int = field(default=9107, metadata=_port("any free port"))
     notifier_address: str = field(default="0.0.0.0", metadata=_non_empty())
     # The longest wait between two delivery attempts while a sink is down.
     retry_max_seconds: float = field(default=60.0, metadata=_seconds(0.01))

@@ -44,13 +44,18 @@ def read_silences(config: Config, timeout: float = 30.0) -> Silences:
         )
     )
     try:
-        partition = TopicPartition(config.topics.control, 0)
-        _, high = reader.get_watermark_offsets(partition, timeout=timeout)
-        reader.assign([TopicPartition(config.topics.control, 0, OFFSET_BEGINNING)])
+        topic = config.topics.control
+        found = reader.list_topics(topic, timeout=timeout).topics.get(topic)
+        partitions = sorted(found.partitions) if found is not None and found.partitions else [0]
+        ends = {
+            p: reader.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)[1]
+            for p in partitions
+        }
+        reader.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            (position,) = reader.position([partition])
-            if position.offset >= high or high == 0:
+            positions = reader.position([TopicPartition(topic, p) for p in partitions])
+            if all(tp.offset >= ends[tp.partition] or ends[tp.partition] == 0 for tp in positions):
                 break
             for message in reader.consume(num_messages=500, timeout=0.2):
                 if message.error() is None:

@@ -176,7 +176,13 @@ class Notifier:
                 }
             )
         )
-        self._control.assign([TopicPartition(config.topics.control, 0, OFFSET_BEGINNING)])
+        control = config.topics.control
+        self._control.assign(
+            [
+                TopicPartition(control, p, OFFSET_BEGINNING)
+                for p in _partitions_of(self._control, control)
+            ]
+        )
         log.info(
             "notifier started: group=%s topic=%s sink=%s restored=%d alerts, %d to send",
             self.group,
@@ -469,6 +475,12 @@ def run_until_stopped(
             log.warning("notifier restarting in %.0fs: %s", backoff, err)
         stopped.wait(backoff)
         backoff = min(backoff * 2, 60.0)
+
+
+def _partitions_of(client: Consumer, topic: str) -> list[int]:
+    """The topic's partitions (control is made with one; read them all if someone made more)."""
+    found = client.list_topics(topic, timeout=30).topics.get(topic)
+    return sorted(found.partitions) if found is not None and found.partitions else [0]
 
 
 class EmbeddedNotifier:
