@@ -4,9 +4,12 @@ topic, and a restart that does not post twice."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import threading
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -230,3 +233,53 @@ def test_a_silence_on_the_control_topic_holds_notifications_back(
     expired = cli("expire", silence_id)
     assert expired.returncode == 0, expired.stderr
     assert silence_id not in cli("list").stdout
+
+
+def test_streamheal_notify_sends_serves_its_metrics_and_stops_cleanly_on_sigterm(
+    config: Config, tmp_path: Path
+) -> None:
+    config = notifier_config(config)
+    config_file = tmp_path / "streamheal.toml"
+    config_file.write_text(
+        f'[kafka]\nbootstrap_servers = "{config.kafka.bootstrap_servers}"\n'
+        f'group_id = "{config.kafka.group_id}"\n[topics]\n'
+        + "".join(f'{n} = "{getattr(config.topics, n)}"\n' for n in NAMES)
+        + '[alerts]\ngroup_window_seconds = 1\nnotifier_port = 0\nnotifier_address = "127.0.0.1"\n'
+    )
+    produce_alerts(config, [drift(partition=p) for p in (0, 1)])
+    with slack_web_api() as api:
+        env = {**os.environ, **api.env(), "SLACK_SIGNING_SECRET": "s3cret"}
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "streamheal.cli",
+                "notify",
+                "-c",
+                str(config_file),
+                "--interactive-port",
+                "0",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        try:
+            first = process.stdout.readline()
+            assert first.startswith("notify: metrics on http://127.0.0.1:"), first
+            wait_for(lambda: api.posted(), what="the message from streamheal notify")
+            url = first.split()[-1]
+            wait_for(
+                lambda: (
+                    b'streamheal_notifications_total{kind="firing",sink="slack"} 1.0'
+                    in urllib.request.urlopen(url, timeout=10).read()
+                ),
+                what="the delivery counted in its metrics",
+            )
+        finally:
+            process.send_signal(signal.SIGTERM)
+            out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert "Slack interactivity endpoint on port" in out
+    assert len(api.posted()) == 1 and "xoxb" not in err  # the token never reaches the log

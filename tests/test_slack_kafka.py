@@ -211,3 +211,32 @@ def test_a_signed_click_rolls_the_running_workers_back_and_forged_ones_get_401(
         metrics.registry, "streamheal_interactive_requests_total", outcome="accepted"
     )
     assert (refused, accepted) == (3.0, 2.0)
+
+
+def test_with_slack_configured_streamheal_run_notifies_from_an_embedded_thread(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = notifier_config(config).replace(
+        detectors=SMALL_DETECTORS, metrics={"port": 0, "address": "127.0.0.1"}
+    )
+    scenario = breast_cancer(events=2400, drift_at=1200, label_delay=10, seed=3)
+    produce(config, scenario.events)
+    with slack_web_api() as api:
+        for name, value in api.env().items():
+            monkeypatch.setenv(name, value)
+        with running_worker(config) as worker:
+            wait_for(lambda: api.top_level(), timeout=120, what="a message from the worker")
+            wait_for(
+                lambda: (
+                    sample_value(
+                        worker.metrics.registry,
+                        "streamheal_notifications_total",
+                        sink="slack",
+                        kind="firing",
+                    )
+                    is not None
+                ),
+                what="the delivery in the worker's own metrics",
+            )
+        texts = [m["text"] for m in api.top_level()]
+    assert any("mean radius" in text and "2/2" in text for text in texts)
