@@ -76,6 +76,10 @@ def config(kafka_bootstrap: str, tmp_path: Path) -> Config:
         kafka={"bootstrap_servers": kafka_bootstrap, "group_id": f"test-{tag}"},
         topics={**{n: f"t{tag}.{n}" for n in names}, "partitions": 2},
         worker={"poll_timeout_seconds": 0.2, "progress_interval_seconds": 2.0},
+        # Test workers never contend for a port, nor post to a real Slack from a
+        # developer's environment.
+        metrics={"port": 0},
+        alerts={"embedded_notifier": False},
         registry={"path": str(tmp_path / "registry")},
     )
     ensure_topics(cfg)

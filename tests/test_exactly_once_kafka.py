@@ -35,7 +35,7 @@ from streamheal.producer import EventProducer
 from streamheal.replay import topic_records
 from streamheal.scenarios import SCENARIOS
 from streamheal.signing import STATE_KEY_ENV, Signer
-from streamheal.state.checkpoint import assemble, encode
+from streamheal.state.checkpoint import assemble, encode, stream_name
 from tests.conftest import read_all, running_worker, wait_for
 
 pytestmark = pytest.mark.kafka
@@ -329,7 +329,8 @@ def test_a_checkpoint_with_a_wrong_signature_is_refused_and_the_partition_starts
     # whose pickle would leave a mark if it were ever loaded.
     marker = tmp_path / "unpickled"
     payload = pickle.dumps(_Mark(str(marker)))
-    forged = encode(config.topics.events, 0, 10**9, payload, config, Signer(b"not the key"), 1024)
+    stream = stream_name(config.kafka.group_id, config.topics.events)
+    forged = encode(stream, 0, 10**9, payload, config, Signer(b"not the key"), 1024)
     producer = Producer({"bootstrap.servers": config.kafka.bootstrap_servers})
     for key, value, headers in forged:
         producer.produce(config.topics.state, value, key, headers=headers, partition=0)
@@ -376,7 +377,8 @@ def test_a_state_larger_than_a_record_is_chunked_and_restored_whole(config: Conf
         engine.process(events[i : i + 500])
     payload = engine.to_bytes()
     assert len(payload) > 2 * 1024 * 1024
-    parts = encode(config.topics.events, 1, 20_000, payload, arf, None, 512 * 1024)
+    stream = stream_name(config.kafka.group_id, config.topics.events)
+    parts = encode(stream, 1, 20_000, payload, arf, None, 512 * 1024)
     assert len(parts) > 4
     producer = Producer(
         {"bootstrap.servers": config.kafka.bootstrap_servers, "transactional.id": f"t-{uuid4()}"}
@@ -442,3 +444,39 @@ def test_run_with_two_workers_shares_the_partitions_and_stops_cleanly(
     assert set(counts.values()) == {1} and len(counts) == sum(
         1 for e in events if e.get("features")
     )
+
+
+def test_bench_measures_the_worker_against_the_hand_written_loop_through_the_broker(
+    config: Config,
+) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streamheal.cli",
+            "bench",
+            "--events",
+            "500",
+            "--rounds",
+            "1",
+            "--kafka-events",
+            "1500",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1800,  # only catches a hang: a loaded machine is slower, never wrong
+        env={**os.environ, "STREAMHEAL_KAFKA__BOOTSTRAP_SERVERS": config.kafka.bootstrap_servers},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = orjson.loads(result.stdout)
+    for key in (
+        "kafka_eps",
+        "kafka_alo_eps",
+        "kafka_core_eps",
+        "kafka_bare_eps",
+        "kafka_one_process_eps",
+        "kafka_two_processes_eps",
+    ):
+        assert figures[key] > 0, key
+    assert figures["kafka_over_engine"] > 0 and figures["kafka_two_workers_speedup"] > 0

@@ -116,6 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--events", type=_positive_int, default=50_000)
     bench.add_argument("--rounds", type=_positive_int, default=5)
     bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.add_argument(
+        "--kafka-events",
+        type=_non_negative_int,
+        default=30_000,
+        metavar="N",
+        help="events for the figures through the broker (kafka_*; 0 = skip them; "
+        "skipped with a note when no broker answers; default 30000)",
+    )
 
     notify = commands.add_parser("notify", help="alerts topic -> grouped Slack messages")
     _config_option(notify)
@@ -430,12 +438,32 @@ def _bench(args: argparse.Namespace, config: Config) -> int:
     from streamheal.bench import run_bench
 
     figures = run_bench(config, events=args.events, rounds=args.rounds)
+    if args.kafka_events:
+        figures.update(_kafka_figures(config, args.kafka_events, figures))
     if args.json:
         print(json.dumps(figures))
     else:
         for key, value in figures.items():
             print(f"{key:>24}: {value}")
     return 0
+
+
+def _kafka_figures(config: Config, events: int, engine: dict) -> dict:
+    """The broker-side figures and their ratios, or a note saying why they are missing."""
+    from streamheal.bench_kafka import run_kafka_bench
+    from streamheal.kafka.connect import BrokerUnavailable, wait_for_cluster
+
+    try:
+        wait_for_cluster(config.replace(kafka={"connect_timeout_seconds": 5}))
+    except BrokerUnavailable as err:
+        return {"kafka": f"skipped: {err}"}
+    figures = run_kafka_bench(config, events=events)
+    figures.update(
+        kafka_over_engine=round(figures["kafka_eps"] / engine["engine_eps"], 3),
+        kafka_core_over_bare=round(figures["kafka_core_eps"] / figures["kafka_bare_eps"], 3),
+        kafka_over_bare=round(figures["kafka_eps"] / figures["kafka_bare_eps"], 3),
+    )
+    return figures
 
 
 def _notify(args: argparse.Namespace, config: Config) -> int:

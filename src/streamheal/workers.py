@@ -33,6 +33,8 @@ def child_environment(config: Config, index: int) -> dict[str, str]:
     port = getattr(metrics, "port", 0) if metrics is not None else 0
     if port:
         env["STREAMHEAL_METRICS__PORT"] = str(port + index)
+    if index > 0:  # one embedded Slack notifier is enough (more would fence each other)
+        env["STREAMHEAL_ALERTS__EMBEDDED_NOTIFIER"] = "false"
     return env
 
 

@@ -24,6 +24,7 @@ from streamheal.state.checkpoint import (
     Manifest,
     chunk_key,
     manifest_key,
+    stream_name,
 )
 
 log = logging.getLogger("streamheal.checkpoints")
@@ -34,6 +35,7 @@ class CheckpointReader:
 
     def __init__(self, config: Config) -> None:
         self.topic = config.topics.state
+        self.group = config.kafka.group_id
         self._consumer = Consumer(
             with_logging(
                 {
@@ -57,7 +59,7 @@ class CheckpointReader:
     def latest(
         self, topic: str, partition: int, timeout: float
     ) -> tuple[Manifest, dict[int, bytes]] | None:
-        """The newest manifest for ``topic:partition`` and the chunks that belong to it, or
+        """The newest manifest of this group for ``topic:partition`` and its chunks, or
         None when there is no checkpoint. Raises CheckpointError when the state partition
         cannot be read to its end within ``timeout`` (e.g. a dead worker's transaction is
         still open)."""
@@ -65,8 +67,9 @@ class CheckpointReader:
         low, high = self._consumer.get_watermark_offsets(tp, timeout=min(timeout, 30))
         if high <= low:
             return None
-        wanted_manifest = manifest_key(topic, partition)
-        prefix = chunk_key(topic, partition, 0)[:-1]  # b"topic:p#"
+        stream = stream_name(self.group, topic)
+        wanted_manifest = manifest_key(stream, partition)
+        prefix = chunk_key(stream, partition, 0)[:-1]  # b"group/topic:p#"
         manifest_value: bytes | None = None
         chunks: dict[int, tuple[bytes, bytes]] = {}  # index -> (checkpoint id, value)
         self._consumer.assign([TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING)])

@@ -396,7 +396,7 @@ class Worker:
         engine = self.engines[partition]
         config, reader = self.config, self._reader
         for key, value, headers in checkpoint.encode(
-            config.topics.events,
+            checkpoint.stream_name(config.kafka.group_id, config.topics.events),
             partition,
             offset,
             engine.to_bytes(),

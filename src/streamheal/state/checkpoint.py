@@ -8,10 +8,12 @@ next offset to process) and a hash of each config section it was made under. The
 writes chunks then manifest in the same transaction as the batch's outputs and offsets,
 so a manifest that can be read is always complete.
 
-Keys (the state topic is compacted: the latest record per key survives):
+Keys (the state topic is compacted: the latest record per key survives), where ``s`` is
+the *stream* ``<group_id>/<input topic>`` (:func:`stream_name`: state belongs to one
+consumer group, so two groups reading the same topic never share it):
 
-- chunk ``i`` of partition ``p`` of topic ``t``: ``t:p#i``;
-- the manifest: ``t:p``.
+- chunk ``i`` of partition ``p``: ``s:p#i``;
+- the manifest: ``s:p``.
 
 A shorter checkpoint leaves older chunks with higher indexes behind; they carry another
 checkpoint id and are ignored.
@@ -177,6 +179,11 @@ def section_hashes(config: Config) -> dict[str, str]:
         )
         out[name] = hashlib.sha256(canonical.encode()).hexdigest()[:16]
     return out
+
+
+def stream_name(group_id: str, topic: str) -> str:
+    """Whose state it is: one consumer group's view of one input topic."""
+    return f"{group_id}/{topic}"
 
 
 def manifest_key(topic: str, partition: int) -> bytes:

@@ -1,0 +1,230 @@
+"""Throughput through a real broker: the worker against the loop a user would write by hand.
+
+Measured on one pre-produced topic (the 30-feature breast-cancer stream, labels inline,
+``topics.partitions`` partitions), each variant reading all of it under a consumer group of
+its own, one after the other in the same run:
+
+- ``kafka_eps``: the worker end to end, exactly-once with a checkpoint of every touched
+  partition every batch, per-event mode, every detector and the policy on (the defaults);
+- ``kafka_alo_eps``: the same, at-least-once;
+- ``kafka_core_eps``: at-least-once, detectors and policy off;
+- ``kafka_bare_eps``: consume a batch → ``orjson.loads`` → River ``predict_proba_one`` /
+  ``learn_one`` → produce the probability → flush → commit.
+
+Rates are wall-clock events per second from the first consumed record to the last
+committed one (the broker shares the machine's cores, so CPU time would flatter).
+``kafka_two_workers_speedup`` runs ``streamheal run`` as one process and as two processes
+in one group on the same topic, and divides their rates.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from streamheal import models
+from streamheal.bench import bench_events
+from streamheal.config import Config
+from streamheal.kafka.admin import ensure_topics
+from streamheal.kafka.worker import Worker
+
+_TOPICS = ("events", "predictions", "alerts", "metrics", "dlq", "state", "control")
+
+
+def run_kafka_bench(config: Config, events: int = 30_000, processes: bool = True) -> dict[str, Any]:
+    """The Kafka figures; raises when the broker cannot be reached."""
+    bench = _bench_config(config)
+    ensure_topics(bench)
+    _produce(bench, events)
+    quiet = {"progress_interval_seconds": 3600.0, "poll_timeout_seconds": 0.1}
+    alo = {"guarantee": "at-least-once", **quiet}
+    figures: dict[str, Any] = {
+        "kafka_eps": _through_worker(bench.replace(worker=quiet), events),
+        "kafka_alo_eps": _through_worker(bench.replace(worker=alo), events),
+        "kafka_core_eps": _through_worker(
+            bench.replace(worker=alo, detectors={"enabled": False}, policy={"enabled": False}),
+            events,
+        ),
+        "kafka_bare_eps": _bare_loop(bench, events),
+    }
+    if processes:
+        one = _through_processes(bench, events, 1)
+        two = _through_processes(bench, events, 2)
+        figures.update(
+            kafka_one_process_eps=one,
+            kafka_two_processes_eps=two,
+            kafka_two_workers_speedup=round(two / one, 2),
+        )
+    figures.update(
+        kafka_events=events,
+        kafka_partitions=bench.topics.partitions,
+        kafka_batch_size=bench.engine.batch_size,
+    )
+    return figures
+
+
+def _bench_config(config: Config) -> Config:
+    tag = f"bench-{uuid.uuid4().hex[:8]}"
+    return config.replace(
+        kafka={"group_id": tag},
+        topics={name: f"{tag}.{name}" for name in _TOPICS},
+        registry={"path": tempfile.mkdtemp(prefix="streamheal-bench-registry-")},
+        metrics={"enabled": False},
+    )
+
+
+def _produce(config: Config, count: int) -> None:
+    producer = Producer(
+        {
+            "bootstrap.servers": config.kafka.bootstrap_servers,
+            "linger.ms": 20,
+            **config.kafka.common,
+        }
+    )
+    for event in bench_events(count):
+        record = {"id": event.id, "ts": event.ts, "features": event.features, "label": event.label}
+        while True:
+            try:
+                producer.produce(config.topics.events, orjson.dumps(record), event.id.encode())
+                break
+            except BufferError:
+                producer.poll(0.1)
+    if producer.flush(60):
+        raise RuntimeError("bench events not delivered")
+
+
+def _through_worker(config: Config, total: int) -> float:
+    group = f"{config.kafka.group_id}-{uuid.uuid4().hex[:6]}"
+    worker = Worker(config.replace(kafka={"group_id": group}, worker={"id": group}))
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            worker.run()
+        except BaseException as err:  # reported below, not swallowed
+            failure.append(err)
+
+    thread = threading.Thread(target=target, name="bench-worker", daemon=True)
+    thread.start()
+    try:
+        return _rate(lambda: worker.stats.consumed, total, failure)
+    finally:
+        worker.stop()
+        thread.join(120)
+
+
+def _bare_loop(config: Config, total: int) -> float:
+    """What a user writes by hand: no validation, no detectors, no transactions."""
+    kafka = config.kafka
+    consumer = Consumer(
+        {
+            "bootstrap.servers": kafka.bootstrap_servers,
+            "group.id": f"{kafka.group_id}-bare",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            **kafka.common,
+        }
+    )
+    producer = Producer({"bootstrap.servers": kafka.bootstrap_servers, **kafka.common})
+    consumer.subscribe([config.topics.events])
+    model = models.build_model(config.model, seed=config.engine.seed)
+    consumed = 0
+    started: float | None = None
+    first = 0
+    try:
+        while consumed < total:
+            messages = consumer.consume(num_messages=config.engine.batch_size, timeout=1.0)
+            if not messages:
+                continue
+            if started is None:
+                started, first = time.perf_counter(), len(messages)
+            for message in messages:
+                event = orjson.loads(message.value())
+                proba = model.predict_proba_one(event["features"])
+                model.learn_one(event["features"], bool(event["label"]))
+                producer.produce(
+                    config.topics.predictions,
+                    orjson.dumps({"id": event["id"], "p": proba.get(True, 0.0)}),
+                    message.key(),
+                )
+            producer.flush()
+            consumer.commit(asynchronous=False)
+            consumed += len(messages)
+        return round((consumed - first) / (time.perf_counter() - started), 1)
+    finally:
+        consumer.close()
+
+
+def _through_processes(config: Config, total: int, count: int) -> float:
+    """``streamheal run --workers count`` on the topic, rate read off committed offsets."""
+    group = f"{config.kafka.group_id}-p{count}-{uuid.uuid4().hex[:6]}"
+    folder = Path(tempfile.mkdtemp(prefix="streamheal-bench-"))
+    path = folder / "worker.toml"
+    lines = [
+        "[kafka]",
+        f'bootstrap_servers = "{config.kafka.bootstrap_servers}"',
+        f'group_id = "{group}"',
+        "[topics]",
+        *(f'{n} = "{getattr(config.topics, n)}"' for n in _TOPICS),
+        f"partitions = {config.topics.partitions}",
+        "[registry]",
+        f'path = "{config.registry.path}"',
+        "[metrics]",
+        "enabled = false",
+        "[worker]",
+        "poll_timeout_seconds = 0.1",
+        "progress_interval_seconds = 3600",
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    log = (folder / "workers.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamheal.cli", "run", "--workers", str(count), "-c", str(path)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "STREAMHEAL_WORKER__ID": group},
+    )
+    probe = Consumer({"bootstrap.servers": config.kafka.bootstrap_servers, "group.id": group})
+    partitions = [TopicPartition(config.topics.events, p) for p in range(config.topics.partitions)]
+
+    def committed() -> int:
+        return sum(max(tp.offset, 0) for tp in probe.committed(partitions, timeout=10))
+
+    failure: list[BaseException] = []
+    try:
+        return _rate(committed, total, failure, process)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(120)
+        probe.close()
+        log.close()
+
+
+def _rate(progress: Any, total: int, failure: list[BaseException], process: Any = None) -> float:
+    deadline = time.monotonic() + 900
+    started: float | None = None
+    first = 0
+    while True:
+        if failure:
+            raise RuntimeError(f"bench worker failed: {failure[0]}") from failure[0]
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"bench workers exited with {process.returncode}")
+        done = progress()
+        now = time.perf_counter()
+        if started is None and done > 0:
+            started, first = now, done
+        if done >= total:
+            return round((done - first) / (now - started), 1)
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"bench stalled at {done} of {total} records")
+        time.sleep(0.02)
