@@ -217,7 +217,9 @@ def test_with_slack_configured_streamheal_run_notifies_from_an_embedded_thread(
     config: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = notifier_config(config).replace(
-        detectors=SMALL_DETECTORS, metrics={"port": 0, "address": "127.0.0.1"}
+        detectors=SMALL_DETECTORS,
+        metrics={"port": 0, "address": "127.0.0.1"},
+        alerts={"embedded_notifier": True},  # the fixture turns it off for other tests
     )
     scenario = breast_cancer(events=2400, drift_at=1200, label_delay=10, seed=3)
     produce(config, scenario.events)
