@@ -51,30 +51,24 @@ class _SelectStrings(compose.SelectType):
         return X.select_dtypes(exclude="number")
 
 
-class _OneHotEncoder(preprocessing.OneHotEncoder):
+class _SkipsEmptyBatches:
+    """A River transformer's batch methods on a mini-batch without any column of its kind
+    (no string column for the encoder, no numeric one for the scaler): nothing to do."""
+
+    def learn_many(self, X: Any) -> None:
+        if len(X.columns):
+            super().learn_many(X)  # type: ignore[misc]
+
+    def transform_many(self, X: Any) -> Any:
+        return super().transform_many(X) if len(X.columns) else X  # type: ignore[misc]
+
+
+class _OneHotEncoder(_SkipsEmptyBatches, preprocessing.OneHotEncoder):
     """River's one-hot encoder, tolerant of a mini-batch without any string column."""
 
-    def learn_many(self, X: Any) -> None:
-        if len(X.columns):
-            super().learn_many(X)
 
-    def transform_many(self, X: Any) -> Any:
-        if len(X.columns):
-            return super().transform_many(X)
-        return X
-
-
-class _StandardScaler(preprocessing.StandardScaler):
+class _StandardScaler(_SkipsEmptyBatches, preprocessing.StandardScaler):
     """River's standard scaler, tolerant of a mini-batch without any numeric column."""
-
-    def learn_many(self, X: Any) -> None:
-        if len(X.columns):
-            super().learn_many(X)
-
-    def transform_many(self, X: Any) -> Any:
-        if len(X.columns):
-            return super().transform_many(X)
-        return X
 
 
 def build_model(cfg: ModelConfig, seed: int) -> base.Classifier:
