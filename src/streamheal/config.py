@@ -442,10 +442,12 @@ class AlertsConfig:
     grafana_url: str = ""  # dashboard link in every message
     runbook_url: str = ""
     # Permanent silences; by default a worker's cold start (first start, or no usable
-    # checkpoint) is recorded on the alerts topic but not sent: the worker logs each one.
+    # checkpoint) and a clipped outlier are recorded on the alerts topic but not sent: the
+    # worker logs each one and the metrics count them.
     silences: list = field(
         default_factory=lambda: [
-            {"match": "kind=notice,signal=cold_start", "comment": "recorded, not sent"}
+            {"match": "kind=notice,signal=cold_start", "comment": "recorded, not sent"},
+            {"match": "kind=notice,signal=outlier_clipped", "comment": "counted, not sent"},
         ],
         metadata=_silences_rule(),
     )
