@@ -62,7 +62,12 @@ def demo_config(base: Config) -> Config:
 
 def read_back(config: Config, topic: str, count: int, timeout: float = 120.0) -> list[Any]:
     consumer = Consumer(
-        {"bootstrap.servers": config.kafka.bootstrap_servers, "group.id": "streamheal-demo-reader"}
+        {
+            "bootstrap.servers": config.kafka.bootstrap_servers,
+            "group.id": "streamheal-demo-reader",
+            # The worker writes in transactions: read only what it committed.
+            "isolation.level": "read_committed",
+        }
     )
     consumer.assign([TopicPartition(topic, p, 0) for p in range(config.topics.partitions)])
     messages: list[Any] = []

@@ -39,6 +39,7 @@ def read_silences(config: Config, timeout: float = 30.0) -> Silences:
                 "bootstrap.servers": config.kafka.bootstrap_servers,
                 "group.id": f"{config.kafka.group_id}-silence-list-unused",  # assign(): no join
                 "enable.auto.commit": False,
+                "isolation.level": "read_committed",
                 **config.kafka.common,
             }
         )

@@ -173,6 +173,7 @@ class Notifier:
                     **common,
                     "group.id": f"{self.group}-silences-unused",  # assign(): never joins
                     "enable.auto.commit": False,
+                    "isolation.level": "read_committed",
                 }
             )
         )

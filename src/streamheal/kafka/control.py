@@ -35,6 +35,7 @@ class ControlListener:
                     "bootstrap.servers": config.kafka.bootstrap_servers,
                     "group.id": f"{config.kafka.group_id}-control-unused",  # assign(): never joins
                     "enable.auto.commit": False,
+                    "isolation.level": "read_committed",
                     **config.kafka.common,
                 }
             )
