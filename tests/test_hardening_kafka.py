@@ -93,6 +93,9 @@ def test_hostile_control_commands_are_refused_as_alerts_and_the_worker_keeps_sco
         read_topic(bootstrap, config.topics.predictions, lambda m: len(m) >= 600)
         # After all that, a valid command is still applied.
         produce_control(config, [orjson.dumps({"command": "promote", "version": 2})])
+        # Commands apply between batches: events sent before the install is committed could
+        # still be scored by v1, so wait for both partitions' install first.
+        wait_for(lambda: worker.stats.actions >= 2, what="the promotion installed")
         produce_events(config, [{**e, "id": f"after-{e['id']}"} for e in events[:100]])
         wait_for(lambda: worker.stats.consumed == 700, what="events sent after the commands")
         read_topic(bootstrap, config.topics.predictions, lambda m: len(m) >= 700)
