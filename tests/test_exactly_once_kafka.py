@@ -202,7 +202,7 @@ def test_sigkill_five_times_loses_nothing_duplicates_nothing_and_changes_nothing
             assert worker.poll() is None, log.read_text()[-3000:]
         finally:
             worker.send_signal(signal.SIGKILL)
-            worker.wait(timeout=60)
+            worker.wait(timeout=600)
     worker = start_worker(config_file, "crashy", log)
     try:
         wait_for(
@@ -212,7 +212,7 @@ def test_sigkill_five_times_loses_nothing_duplicates_nothing_and_changes_nothing
         )
     finally:
         worker.send_signal(signal.SIGTERM)
-        assert worker.wait(timeout=120) == 0, log.read_text()[-3000:]
+        assert worker.wait(timeout=600) == 0, log.read_text()[-3000:]
 
     feature_ids = {e["id"] for e in scenario.events if e.get("features")}
     predictions = read_all(config.kafka.bootstrap_servers, config.topics.predictions)
@@ -294,14 +294,14 @@ def test_partitions_move_between_workers_with_their_state(config: Config, tmp_pa
         produce(1)
         until_committed(config, cut[2], [first, second], log)
         first.send_signal(signal.SIGTERM)  # and the first one leaves
-        assert first.wait(timeout=120) == 0, log.read_text()[-3000:]
+        assert first.wait(timeout=600) == 0, log.read_text()[-3000:]
         produce(2)
         until_committed(config, cut[3], [second], log)
     finally:
         for worker in (first, second):
             if worker is not None and worker.poll() is None:
                 worker.send_signal(signal.SIGTERM)
-                worker.wait(timeout=120)
+                worker.wait(timeout=600)
     text = log.read_text()
     assert "restored from checkpoint" in text  # partitions really moved with their state
 
@@ -436,7 +436,7 @@ def test_run_with_two_workers_shares_the_partitions_and_stops_cleanly(
         until_committed(config, len(events), [supervisor], log)
     finally:
         supervisor.send_signal(signal.SIGTERM)
-        assert supervisor.wait(timeout=120) == 0, log.read_text()[-3000:]
+        assert supervisor.wait(timeout=600) == 0, log.read_text()[-3000:]
     text = log.read_text()
     assert "worker pair-0 starting" in text and "worker pair-1 starting" in text
     predictions = read_all(config.kafka.bootstrap_servers, config.topics.predictions)

@@ -279,7 +279,7 @@ def test_streamheal_notify_sends_serves_its_metrics_and_stops_cleanly_on_sigterm
             )
         finally:
             process.send_signal(signal.SIGTERM)
-            out, err = process.communicate(timeout=60)
+            out, err = process.communicate(timeout=600)
     assert process.returncode == 0, err
     assert "Slack interactivity endpoint on port" in out
     assert len(api.posted()) == 1 and "xoxb" not in err  # the token never reaches the log

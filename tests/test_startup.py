@@ -47,7 +47,7 @@ def streamheal(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedPr
         [sys.executable, "-m", "streamheal.cli", *args],
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=600,  # only catches a hang
         cwd=tmp_path,
         env={**os.environ, **env},
     )

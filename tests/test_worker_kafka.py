@@ -145,7 +145,7 @@ path = "{config.registry.path}"
     first = start()
     read_topic(bootstrap, config.topics.predictions, lambda m: len(m) >= 200)
     os.kill(first.pid, signal.SIGTERM)
-    output, _ = first.communicate(timeout=60)
+    output, _ = first.communicate(timeout=600)
     assert first.returncode == 0, output
     assert "streamheal worker stopped" in output
     done_by_first = read_all(bootstrap, config.topics.predictions)
@@ -161,7 +161,7 @@ path = "{config.registry.path}"
         )
     finally:
         second.send_signal(signal.SIGTERM)
-        second.communicate(timeout=60)
+        second.communicate(timeout=600)
     counts = Counter(m.key().decode() for m in predictions)
     assert set(counts) == feature_ids  # at-least-once: every event scored, none lost
 
