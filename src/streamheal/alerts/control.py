@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import time
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Producer, TopicPartition
 
 from streamheal.alerts import silences as silence_records
 from streamheal.alerts.silences import Silence, Silences
 from streamheal.config import Config
-from streamheal.kafka.connect import with_logging
+from streamheal.kafka.connect import partitions_of, topic_reader, with_logging
 from streamheal.signing import CONTROL_KEY_ENV, Signer
 
 
@@ -33,21 +33,10 @@ def read_silences(config: Config, timeout: float = 30.0) -> Silences:
     """Every silence: ``alerts.silences`` and the control topic read to its end."""
     book = Silences.from_config(config.alerts.silences)
     signer = Signer.from_env(CONTROL_KEY_ENV)
-    reader = Consumer(
-        with_logging(
-            {
-                "bootstrap.servers": config.kafka.bootstrap_servers,
-                "group.id": f"{config.kafka.group_id}-silence-list-unused",  # assign(): no join
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-                **config.kafka.common,
-            }
-        )
-    )
+    reader = topic_reader(config, f"{config.kafka.group_id}-silence-list")
     try:
         topic = config.topics.control
-        found = reader.list_topics(topic, timeout=timeout).topics.get(topic)
-        partitions = sorted(found.partitions) if found is not None and found.partitions else [0]
+        partitions = partitions_of(reader, topic, timeout)
         ends = {
             p: reader.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)[1]
             for p in partitions

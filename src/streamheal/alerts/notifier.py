@@ -51,7 +51,7 @@ from streamheal.alerts.silences import Silences
 from streamheal.alerts.sink import DeliveryFailed, Sink
 from streamheal.alerts.slack import sink_from_env, slack_configured
 from streamheal.config import Config
-from streamheal.kafka.connect import with_logging
+from streamheal.kafka.connect import partitions_of, topic_reader, with_logging
 from streamheal.metrics import NotifierMetrics
 from streamheal.signing import CONTROL_KEY_ENV, Signer
 
@@ -167,21 +167,12 @@ class Notifier:
             )
         )
         self._consumer.subscribe([config.topics.alerts], on_assign=self._on_assign)
-        self._control = Consumer(
-            with_logging(
-                {
-                    **common,
-                    "group.id": f"{self.group}-silences-unused",  # assign(): never joins
-                    "enable.auto.commit": False,
-                    "isolation.level": "read_committed",
-                }
-            )
-        )
+        self._control = topic_reader(config, f"{self.group}-silences")
         control = config.topics.control
         self._control.assign(
             [
                 TopicPartition(control, p, OFFSET_BEGINNING)
-                for p in _partitions_of(self._control, control)
+                for p in partitions_of(self._control, control)
             ]
         )
         log.info(
@@ -382,17 +373,7 @@ class Notifier:
     def _recover(self) -> None:
         """The notifier's own records, read from the start of the alerts topic."""
         config = self.config
-        reader = Consumer(
-            with_logging(
-                {
-                    "bootstrap.servers": config.kafka.bootstrap_servers,
-                    "group.id": f"{self.group}-recovery-unused",  # assign(): never joins
-                    "enable.auto.commit": False,
-                    "isolation.level": "read_committed",
-                    **config.kafka.common,
-                }
-            )
-        )
+        reader = topic_reader(config, f"{self.group}-recovery")
         try:
             topic = config.topics.alerts
             metadata = reader.list_topics(topic, timeout=30).topics[topic]
@@ -476,12 +457,6 @@ def run_until_stopped(
             log.warning("notifier restarting in %.0fs: %s", backoff, err)
         stopped.wait(backoff)
         backoff = min(backoff * 2, 60.0)
-
-
-def _partitions_of(client: Consumer, topic: str) -> list[int]:
-    """The topic's partitions (control is made with one; read them all if someone made more)."""
-    found = client.list_topics(topic, timeout=30).topics.get(topic)
-    return sorted(found.partitions) if found is not None and found.partitions else [0]
 
 
 class EmbeddedNotifier:

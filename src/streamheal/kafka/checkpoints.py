@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
 
 from streamheal.config import Config
-from streamheal.kafka.connect import with_logging
+from streamheal.kafka.connect import topic_reader
 from streamheal.state.checkpoint import (
     CHECKPOINT_HEADER,
     CheckpointError,
@@ -36,18 +35,7 @@ class CheckpointReader:
     def __init__(self, config: Config) -> None:
         self.topic = config.topics.state
         self.group = config.kafka.group_id
-        self._consumer = Consumer(
-            with_logging(
-                {
-                    "bootstrap.servers": config.kafka.bootstrap_servers,
-                    "group.id": f"{config.kafka.group_id}-state-{uuid.uuid4().hex[:8]}",
-                    "enable.auto.commit": False,
-                    "enable.auto.offset.store": False,
-                    "isolation.level": "read_committed",
-                    **config.kafka.common,
-                }
-            )
-        )
+        self._consumer = topic_reader(config, f"{config.kafka.group_id}-state")
         metadata = self._consumer.list_topics(self.topic, timeout=30).topics.get(self.topic)
         if metadata is None or metadata.error is not None or not metadata.partitions:
             raise CheckpointError(f"state topic {self.topic!r} is not readable")

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ClusterMetadata
 
 from streamheal.config import REDACTED, TOPIC_KEYS, Config, ConfigError, is_secret
@@ -128,6 +128,30 @@ def with_logging(settings: dict[str, Any]) -> dict[str, Any]:
     rate-limited, instead of raw ``%3|...`` lines on stderr.
     """
     return {"logger": LIBRDKAFKA_LOG, "error_cb": _log_error, **settings}
+
+
+def topic_reader(config: Config, name: str) -> Consumer:
+    """A consumer that is only ever ``assign()``ed: it never joins the group ``name-unused``
+    (librdkafka wants one), never commits, and reads only what producers committed (the
+    workers write in transactions)."""
+    return Consumer(
+        with_logging(
+            {
+                "bootstrap.servers": config.kafka.bootstrap_servers,
+                "group.id": f"{name}-unused",
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "isolation.level": "read_committed",
+                **config.kafka.common,
+            }
+        )
+    )
+
+
+def partitions_of(client: Any, topic: str, timeout: float = 30.0) -> list[int]:
+    """The topic's partition numbers, ``[0]`` when the metadata does not list it."""
+    found = client.list_topics(topic, timeout=timeout).topics.get(topic)
+    return sorted(found.partitions) if found is not None and found.partitions else [0]
 
 
 def admin_settings(config: Config) -> dict[str, Any]:

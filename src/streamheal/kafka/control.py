@@ -13,13 +13,13 @@ from __future__ import annotations
 import getpass
 import logging
 
-from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_END, Producer, TopicPartition
 
 from streamheal import commands
 from streamheal.alerts.silences import is_silence_record
 from streamheal.commands import Command, Refusal
 from streamheal.config import Config
-from streamheal.kafka.connect import with_logging
+from streamheal.kafka.connect import partitions_of, topic_reader, with_logging
 from streamheal.signing import CONTROL_KEY_ENV, Signer
 
 log = logging.getLogger("streamheal.control")
@@ -29,20 +29,9 @@ class ControlListener:
     """Non-blocking reader of new commands (``poll`` between batches)."""
 
     def __init__(self, config: Config) -> None:
-        self._consumer = Consumer(
-            with_logging(
-                {
-                    "bootstrap.servers": config.kafka.bootstrap_servers,
-                    "group.id": f"{config.kafka.group_id}-control-unused",  # assign(): never joins
-                    "enable.auto.commit": False,
-                    "isolation.level": "read_committed",
-                    **config.kafka.common,
-                }
-            )
-        )
+        self._consumer = topic_reader(config, f"{config.kafka.group_id}-control")
         topic = config.topics.control
-        found = self._consumer.list_topics(topic, timeout=30).topics.get(topic)
-        partitions = sorted(found.partitions) if found is not None and found.partitions else [0]
+        partitions = partitions_of(self._consumer, topic)
         if len(partitions) > 1:
             # Commands are read from every partition (none is lost), but their order across
             # partitions is not guaranteed: the control topic should have one partition.
