@@ -110,7 +110,7 @@ def reference_run(config: Config, partitions: int) -> tuple[dict[int, Engine], l
     for message in read_all(config.kafka.bootstrap_servers, config.topics.events, partitions):
         source = records_source(message)
         by_partition[message.partition()].append(
-            decode(message.value(), source, config.events.max_bytes, message.key(), config.events)
+            decode(message.value(), source, key=message.key(), limits=config.events)
         )
     for p, items in by_partition.items():
         items.sort(key=lambda r: r.source.offset)

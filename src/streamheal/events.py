@@ -31,7 +31,6 @@ from streamheal.config import EventsConfig
 Label = int | str | bool
 FeatureValue = float | int | str
 
-DEFAULT_MAX_BYTES = 65536
 # Seconds since the epoch stop being plausible here (year 5138): a larger ts is almost
 # always milliseconds or microseconds sent by mistake.
 MAX_TS = 1e11
@@ -110,15 +109,18 @@ class InvalidEvent(ValueError):
 def decode(
     raw: bytes,
     source: Source,
-    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_bytes: int | None = None,
     key: bytes | None = None,
     limits: EventsConfig = _DEFAULT_LIMITS,
 ) -> Event | Rejection:
     """Turn one record value into an :class:`Event`, or a :class:`Rejection` saying why not.
 
-    Never raises: whatever the bytes hold, the answer is an Event or a Rejection (a
-    poison record must not stop the worker, let alone on every restart).
+    ``limits`` bound the event (``max_bytes`` overrides its ``max_bytes``). Never raises:
+    whatever the bytes hold, the answer is an Event or a Rejection (a poison record must
+    not stop the worker, let alone on every restart).
     """
+    if max_bytes is None:
+        max_bytes = limits.max_bytes
     if raw is None:
         return Rejection(Reason.NOT_JSON, "record has no value (tombstone)", source, b"", key)
     if type(raw) is not bytes:

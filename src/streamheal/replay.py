@@ -279,18 +279,13 @@ def replay(
         if not batch:
             break
         shared = (
-            [
-                decode(raw, src, shared_limits.max_bytes, key, shared_limits)
-                for raw, src, key in batch
-            ]
+            [decode(raw, src, key=key, limits=shared_limits) for raw, src, key in batch]
             if shared_limits
             else None
         )
         for run in everyone:
             own = run.engine.config.events
-            decoded = shared or [
-                decode(raw, src, own.max_bytes, key, own) for raw, src, key in batch
-            ]
+            decoded = shared or [decode(raw, src, key=key, limits=own) for raw, src, key in batch]
             tick = time.perf_counter()
             run.take(run.engine.process(decoded))
             run.seconds += time.perf_counter() - tick
