@@ -23,6 +23,7 @@ import socket
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -234,7 +235,10 @@ class Worker:
             if clean:
                 # Static members keep their partitions for session_timeout after leaving
                 # (a restart takes them straight back), so save what is unsaved now.
-                self._save_all()
+                try:
+                    self._save(list(self.engines))
+                except WorkerError as err:
+                    log.error("final checkpoint failed (the next owner catches up): %s", err)
                 self._consumer.close()
             self._committer.close()
             self._reader.close()
@@ -253,21 +257,30 @@ class Worker:
         if not by_partition:
             return
         batch = _Batch(WorkerStats(batches=1), [])
-        committer = self._committer
-        try:
-            committer.begin()
-            self._flush_outbox()
+
+        def produce() -> None:
             for partition, items in by_partition.items():
                 self._run_engine(partition, items, batch)
             every = self.config.worker.checkpoint_every_batches
             for partition in by_partition:
                 if self._unsaved.get(partition, 0) >= every:
                     self._checkpoint(partition)
-            committer.commit(self._consumer, self._offsets(by_partition))
+
+        self._transact(list(by_partition), batch, produce)
+
+    def _transact(self, partitions: list[int], batch: _Batch, produce: Callable[[], None]) -> None:
+        """One transaction: what waits in the outbox, what ``produce()`` produces, and the
+        offsets of ``partitions``. Aborted: the partitions go back to their checkpoints
+        (the Engines must not run ahead of what was committed)."""
+        try:
+            self._committer.begin()
+            self._flush_outbox()
+            produce()
+            self._committer.commit(self._consumer, self._offsets(partitions))
         except TransactionAborted as err:
-            log.warning("batch aborted (%s): rewinding partitions %s", err, sorted(by_partition))
+            log.warning("transaction aborted (%s): rewinding partitions %s", err, partitions)
             self.stats.aborted += 1
-            self._rewind(list(by_partition))
+            self._rewind(partitions)
             return
         except CommitFailed as err:
             raise WorkerError(str(err), EXIT_FENCED if err.fenced else EXIT_KAFKA_FAILURE) from err
@@ -291,7 +304,7 @@ class Worker:
                 continue  # fetched before a rewind: processed already
             source = Source(message.topic(), partition, offset)
             by_partition[partition].append(
-                decode(message.value(), source, limits.max_bytes, message.key(), limits)
+                decode(message.value(), source, key=message.key(), limits=limits)
             )
         return by_partition
 
@@ -506,8 +519,7 @@ class Worker:
         with a checkpoint of every partition they changed. A record that is not a valid
         command, or names a model the registry cannot serve, is refused (logged once and
         written as an alert record); nothing it holds can raise out of here."""
-        batch = _Batch(WorkerStats(), [])
-        changed = False
+        installed: list[Action] = []
         for offset, command in self._control.poll():
             if type(command) is Refusal:
                 self._refuse_command(offset, command.why, command.preview)
@@ -526,19 +538,10 @@ class Worker:
                     models.loads(model_bytes), command.version, command.describe()
                 )
                 action.partition = partition
-                self._outbox.append(
-                    (
-                        self.config.topics.alerts,
-                        f"action:{action.action}".encode(),
-                        orjson.dumps(action.to_record(), option=orjson.OPT_NON_STR_KEYS),
-                    )
-                )
-                batch.stats.actions += 1
-                self.metrics.count_action(action.action)
-                changed = True
+                installed.append(action)
             log.warning("applied control command at offset %d: %s", offset, command.describe())
-        if self._outbox:
-            self._side_transaction(list(self.engines) if changed else [], batch)
+        if installed or self._outbox:
+            self._save(list(self.engines) if installed else [], installed)
 
     def _observe(self) -> None:
         """Metrics between batches (the Engines' numbers, lag, liveness); now and then a
@@ -550,21 +553,20 @@ class Worker:
         if snapshot is not None:
             self._outbox.append((self.config.topics.metrics, self.worker_id.encode(), snapshot))
 
-    def _side_transaction(self, partitions: list[int], batch: _Batch) -> None:
-        """Commit outbox records (and checkpoints of changed partitions) outside a batch."""
-        try:
-            self._committer.begin()
-            self._flush_outbox()
-            for partition in partitions:
-                self._checkpoint(partition)
-            self._committer.commit(self._consumer, self._offsets(partitions))
-        except TransactionAborted as err:
-            log.error("control outputs aborted (%s): partitions %s rewind", err, partitions)
-            self._rewind(partitions)
+    def _save(self, partitions: list[int], outputs: Sequence[Action] = ()) -> None:
+        """Outside a batch: commit ``outputs``, what waits in the outbox and a checkpoint of
+        those of ``partitions`` that changed since their last one."""
+        unsaved = [p for p in partitions if self._unsaved.get(p, 0) > 0 or outputs]
+        if not (unsaved or outputs or self._outbox):
             return
-        except CommitFailed as err:
-            raise WorkerError(str(err), EXIT_FENCED if err.fenced else EXIT_KAFKA_FAILURE) from err
-        self._committed(batch)
+        batch = _Batch(WorkerStats(), [])
+
+        def produce() -> None:
+            self._publish(list(outputs), batch)
+            for partition in unsaved:
+                self._checkpoint(partition)
+
+        self._transact(unsaved, batch, produce)
 
     def _refuse_command(self, offset: int, why: str, preview: str) -> None:
         log.error("control record at offset %d refused: %s [%s]", offset, why[:300], preview)
@@ -604,12 +606,10 @@ class Worker:
         """Checkpoint and commit what the partitions learned since their last checkpoint,
         then let them go (the next owner restores exactly this state)."""
         owned = [tp.partition for tp in partitions if tp.partition in self.engines]
-        unsaved = [p for p in owned if self._unsaved.get(p, 0) > 0]
-        if unsaved or self._outbox:
-            try:
-                self._side_transaction(unsaved, _Batch(WorkerStats(), []))
-            except WorkerError as err:
-                self._fatal = err
+        try:
+            self._save(owned)
+        except WorkerError as err:
+            self._fatal = err
         self._forget(owned)
         log.info("revoked partitions %s", sorted(owned))
 
@@ -618,14 +618,6 @@ class Worker:
         owned = [tp.partition for tp in partitions if tp.partition in self.engines]
         self._forget(owned)
         log.warning("lost partitions %s (not committed; their new owner restores)", owned)
-
-    def _save_all(self) -> None:
-        unsaved = [p for p in self.engines if self._unsaved.get(p, 0) > 0]
-        if unsaved or self._outbox:
-            try:
-                self._side_transaction(unsaved, _Batch(WorkerStats(), []))
-            except WorkerError as err:
-                log.error("final checkpoint failed (the next owner catches up): %s", err)
 
     def _forget(self, partitions: list[int]) -> None:
         for partition in partitions:
