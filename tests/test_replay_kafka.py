@@ -11,6 +11,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from streamheal.config import Config
 from streamheal.events import encode
+from streamheal.kafka.connect import committed_offsets
 from streamheal.producer import EventProducer
 from streamheal.replay import file_records, replay, topic_records
 from streamheal.report import build_report
@@ -68,14 +69,14 @@ def test_a_replay_leaves_the_production_group_offsets_untouched(
         {"bootstrap.servers": config.kafka.bootstrap_servers, "group.id": config.kafka.group_id}
     )
     partitions = [TopicPartition(config.topics.events, p) for p in range(2)]
-    before = [(tp.partition, tp.offset) for tp in probe.committed(partitions, timeout=10)]
+    before = [(tp.partition, tp.offset) for tp in committed_offsets(probe, partitions)]
     assert sum(offset for _, offset in before) == count
 
     report = report_of(topic_records(config, config.topics.events))  # two partitions, merged
     assert report["input"]["records"] == count
     assert report["configs"][0]["events"] == 3000
 
-    after = [(tp.partition, tp.offset) for tp in probe.committed(partitions, timeout=10)]
+    after = [(tp.partition, tp.offset) for tp in committed_offsets(probe, partitions)]
     probe.close()
     assert after == before
     groups = AdminClient({"bootstrap.servers": config.kafka.bootstrap_servers})
@@ -85,5 +86,5 @@ def test_a_replay_leaves_the_production_group_offsets_untouched(
         consumer = Consumer(
             {"bootstrap.servers": config.kafka.bootstrap_servers, "group.id": group}
         )
-        assert all(tp.offset < 0 for tp in consumer.committed(partitions, timeout=10))
+        assert all(tp.offset < 0 for tp in committed_offsets(consumer, partitions))
         consumer.close()

@@ -37,6 +37,7 @@ from streamheal import models
 from streamheal.bench import bench_events
 from streamheal.config import Config
 from streamheal.kafka.admin import ensure_topics
+from streamheal.kafka.connect import committed_offsets
 from streamheal.kafka.worker import Worker
 
 _TOPICS = ("events", "predictions", "alerts", "metrics", "dlq", "state", "control")
@@ -198,7 +199,7 @@ def _through_processes(config: Config, total: int, count: int) -> float:
     partitions = [TopicPartition(config.topics.events, p) for p in range(config.topics.partitions)]
 
     def committed() -> int:
-        return sum(max(tp.offset, 0) for tp in probe.committed(partitions, timeout=10))
+        return sum(max(tp.offset, 0) for tp in committed_offsets(probe, partitions, timeout=10))
 
     failure: list[BaseException] = []
     try:

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, ClusterMetadata
 
 from streamheal.config import REDACTED, TOPIC_KEYS, Config, ConfigError, is_secret
@@ -152,6 +152,29 @@ def partitions_of(client: Any, topic: str, timeout: float = 30.0) -> list[int]:
     """The topic's partition numbers, ``[0]`` when the metadata does not list it."""
     found = client.list_topics(topic, timeout=timeout).topics.get(topic)
     return sorted(found.partitions) if found is not None and found.partitions else [0]
+
+
+def committed_offsets(
+    consumer: Consumer, partitions: list[TopicPartition], timeout: float = 30.0
+) -> list[TopicPartition]:
+    """The group's committed offsets for ``partitions``, asked again while the answer is a
+    retriable error (``NOT_COORDINATOR`` and ``COORDINATOR_LOAD_IN_PROGRESS`` are normal
+    for a moment after a group coordinator moves or the broker starts) until ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = max(deadline - time.monotonic(), 1.0)
+        try:
+            return consumer.committed(partitions, timeout=remaining)
+        except KafkaException as err:
+            error = err.args[0] if err.args else None
+            retriable = isinstance(error, KafkaError) and (
+                error.retriable()
+                or error.code()
+                in (KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS)
+            )
+            if not retriable or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)
 
 
 def admin_settings(config: Config) -> dict[str, Any]:

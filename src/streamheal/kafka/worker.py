@@ -42,7 +42,12 @@ from streamheal.kafka import records
 from streamheal.kafka.admin import ensure_topics
 from streamheal.kafka.checkpoints import CheckpointReader
 from streamheal.kafka.committer import CommitFailed, Committer, TransactionAborted
-from streamheal.kafka.connect import require_topics, wait_for_cluster, with_logging
+from streamheal.kafka.connect import (
+    committed_offsets,
+    require_topics,
+    wait_for_cluster,
+    with_logging,
+)
 from streamheal.kafka.control import ControlListener
 from streamheal.kafka.snapshots import SnapshotWriter
 from streamheal.metrics import WorkerMetrics
@@ -510,7 +515,7 @@ class Worker:
 
     def _committed_offsets(self, partitions: list[int]) -> dict[int, int]:
         topic = self.config.topics.events
-        found = self._consumer.committed([TopicPartition(topic, p) for p in partitions], 30)
+        found = committed_offsets(self._consumer, [TopicPartition(topic, p) for p in partitions])
         return {tp.partition: tp.offset for tp in found if tp.offset >= 0}
 
     # ------------------------------------------------------------------ control
