@@ -45,15 +45,12 @@ from streamheal.guards import (
     healthy,
     linear_parts,
 )
+from streamheal.joins import LabelJoin, Pending
 from streamheal.policy import Action, Policy
 
 Output = Any  # Prediction | Rejection | Drift | Action | Notice
 # Feature names beyond the distinct-name cap share one slot in the per-feature counters.
 OTHER_FEATURES = "(other)"
-# Estimated bytes of one label-join buffer entry: Python objects take several times the
-# JSON they came from (measured: about 2.5x for 30 numeric features, plus the entry itself).
-_ENTRY_OVERHEAD_BYTES = 300
-_BYTES_PER_RAW_BYTE = 3
 
 
 @dataclass(slots=True)
@@ -112,14 +109,6 @@ class Counters:
         return self.correct / self.labeled if self.labeled else None
 
 
-@dataclass(slots=True)
-class _Pending:
-    features: dict[str, Any]
-    prediction: Label | None
-    ts: float
-    size: int  # estimated bytes, for the buffer's byte budget
-
-
 class Engine:
     """Scores, joins labels, learns; one instance per input partition."""
 
@@ -131,10 +120,7 @@ class Engine:
         self.mini_batch = engine_cfg.mode == "mini_batch" and models.supports_mini_batch(self.model)
         # River's binary classifiers answer False/True; we speak 0/1 on the wire.
         self._binary = models.is_binary_bool(self.model)
-        self._max_pending = engine_cfg.join_buffer_size
-        self._max_pending_bytes = engine_cfg.join_buffer_max_bytes
-        self._pending_bytes = 0
-        self._max_age = engine_cfg.join_max_age_seconds
+        self.join = LabelJoin.from_config(engine_cfg)
         guards = config.guards
         self.guard = InputGuard(guards)
         self.clock = EventClock(guards.max_future_skew_seconds)
@@ -143,10 +129,6 @@ class Engine:
         self._notices: list[Notice | Action] = []
         self._watched: Any = None  # the model whose linear parts are cached below
         self._watched_linear: list[Any] = []
-        # Plain dicts keep insertion order; the oldest entry is next(iter(d)).
-        self._pending: dict[str, _Pending] = {}
-        # Ids that left the buffer, so a late or repeated label gets the right DLQ reason.
-        self._closed: dict[str, Reason] = {}
         self.counters = Counters()
         self.drift = DriftSuite(config.detectors) if config.detectors.enabled else None
         # Per-event mode lets the detectors (and the policy after them) look at every check
@@ -183,6 +165,7 @@ class Engine:
         if self._notices:
             outputs.extend(self._notices)
             self._notices = []
+        self.counters.unlabeled_expired = self.join.expired
         return self._watch(outputs)
 
     def _process_per_event(self, records: list[Event | Rejection]) -> list[Output]:
@@ -382,9 +365,7 @@ class Engine:
         model = state["model"]
         self.model = models.loads(model) if isinstance(model, bytes) else copy.deepcopy(model)
         self.model_version = state["model_version"]
-        self._pending = copy.deepcopy(state["pending"])
-        self._pending_bytes = sum(entry.size for entry in self._pending.values())
-        self._closed = dict(state["closed"])
+        self.join.load(copy.deepcopy(state["join"]))
         self.counters = copy.deepcopy(state["counters"])
         if detectors:
             if self.drift is not None and state["drift"] is not None:
@@ -405,8 +386,7 @@ class Engine:
         return {
             "model": self.model,
             "model_version": self.model_version,
-            "pending": self._pending,
-            "closed": self._closed,
+            "join": self.join.state(),
             "counters": self.counters,
             "drift": vars(self.drift) if self.drift is not None else None,
             "policy": vars(self.policy) if self.policy is not None else None,
@@ -420,12 +400,12 @@ class Engine:
     def pending_labels(self) -> int:
         """Feature events waiting for their label (bounded by ``join_buffer_size`` and
         ``join_buffer_max_bytes``)."""
-        return len(self._pending)
+        return len(self.join)
 
     @property
     def pending_bytes(self) -> int:
         """The label-join buffer's estimated size in bytes."""
-        return self._pending_bytes
+        return self.join.bytes
 
     # ---------------------------------------------------------------- per event
     def _score_one(self, event: Event, features: dict[str, Any], outputs: list[Output]) -> Any:
@@ -594,33 +574,26 @@ class Engine:
 
     def _account_own_label(self, event: Event, prediction: Any) -> bool:
         right = self._record_outcome(prediction, event.label)
-        self._close(event.id, Reason.DUPLICATE_LABEL)
+        self.join.close(event.id, Reason.DUPLICATE_LABEL)
         return right
 
     def _join_label(self, event: Event, outputs: list[Output], learn: Any) -> None:
+        join = self.join
         # Only a label that matches waiting features tells the time: labels for unknown ids
         # cannot move the clock (and expire what is waiting).
-        if event.id in self._pending:
-            self._expire(self._now(event.ts))
-        pending = self._pending.get(event.id)
-        if pending is not None and event.ts - pending.ts > self._max_age:
-            # Its own features are older than the join window by the label's own time
-            # (which cannot expire anything else).
-            self._evict(event.id, self._pending.pop(event.id))
-            pending = None
-        if pending is None:
-            reason = self._closed.get(event.id, Reason.UNKNOWN_LABEL_ID)
-            self._reject(event, reason, f"no buffered features for id {event.id!r}", outputs)
+        if event.id in join:
+            join.expire(self._now(event.ts))
+        found = join.find(event.id, event.ts)
+        if type(found) is not Pending:
+            self._reject(event, found, f"no buffered features for id {event.id!r}", outputs)
             return
         label = self._model_label(event, outputs)
         if label is None:
-            return
-        del self._pending[event.id]
-        self._pending_bytes -= pending.size
+            return  # the features keep waiting: a valid label may still come
+        pending = join.take(event.id, event.ts)
         self.counters.labels_joined += 1
         right = self._record_outcome(pending.prediction, event.label)
         learn(pending.features, label)
-        self._close(event.id, Reason.DUPLICATE_LABEL)
         if self.policy is not None:
             if not self.mini_batch:
                 self._heal(pending.features, label, right, outputs)
@@ -651,42 +624,9 @@ class Engine:
         return right
 
     def _remember(self, event: Event, features: dict[str, Any], prediction: Any) -> None:
-        now = self._now(event.ts)
-        pending = self._pending
-        size = _ENTRY_OVERHEAD_BYTES + _BYTES_PER_RAW_BYTE * len(event.raw)
-        old = pending.pop(event.id, None)  # a repeated id replaces its earlier entry
-        if old is not None:
-            self._pending_bytes -= old.size
-        # A far-future ts is stored as the clock's time, so it ages like its neighbours.
-        pending[event.id] = _Pending(features, prediction, min(event.ts, now), size)
-        self._pending_bytes += size
-        while len(pending) > self._max_pending or self._pending_bytes > self._max_pending_bytes:
-            old_id = next(iter(pending))
-            self._evict(old_id, pending.pop(old_id))
-        self._expire(now)
-
-    def _expire(self, now: float) -> None:
-        # The buffer is in arrival order; ts mostly grows with it, so age out from the front.
-        pending = self._pending
-        horizon = now - self._max_age
-        while pending:
-            oldest_id, oldest = next(iter(pending.items()))
-            if oldest.ts >= horizon:
-                break
-            del pending[oldest_id]
-            self._evict(oldest_id, oldest)
-
-    def _evict(self, event_id: str, entry: _Pending) -> None:
-        self._pending_bytes -= entry.size
-        self.counters.unlabeled_expired += 1
-        self._close(event_id, Reason.EXPIRED_LABEL_ID)
-
-    def _close(self, event_id: str, reason: Reason) -> None:
-        closed = self._closed
-        closed.pop(event_id, None)  # re-insert at the young end
-        closed[event_id] = reason
-        if len(closed) > self._max_pending:
-            del closed[next(iter(closed))]
+        self.join.remember(
+            event.id, event.ts, len(event.raw), features, prediction, self._now(event.ts)
+        )
 
     def _reject(self, event: Event, reason: Reason, detail: str, outputs: list[Output]) -> None:
         key = event.id.encode()
