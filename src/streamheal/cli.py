@@ -87,14 +87,89 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--max-delay", type=_positive_int, default=1000)
     replay.add_argument("--out", type=Path, required=True, metavar="DIR")
 
-    compare = commands.add_parser("compare", help="one-shot reference-vs-current drift check")
-    compare.add_argument("reference", type=Path, metavar="REF")
-    compare.add_argument("current", type=Path, metavar="CUR")
-    compare.add_argument("--out", type=Path, required=True, metavar="DIR")
-    compare.add_argument("--label", default=None, help="label column of CSV inputs")
-    compare.add_argument("--threshold", type=float, default=0.05, help="p-value threshold")
-    compare.add_argument("--correction", choices=["bonferroni", "bh", "none"], default="bonferroni")
-    compare.add_argument("--share", type=float, default=0.5, help="dataset drift share")
+    compare = commands.add_parser(
+        "compare",
+        help="one-shot reference-vs-current drift check",
+        description="Compare two batches column by column: missing rate, distribution\n"
+        "(KS / chi-square p-values, or Wasserstein / Jensen-Shannon effect sizes on\n"
+        "large samples) and a dataset verdict. Writes DIR/compare.json and .html.",
+        epilog="examples:\n"
+        "  streamheal compare reference.csv current.csv --label target --out out/cmp\n"
+        "  streamheal compare ref.jsonl cur.jsonl --out out/cmp --method test --chi2 gof\n"
+        "  streamheal compare ref.csv cur.csv --categorical zip,store --out out/cmp\n\n"
+        "exit codes: 0 compared (drift or not); 1 unreadable input or a column mixing\n"
+        "numbers and text; 2 bad arguments or a missing input file",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    compare.add_argument(
+        "reference", type=_compare_input, metavar="REF", help="reference batch: CSV or JSONL"
+    )
+    compare.add_argument(
+        "current", type=_compare_input, metavar="CUR", help="current batch: CSV or JSONL"
+    )
+    compare.add_argument(
+        "--out", type=Path, required=True, metavar="DIR", help="directory for the reports"
+    )
+    compare.add_argument(
+        "--label",
+        default=None,
+        metavar="COLUMN",
+        help="label column: tested, reported apart, not counted in the dataset share "
+        "(default: none for CSV, 'label' for JSONL when the events carry labels)",
+    )
+    compare.add_argument(
+        "--threshold",
+        type=_compare_p_value,
+        default=0.05,
+        metavar="P",
+        help="significance level for adjusted p-values, 0 < P < 1 (default: %(default)s)",
+    )
+    compare.add_argument(
+        "--correction",
+        choices=["bonferroni", "bh", "none"],
+        default="bonferroni",
+        help="multiple-testing correction over the columns (default: %(default)s)",
+    )
+    compare.add_argument(
+        "--share",
+        type=_compare_share,
+        default=0.5,
+        metavar="S",
+        help="share of drifted feature columns at which the dataset drifts, 0 < S <= 1 "
+        "(default: %(default)s)",
+    )
+    compare.add_argument(
+        "--method",
+        choices=["auto", "test", "effect"],
+        default="auto",
+        help="what decides a column's drift: p-values (test), effect sizes (effect), or "
+        "auto: effect sizes for columns with more than 1000 reference values, as "
+        "Evidently does (default: %(default)s)",
+    )
+    compare.add_argument(
+        "--effect-threshold",
+        type=_compare_positive,
+        default=0.1,
+        metavar="D",
+        help="effect size at which a column drifts: normed Wasserstein distance or "
+        "Jensen-Shannon distance, > 0 (default: %(default)s, Evidently's)",
+    )
+    compare.add_argument(
+        "--chi2",
+        choices=["contingency", "gof"],
+        default="contingency",
+        help="chi-square for categories: contingency (homogeneity, both batches samples) "
+        "or gof (goodness of fit to the reference shares, Evidently's) "
+        "(default: %(default)s)",
+    )
+    compare.add_argument(
+        "--categorical",
+        type=_compare_columns,
+        default=[],
+        metavar="COL[,COL...]",
+        help="columns to compare as categories although their values are numbers "
+        "(e.g. zip codes; default: none)",
+    )
 
     registry = commands.add_parser("registry", help="model versions, aliases and tags")
     _config_option(registry)
@@ -365,20 +440,83 @@ def _compare(args: argparse.Namespace, config: Config) -> int:
     try:
         reference = read_table(args.reference, args.label)
         current = read_table(args.current, args.label)
-    except (OSError, ValueError) as err:
+        label = args.label
+        if label is None and args.reference.suffix.lower() != ".csv":
+            label = "label" if any("label" in row for row in reference) else None
+        result = compare(
+            reference,
+            current,
+            args.threshold,
+            args.correction,
+            args.share,
+            label=label,
+            method=args.method,
+            effect_threshold=args.effect_threshold,
+            chi2=args.chi2,
+            categorical=args.categorical,
+        )
+    except OSError as err:
+        print(f"streamheal compare: cannot read {err.filename}: {err.strerror}", file=sys.stderr)
+        return 1
+    except ValueError as err:
         print(f"streamheal compare: {err}", file=sys.stderr)
         return 1
-    result = compare(reference, current, args.threshold, args.correction, args.share)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "compare.json").write_text(json.dumps(result, indent=1) + "\n")
     (args.out / "compare.html").write_text(render_html(result, reference, current))
     dataset = result["dataset"]
+    missing = ", ".join(dataset["missing_changed"]) or "none"
+    label_drift = (
+        "" if label is None else f"; label {label!r} drifted: {result['label']['drifted']}"
+    )
     print(
-        f"{dataset['drifted_columns']}/{dataset['columns']} columns drifted "
-        f"(share {dataset['share']:.2f}); dataset drift: {dataset['drift']}. "
+        f"{dataset['drifted_columns']}/{dataset['columns']} feature columns drifted "
+        f"(share {dataset['share']:.2f}); dataset drift: {dataset['drift']}{label_drift}; "
+        f"missing rate changed: {missing}. "
         f"Report: {args.out / 'compare.json'}, {args.out / 'compare.html'}"
     )
     return 0
+
+
+def _compare_input(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(
+            f"no such file: {text}" if not path.exists() else f"not a file: {text}"
+        )
+    return path
+
+
+def _compare_p_value(text: str) -> float:
+    value = _compare_float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"a p-value threshold is between 0 and 1, got {text}")
+    return value
+
+
+def _compare_share(text: str) -> float:
+    value = _compare_float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a share with 0 < S <= 1, got {text}")
+    return value
+
+
+def _compare_positive(text: str) -> float:
+    value = _compare_float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
+    return value
+
+
+def _compare_float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def _compare_columns(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 def _registry(args: argparse.Namespace, config: Config) -> int:
