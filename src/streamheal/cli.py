@@ -21,7 +21,7 @@ from streamheal.config import Config, ConfigError, load_config
 EXIT_UNAVAILABLE = 69  # sysexits.h EX_UNAVAILABLE: no broker answered at start
 EXIT_CONFIG = 78  # sysexits.h EX_CONFIG
 # Commands that build the configured model: a bad model.params stops them at start.
-_MODEL_COMMANDS = ("run", "bench")
+_MODEL_COMMANDS = ("run", "bench", "retrain")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -222,6 +222,26 @@ def build_parser() -> argparse.ArgumentParser:
     expire = silence_verbs.add_parser("expire", help="end a silence now")
     expire.add_argument("id", metavar="ID")
 
+    retrain = commands.add_parser(
+        "retrain",
+        help="batch retraining gated by offline evaluation (exit 0 promoted, 3 rejected, 1 failed)",
+    )
+    _config_option(retrain)
+    when = retrain.add_mutually_exclusive_group()
+    when.add_argument("--once", action="store_true", help="run now, once, and exit")
+    when.add_argument(
+        "--schedule",
+        type=_cron,
+        metavar="CRON",
+        help='run on this cron schedule, in UTC ("0 3 * * *"; a 6th field is seconds)',
+    )
+    when.add_argument(
+        "--on-drift", action="store_true", help="run after retrain.drift_alerts drift alerts"
+    )
+    retrain.add_argument(
+        "--file", type=Path, metavar="F.jsonl", help="train on a JSONL file, not the events topic"
+    )
+
     kafka = commands.add_parser("kafka", help="a local single-node Apache Kafka for development")
     kafka.add_argument("action", choices=["up", "down", "status"])
     kafka.add_argument("--purge", action="store_true", help="with down: delete the broker's data")
@@ -247,6 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "kafka": _kafka,
         "notify": _notify,
         "silence": _silence,
+        "retrain": _retrain,
     }
     try:
         config_option = getattr(args, "config", None)
@@ -617,6 +638,12 @@ def _silence(args: argparse.Namespace, config: Config) -> int:
     return silence_command(config, args.verb, **options)
 
 
+def _retrain(args: argparse.Namespace, config: Config) -> int:
+    from streamheal.retrain import retrain_command
+
+    return retrain_command(config, args.once, args.schedule, args.on_drift, args.file)
+
+
 def _kafka(args: argparse.Namespace, config: Config) -> int:
     from streamheal.kafka.local_broker import LocalKafka, LocalKafkaError
 
@@ -658,6 +685,15 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
     return value
+
+
+def _cron(text: str) -> str:
+    from streamheal.retrain.schedule import CronSchedule, ScheduleError
+
+    try:
+        return CronSchedule(text).expression
+    except ScheduleError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _key_value(text: str) -> tuple[str, str]:

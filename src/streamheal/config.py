@@ -453,6 +453,83 @@ class AlertsConfig:
     )
 
 
+DRIFT_KINDS = ("covariate", "prior", "concept", "model", "confidence")
+
+
+def _cron_rule() -> dict[str, Any]:
+    def valid(text: str) -> bool:
+        if not text:
+            return True
+        from streamheal.retrain.schedule import CronSchedule, ScheduleError
+
+        try:
+            CronSchedule(text)
+        except ScheduleError:
+            return False
+        return True
+
+    return _rule(
+        'a cron expression in UTC ("0 3 * * *"; a 6th field is seconds), or "" for none', valid
+    )
+
+
+@dataclass(frozen=True)
+class RetrainConfig:
+    """Batch retraining gated by offline evaluation (README: "Batch retraining")."""
+
+    # Triggers of `streamheal retrain` as a service; `--schedule CRON` overrides `schedule`.
+    schedule: str = field(default="", metadata=_cron_rule())
+    # A run after `drift_alerts` confirmed drift alerts of `drift_kinds` within
+    # `drift_window_seconds` (0 = no drift trigger); one drift seen by several partitions
+    # within alerts.group_window_seconds counts once.
+    drift_alerts: int = field(default=3, metadata=_rule("an integer >= 0", lambda v: v >= 0))
+    drift_kinds: list = field(
+        default_factory=lambda: ["concept", "prior", "covariate"],
+        metadata=_rule(
+            "a non-empty list of drift kinds from " + ", ".join(repr(k) for k in DRIFT_KINDS),
+            lambda v: bool(v) and all(k in DRIFT_KINDS for k in v),
+        ),
+    )
+    drift_window_seconds: float = field(default=3600.0, metadata=_seconds(1.0))
+    poll_seconds: float = field(
+        default=1.0, metadata=_rule("a number of seconds in (0, 60]", lambda v: 0 < v <= 60)
+    )
+    # Data: the events topic from `window_seconds` ago (record time), the newest
+    # `window_count` labeled examples of it when > 0 (0 = the whole time window).
+    window_seconds: float = field(default=7 * 86400.0, metadata=_seconds(1.0))
+    window_count: int = field(default=0, metadata=_rule("an integer >= 0", lambda v: v >= 0))
+    # Bounds on the window held in memory; past one, "refuse" (fail the run) or "sample"
+    # (a seeded uniform sample that fits).
+    max_examples: int = field(default=200_000, metadata=_between(10, 100_000_000))
+    max_memory_mb: int = field(default=1024, metadata=_between(1, 1_000_000))
+    overflow: str = field(default="refuse", metadata=_choice("refuse", "sample"))
+    # The newest share of the window, never trained on, judges candidate and champion.
+    holdout_share: float = field(
+        default=0.2, metadata=_rule("a number in (0, 1)", lambda v: 0 < v < 1)
+    )
+    # The gate: absolute floors, then beating the champion by `margin` accuracy
+    # ("absolute": + margin; "relative": x (1 + margin)).
+    min_holdout: int = field(default=100, metadata=_positive())
+    min_accuracy: float = field(
+        default=0.0, metadata=_rule("a number in [0, 1]", lambda v: 0 <= v <= 1)
+    )
+    min_class_recall: float = field(
+        default=0.0, metadata=_rule("a number in [0, 1]", lambda v: 0 <= v <= 1)
+    )
+    max_log_loss: float = field(
+        default=0.0, metadata=_rule("a number >= 0 (0 = no bound)", lambda v: v >= 0)
+    )
+    margin: float = field(default=0.01, metadata=_rule("a number >= 0", lambda v: v >= 0))
+    margin_kind: str = field(default="absolute", metadata=_choice("absolute", "relative"))
+    time_budget_seconds: float = field(default=1800.0, metadata=_seconds(1.0))
+    # One retrain at a time on this host; "" = <registry.path>/<registry.model_name>.retrain.lock
+    # (its trigger state is kept beside it, in <lock_path>.state.json).
+    lock_path: str = ""
+    # /metrics, /healthz, /readyz of the service (0 = any free port, printed at start).
+    metrics_port: int = field(default=9106, metadata=_port("any free port"))
+    metrics_address: str = field(default="0.0.0.0", metadata=_non_empty())
+
+
 @dataclass(frozen=True)
 class LocalKafkaConfig:
     version: str = "4.1.1"
@@ -478,6 +555,7 @@ class Config:
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    retrain: RetrainConfig = field(default_factory=RetrainConfig)
     local_kafka: LocalKafkaConfig = field(default_factory=LocalKafkaConfig)
 
     def replace(self, **sections: Mapping[str, Any]) -> Config:
