@@ -1,4 +1,4 @@
-"""Replay, its report, and the one-shot comparison (files here; topics in test_replay_kafka)."""
+"""Replay and its report (files here; topics in test_replay_kafka; compare in test_compare)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,9 @@ import sys
 from pathlib import Path
 
 import jsonschema
-import numpy as np
 import pytest
-import scipy.stats
 
-from streamheal.compare import compare, read_table
 from streamheal.events import encode
-from streamheal.scenarios import SCENARIOS, load_breast_cancer
 
 SCHEMA = json.loads(
     (Path(__file__).parents[1] / "src/streamheal/schema/report.schema.json").read_text()
@@ -186,70 +182,3 @@ def test_replay_refuses_a_missing_file_and_bad_arguments(tmp_path: Path) -> None
     assert missing.returncode == 1 and "no such file" in missing.stderr
     both = streamheal("replay", "--file", "a", "--topic", "b", "--out", "o", check=False)
     assert both.returncode == 2 and "usage:" in both.stderr
-
-
-# ----------------------------------------------------------------------- compare
-
-
-def classic_batches() -> tuple[list[dict], list[dict]]:
-    names, X, _ = load_breast_cancer()
-    rng = np.random.default_rng(0)
-    rows = rng.permutation(len(X))
-    reference = [dict(zip(names, X[i].tolist(), strict=True)) for i in rows[:200]]
-    current = [dict(zip(names, X[i].tolist(), strict=True)) for i in rows[200:400]]
-    for row in current:
-        row["mean radius"] += float(rng.normal(2.0, 1.0))
-    return reference, current
-
-
-def test_compare_on_the_classic_example_matches_scipy_and_flags_mean_radius() -> None:
-    reference, current = classic_batches()
-    result = compare(reference, current)
-    for name, column in result["columns"].items():
-        expected = scipy.stats.ks_2samp([r[name] for r in reference], [r[name] for r in current])
-        assert column["test"] == "ks"
-        assert abs(column["p_value"] - expected.pvalue) < 1e-9
-        assert abs(column["statistic"] - expected.statistic) < 1e-12
-    drifted = [n for n, c in result["columns"].items() if c["drifted"]]
-    assert drifted == ["mean radius"]
-    assert result["dataset"] == {
-        "columns": 30,
-        "drifted_columns": 1,
-        "share": 1 / 30,
-        "drift_share": 0.5,
-        "drift": False,
-    }
-
-
-def test_compare_cli_reads_csv_with_a_label_and_writes_json_and_html(tmp_path: Path) -> None:
-    reference, current = classic_batches()
-    for name, rows in (("ref", reference), ("cur", current)):
-        lines = [",".join(["colour", "target", *rows[0]])]
-        for i, row in enumerate(rows):
-            colour = "red" if (i % 2 or name == "ref") else "blue"
-            lines.append(",".join([colour, str(i % 2), *(str(v) for v in row.values())]))
-        (tmp_path / f"{name}.csv").write_text("\n".join(lines) + "\n")
-    streamheal(
-        "compare",
-        str(tmp_path / "ref.csv"),
-        str(tmp_path / "cur.csv"),
-        "--label",
-        "target",
-        "--out",
-        str(tmp_path / "cmp"),
-        "--correction",
-        "bh",
-    )
-    result = json.loads((tmp_path / "cmp" / "compare.json").read_text())
-    assert result["columns"]["colour"]["test"] == "chi2" and result["columns"]["colour"]["drifted"]
-    assert result["columns"]["target"]["test"] == "chi2"  # two distinct values: categorical
-    assert result["columns"]["mean radius"]["drifted"]
-    assert "data:image/png;base64," in (tmp_path / "cmp" / "compare.html").read_text()
-
-
-def test_compare_reads_jsonl_in_the_event_schema(tmp_path: Path) -> None:
-    scenario = SCENARIOS["breast-cancer"](events=400, drift_at=200, label_delay=3)
-    path = tmp_path / "events.jsonl"
-    path.write_bytes(b"".join(encode(e) + b"\n" for e in scenario.events))
-    rows = read_table(path)
-    assert len(rows) == 400 and all("label" in r for r in rows[:50])
