@@ -224,12 +224,14 @@ def test_the_label_is_reported_apart_and_not_counted_in_the_dataset_share() -> N
     assert compare(reference, current)["dataset"]["drifted_columns"] == 2
 
 
-def test_an_unknown_label_or_categorical_column_is_refused() -> None:
+def test_an_unknown_label_or_categorical_column_or_an_empty_batch_is_refused() -> None:
     rows = [{"x": float(i)} for i in range(20)]
     with pytest.raises(ValueError, match="no label column 'target'"):
         compare(rows, rows, label="target")
     with pytest.raises(ValueError, match="categorical: no column 'zip'"):
-        compare(rows, rows, categorical=["zip"])
+        compare(rows, rows, categorical="zip")  # one name, not the letters z, i, p
+    with pytest.raises(ValueError, match="the current batch has no rows"):
+        compare(rows, [])
 
 
 # ----------------------------------------------------------------------- effect sizes

@@ -182,14 +182,16 @@ def compare(
     """
     _check_settings(threshold, correction, share, method, effect_threshold, chi2)
     reference_rows, current_rows = _records(reference, "reference"), _records(current, "current")
-    if not reference_rows:
-        raise ValueError("the reference has no rows")
+    for side, rows in (("reference", reference_rows), ("current", current_rows)):
+        if not rows:
+            raise ValueError(f"the {side} batch has no rows")
+    if isinstance(categorical, str):  # one name, not its letters
+        categorical = [categorical]
     names = list(
         dict.fromkeys(k for rows in (reference_rows, current_rows) for r in rows for k in r)
     )
-    for name in [label] if label is not None else []:
-        if name not in names:
-            raise ValueError(f"no label column {name!r}; columns: {_some(names)}")
+    if label is not None and label not in names:
+        raise ValueError(f"no label column {label!r}; columns: {_some(names)}")
     unknown = [n for n in categorical if n not in names]
     if unknown:
         raise ValueError(f"categorical: no column {_some(unknown)}; columns: {_some(names)}")
@@ -582,14 +584,11 @@ def _missing_tests(typed: dict[str, _Column], columns: dict[str, dict[str, Any]]
     ref_missing = np.array([typed[n].reference_missing for n in names])
     cur_missing = np.array([typed[n].current_missing for n in names])
     ref_rows, cur_rows = typed[names[0]].reference_rows, typed[names[0]].current_rows
-    if cur_rows == 0:  # nothing to compare with: no missing-rate test
-        statistics, p_values = np.zeros(len(names)), np.ones(len(names))
-    else:
-        statistics, p_values = stats.chi2_2x2_many(ref_missing, ref_rows, cur_missing, cur_rows)
+    statistics, p_values = stats.chi2_2x2_many(ref_missing, ref_rows, cur_missing, cur_rows)
     for i, name in enumerate(names):
         columns[name]["missing"] = {
             "reference": float(ref_missing[i] / ref_rows),
-            "current": float(cur_missing[i] / cur_rows) if cur_rows else None,
+            "current": float(cur_missing[i] / cur_rows),
             "reference_count": int(ref_missing[i]),
             "current_count": int(cur_missing[i]),
             "statistic": float(statistics[i]),
