@@ -273,6 +273,7 @@ def test_three_drift_alerts_inside_the_window_trigger_one_retrain(
 
         wait_for(settled, what="the service to look again after its run")
         assert scrape(url, "streamheal_retrain_holdout_examples") == 400
+        assert urlopen(url.replace("/metrics", "/healthz"), timeout=10).read() == b"ok\n"
     assert len(registry.versions()) == 1
     [run] = summaries(tmp_path / "d.out")
     assert run["trigger"] == "drift" and run["outcome"] == "promoted"

@@ -119,6 +119,7 @@ class RetrainService:
             )
             self.watcher = AlertWatcher(config, self.drift, clock())
         self.runs = 0
+        self.last_turn = time.monotonic()
         self._stop = threading.Event()
         self._busy_logged = False
 
@@ -136,8 +137,14 @@ class RetrainService:
     def stop(self) -> None:
         self._stop.set()
 
+    def healthy(self) -> bool:
+        """The loop turned lately; a run may hold it for up to its time budget."""
+        budget = self.config.retrain.time_budget_seconds
+        return time.monotonic() - self.last_turn < budget + 60 * self.config.retrain.poll_seconds
+
     def tick(self) -> dict[str, Any] | None:
         """One look at the triggers; the run's summary when one ran."""
+        self.last_turn = time.monotonic()
         if self.watcher is not None:
             self.watcher.poll()
         now = self.clock()
@@ -254,7 +261,9 @@ def retrain_command(
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: service.stop())
     cfg = config.retrain
-    server = MetricsServer(service.metrics.registry, cfg.metrics_address, cfg.metrics_port)
+    server = MetricsServer(
+        service.metrics.registry, cfg.metrics_address, cfg.metrics_port, healthy=service.healthy
+    )
     try:
         port = server.start()
         print(f"retrain: metrics on http://127.0.0.1:{port}/metrics", file=sys.stderr, flush=True)
