@@ -354,11 +354,15 @@ def test_a_run_due_while_the_scheduler_was_stopped_runs_once_after_it_starts(
     assert datetime.fromtimestamp(next_slot, UTC) - datetime.now(UTC) < timedelta(days=1)
 
 
-def test_a_lock_held_by_nobody_alive_never_blocks_a_run(config: Config, tmp_path: Path) -> None:
+def test_a_run_from_a_jsonl_file_ignores_a_stale_lock_file(config: Config, tmp_path: Path) -> None:
     config, _ = retrain_config(config, tmp_path)
-    produce(config, SCENARIOS["stationary"](events=1000, seed=17).events)
+    window = tmp_path / "window.jsonl"
+    events = SCENARIOS["stationary"](events=1000, seed=17, label_delay=10).events
+    window.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
     lock = RetrainLock(lock_path(config))
     assert lock.acquire()
     lock.release()
-    lock.path.write_text(f"{os.getpid() + 10**6}\n")  # a stale pid left in the file
-    assert retrain_once(config)["outcome"] == "promoted"
+    lock.path.write_text(f"{os.getpid() + 10**6}\n")  # a pid nobody has: only flock counts
+    summary = retrain_once(config, "once", window)
+    assert summary["outcome"] == "promoted", summary["error"]
+    assert summary["window"]["kind"] == "file" and summary["window"]["labeled"] == 1000
