@@ -557,6 +557,7 @@ class Engine:
             seen = self._seen
             seen.rows.append(event.features)
             seen.top.append(proba[prediction] if proba else 0.0)
+            seen.predicted.append(prediction)
             seen.offsets.append(event.source.offset)
         outputs.append(
             Prediction(

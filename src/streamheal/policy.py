@@ -95,7 +95,9 @@ class Policy(Stateful):
     def on_drift(self, engine: Engine, drift: Drift) -> list[Action]:
         # While a new champion is on probation (a shadow is kept), a drift is most likely
         # the new champion's own doing: the rollback decision comes first, then new models.
-        actions = []
+        actions: list[Action] = []
+        if drift.extra.get("direction") == "improved":
+            return actions  # the error fell: nothing to heal
         for name in getattr(self.cfg, drift.kind):
             if name == "snapshot":
                 actions.append(self._snapshot(engine, drift.key))

@@ -587,8 +587,9 @@ class AlertBook:
         drops = [
             e["accuracy_drop"] for e in alert.firing.values() if e["accuracy_drop"] is not None
         ]
+        identity = alert.identity
         level = severity(
-            alert.identity.kind, alert.strength, max(drops) if drops else None, self.cfg
+            identity.kind, alert.strength, max(drops) if drops else None, self.cfg, identity.signal
         )
         if rank(level) > rank(alert.severity) or alert.seq == 0 or alert.state == "pending":
             alert.severity = level

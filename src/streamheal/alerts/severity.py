@@ -13,7 +13,8 @@ Two numbers come from each drift record:
 Severity starts from the kind (concept, model and confidence drifts are about the model's
 answers: ``warning``; covariate and prior drifts are about its inputs: ``info``) and goes
 one step up for an accuracy drop of at least ``alerts.critical_accuracy_drop`` and one
-for a strength of at least ``alerts.large_effect``. So a concept drift with an accuracy
+for a strength of at least ``alerts.large_effect``. A fall of the error rate (signal
+``error_fall``, direction ``improved``) is always ``info``. So a concept drift with an accuracy
 drop (``critical``) outranks a covariate drift that did not hurt accuracy.
 
 >>> from streamheal.config import AlertsConfig
@@ -87,6 +88,8 @@ def severity(
     level = _BASE.get(kind, 1)
     if kind == "model_change" and signal in _LOUD_CHANGES:
         level = 1
+    if signal == "error_fall":
+        return "info"  # the error fell: good news, worth a note, never a page
     if drop is not None and drop >= cfg.critical_accuracy_drop:
         level += 1
     if strength >= cfg.large_effect:

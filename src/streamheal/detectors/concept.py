@@ -1,7 +1,11 @@
 """Concept drift: River's detectors on the prequential error stream (0 right, 1 wrong).
 
-Only a *rise* of the error rate is drift: a learning model's error falls as it learns,
-and ADWIN would otherwise report that improvement as a change.
+A *rise* of the error rate is concept drift that hurts (signal ``error``). A significant
+*fall* is reported too (signal ``error_fall``, ``direction: "improved"``): the world
+changed in the model's favour, which is worth knowing (the label mix or the population
+probably moved) but needs no healing. Only ADWIN sees both directions; Page-Hinkley, DDM
+and HDDM_A watch for rises only. A learning model's error falls as it learns, so the suite
+ignores falls while a model is young (see :class:`~streamheal.detectors.suite.DriftSuite`).
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ class ErrorMonitor(Stateful):
         self.fired_at: int | None = None
         self.warned = False  # DDM / HDDM_A warning level since the last take_warning()
         self.error_before = 0.0
+        self.fell_at: int | None = None  # a significant fall of the error rate (ADWIN)
+        self.error_before_fall = 0.0
 
     def observe(self, errors: list[int], learned_at: list[int]) -> None:
         """``errors[i]`` is 1 for a wrong prediction, learned after ``learned_at[i]`` feature
@@ -58,16 +64,44 @@ class ErrorMonitor(Stateful):
                 self.warned = True
             if detector.drift_detected:
                 before = self.window_errors / len(window)
-                if self.recent_errors / len(recent) > before:  # a rise: not an improvement
+                now = self.recent_errors / len(recent)
+                if now > before:
                     self.fired_at = at
                     self.error_before = before
+                elif now < before:
+                    self.fell_at = at
+                    self.error_before_fall = before
 
     def take_warning(self) -> str | None:
         """The warning level was reached since the last call (DDM, HDDM_A only)."""
         warned, self.warned = self.warned, False
         return f"{self.name} warning" if warned else None
 
-    def evidence(self, watched: bool) -> list[Evidence]:
+    def evidence(self, watched: bool, watched_fall: bool = False) -> list[Evidence]:
+        """Readings of both directions: a rise (``error``), a fall (``error_fall``)."""
+        evidence = self._rise(watched)
+        fell, self.fell_at = self.fell_at, None
+        if fell is not None or watched_fall:
+            rate = self.window_errors / max(len(self.window), 1)
+            evidence.append(
+                Evidence(
+                    "concept",
+                    "error_fall",
+                    None,
+                    self.name,
+                    Level.RAISE if fell is not None else Level.CLEAR,
+                    rate,
+                    None,
+                    self.delta,
+                    started_index=fell,
+                    reference={"error_rate": round(self.error_before_fall, 6)},
+                    current={"error_rate": round(rate, 6), "n": len(self.window)},
+                    extra={"direction": "improved"},
+                )
+            )
+        return evidence
+
+    def _rise(self, watched: bool) -> list[Evidence]:
         fired, self.fired_at = self.fired_at, None
         if fired is None and not watched:
             return []
@@ -85,5 +119,6 @@ class ErrorMonitor(Stateful):
                 started_index=fired,
                 reference={"error_rate": round(self.error_before, 6)},
                 current={"error_rate": round(rate, 6), "n": len(self.window)},
+                extra={"direction": "worse"},
             )
         ]

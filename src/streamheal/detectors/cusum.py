@@ -101,16 +101,22 @@ class VectorCusum(Stateful):
         """Estimated start of the excursion in progress (the change point) per series."""
         return np.where(self.upper >= self.lower, self.zero_upper, self.zero_lower)
 
-    def update(self, scores: np.ndarray, first_index: int) -> np.ndarray:
+    def update(
+        self, scores: np.ndarray, first_index: int, indices: np.ndarray | None = None
+    ) -> np.ndarray:
         """Feed an ``n x m`` chunk (event ``first_index`` first); return the chunk's peaks."""
-        self.begin(scores, first_index)
+        self.begin(scores, first_index, indices)
         return self.advance(len(scores))
 
-    def begin(self, scores: np.ndarray, first_index: int) -> None:
+    def begin(
+        self, scores: np.ndarray, first_index: int, indices: np.ndarray | None = None
+    ) -> None:
         """Prepare a whole batch at once; :meth:`advance` then walks it check by check.
 
         The increments and their cumulative sum are computed once per batch; the path only
         has to be recomputed when a cap or a reset changes the state mid-batch (rare).
+        Row ``i`` is event ``first_index + i``, unless ``indices`` gives each row's event
+        index (labels: the feature event each was learned after).
         """
         n = len(scores)
         finite = ~np.isnan(scores)
@@ -130,7 +136,11 @@ class VectorCusum(Stateful):
         self._batch = {
             # Cumulative increments of the upper and the lower statistic, side by side.
             "cumulative": np.hstack([moved - shrink, -moved - shrink]),
-            "indices": np.arange(first_index, first_index + len(scores))[:, None],
+            "indices": (
+                np.arange(first_index, first_index + n)
+                if indices is None
+                else np.asarray(indices, dtype=np.int64)
+            )[:, None],
             "position": 0,
         }
         self._walk_from(0)
@@ -149,9 +159,8 @@ class VectorCusum(Stateful):
         zeros = np.where(touched >= 0, touched + 1, zeros)
         self.zero_upper, self.zero_lower = zeros[:m], zeros[m:]
         end = segment[-1]
-        capped = np.minimum(end, self.cap_ratio * self.threshold)
-        self.upper = capped[:m].copy() if self.watch_up else np.zeros(m)
-        self.lower = capped[m:].copy() if self.watch_down else np.zeros(m)
+        self.upper = end[:m].copy() if self.watch_up else np.zeros(m)
+        self.lower = end[m:].copy() if self.watch_down else np.zeros(m)
         peaks = segment.max(axis=0)
         chunk_peak = np.maximum(
             peaks[:m] if self.watch_up else 0.0, peaks[m:] if self.watch_down else 0.0
@@ -160,8 +169,6 @@ class VectorCusum(Stateful):
         batch["position"] += n
         if batch["position"] >= len(batch["cumulative"]):
             self._batch = None  # consumed: nothing stale travels in a checkpoint
-        elif (capped < end).any():
-            self._walk_from(batch["position"])
         return chunk_peak
 
     def _walk_from(self, row: int) -> None:
@@ -183,6 +190,14 @@ class VectorCusum(Stateful):
         return level
 
     def end_check(self) -> None:
+        """Close a check: cap the statistics (only here, so where a batch ended cannot
+        change them) and start the next check's peaks from them."""
+        cap = self.cap_ratio * self.threshold
+        if (self.upper > cap).any() or (self.lower > cap).any():
+            self.upper = np.minimum(self.upper, cap)
+            self.lower = np.minimum(self.lower, cap)
+            if self._batch is not None:
+                self._walk_from(self._batch["position"])
         self.peak = self.statistic.copy()
 
     def reset_series(self, j: int) -> None:

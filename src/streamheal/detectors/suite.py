@@ -7,11 +7,13 @@ events), so its decisions do not depend on how the stream was cut into batches, 
 returns a :class:`Drift` for every declared or resolved drift.
 
 The budget, ``false_alarms_per_10k`` expected false declarations per 10,000 stationary
-events, is shared out: 40% to the per-feature CUSUMs (their threshold comes from
-Siegmund's run-length approximation, Bonferroni over features and sides), 40% to the
-windowed tests (a per-test level of ``share / checks per 10k / tests per check``), 10% to
-the concept detector (ADWIN's or HDDM_A's confidence) and 10% to the confidence
-Page-Hinkley (threshold from config). M-of-N confirmation only lowers the rate further.
+events, is shared out: 30% to the per-feature CUSUMs (their threshold comes from
+Siegmund's run-length approximation, Bonferroni over features and sides), 5% each to the
+CUSUMs on the label mix and on the predicted-class mix (:mod:`.shares`, the fast prior
+and prediction signals), 40% to the windowed tests (a per-test level of
+``share / checks per 10k / tests per check``), 10% to the concept detector (ADWIN's or
+HDDM_A's confidence) and 10% to the confidence Page-Hinkley (threshold from config).
+M-of-N confirmation only lowers the rate further.
 """
 
 from __future__ import annotations
@@ -31,11 +33,16 @@ from streamheal.detectors.cusum import threshold_for_run_length
 from streamheal.detectors.model import PredictionMonitor
 from streamheal.detectors.prior import LabelMonitor
 from streamheal.detectors.reference import Reference
+from streamheal.detectors.shares import ShareMonitor
 
-SEQUENTIAL_SHARE = 0.4
+SEQUENTIAL_SHARE = 0.3
+SHARES_SHARE = 0.05  # each: the label mix, the predicted-class mix
 WINDOWED_SHARE = 0.4
 CONCEPT_SHARE = 0.1
 ADWIN_CLOCK = 32  # River's ADWIN tests for a cut every 32 updates
+# A model is young for this many windows after it starts serving: a fall of its error rate
+# is not reported, and its predicted-class mix is not watched (it moves as the model learns).
+LEARNING_EVENTS = 4
 
 
 @dataclass
@@ -76,6 +83,7 @@ class Observation:
 
     rows: list[dict[str, Any]] = field(default_factory=list)
     top: list[float] = field(default_factory=list)
+    predicted: list[Any] = field(default_factory=list)  # the predicted class of each row
     offsets: list[int] = field(default_factory=list)
     # (feature events seen when it was learned, label, 1 if the prediction was right)
     outcomes: list[tuple[int, Any, int]] = field(default_factory=list)
@@ -89,6 +97,13 @@ class DriftSuite(Stateful):
         self.reference_rows: list[dict[str, Any]] = []
         self.covariate: CovariateMonitor | None = None
         self.labels = LabelMonitor(cfg.reference_size, cfg.window_size)
+        share_budget = SHARES_SHARE * cfg.false_alarms_per_10k
+        size, window, k = cfg.reference_size, cfg.window_size, cfg.cusum_k
+        self.label_mix = ShareMonitor("prior", "label", size, window, k, share_budget)
+        self.class_mix = ShareMonitor("model", "predicted_class", size, window, k, share_budget)
+        self.class_mix_version: int | None = None  # the model whose predictions it watches
+        self.model_since = 0  # the feature event index from which the current model serves
+        self.class_mix_since = 0  # when the predicted-class reference was last started
         concept_delta = CONCEPT_SHARE * cfg.false_alarms_per_10k / (10_000 / ADWIN_CLOCK)
         self.errors = ErrorMonitor(cfg.concept_detector, concept_delta, cfg.window_size)
         self.predictions = PredictionMonitor(
@@ -108,6 +123,12 @@ class DriftSuite(Stateful):
         """Feed one batch; return the drifts declared or resolved at its checks."""
         cfg, drifts = self.cfg, []
         rows, top, offsets = seen.rows, seen.top, seen.offsets
+        if model_version != self.class_mix_version:
+            # Another model predicts another mix: its reference starts over.
+            self.class_mix.reset()
+            self.class_mix_version = model_version
+            self.model_since = self.index
+            self.class_mix_since = self.index
         encoded = None
         outcomes, o = seen.outcomes, 0
         start = 0
@@ -117,6 +138,22 @@ class DriftSuite(Stateful):
                 boundary = min(boundary, self.index + cfg.reference_size - len(self.reference_rows))
             end = min(len(rows), start + boundary - self.index)
             chunk = rows[start:end]
+            # The predicted-class mix is watched once the model has settled: a young
+            # model's predictions move because it learns (decided before this chunk, so
+            # the answer does not depend on where a batch ended).
+            settled = self.covariate is not None and (
+                self.index - self.model_since >= LEARNING_EVENTS * cfg.window_size
+            )
+            if (
+                settled
+                and self.index - self.class_mix_since >= cfg.window_check_every
+                and self.index % cfg.check_every == 0
+                and not self._firing(("model", "predicted_class", None, "cusum"))
+            ):
+                # A model that keeps learning moves its own predicted mix slowly: the
+                # reference rolls forward while nothing fires, so only a sudden move counts.
+                self.class_mix.reset()
+                self.class_mix_since = self.index
             if self.covariate is None:
                 self.reference_rows.extend(chunk)
                 if len(self.reference_rows) >= cfg.reference_size:
@@ -136,6 +173,10 @@ class DriftSuite(Stateful):
                 )
             if chunk:
                 self.predictions.observe(chunk, top[start:end], self.index)
+                if settled and seen.predicted:
+                    self.class_mix.observe(
+                        seen.predicted[start:end], list(range(self.index, self.index + end - start))
+                    )
             self.index += len(chunk)
             # Labels learned before feature event `index` belong to this chunk.
             labels, errors, learned_at, correct = [], [], [], []
@@ -147,6 +188,7 @@ class DriftSuite(Stateful):
                 correct.append(right)
                 o += 1
             self.labels.observe(labels)
+            self.label_mix.observe(labels, learned_at)
             self.errors.observe(errors, learned_at)
             self.predictions.observe_outcomes(correct)
             start = end
@@ -167,6 +209,8 @@ class DriftSuite(Stateful):
         self.covariate = None
         self.reference_rows = []
         self.labels.reset()
+        self.label_mix.reset()
+        self.class_mix.reset()
 
     @property
     def firing(self) -> list[tuple]:
@@ -195,15 +239,27 @@ class DriftSuite(Stateful):
         if covariate is None or not covariate.warm:
             if covariate is not None:
                 covariate.cusum.end_check()  # keep the CUSUM's per-check peaks fresh
+            for mix in (self.label_mix, self.class_mix):
+                if mix.cusum is not None:
+                    mix.cusum.end_check()
             return []
         # Clear readings matter only where an alarm exists to be confirmed or cleared.
         alarms = self.alarms
         watched = {key[2] for key in alarms if key[3] == "cusum"}
         evidence = covariate.sequential_evidence(watched)
-        evidence += self.errors.evidence(("concept", "error", None, self.errors.name) in alarms)
+        name = self.errors.name
+        readings = self.errors.evidence(
+            ("concept", "error", None, name) in alarms,
+            ("concept", "error_fall", None, name) in alarms,
+        )
+        # A young model's error falls because it learns: not a change of the world.
+        young = self.index - self.model_since < LEARNING_EVENTS * cfg.window_size
+        evidence += [e for e in readings if not (young and e.signal == "error_fall")]
         evidence += self.predictions.sequential_evidence(
             ("confidence", "confidence", None, "page_hinkley") in alarms
         )
+        for mix in (self.label_mix, self.class_mix):
+            evidence += mix.evidence((mix.kind, mix.signal, None, "cusum") in alarms)
         args = (self.alpha, cfg.clear_p_value, cfg.psi_threshold)
         if self.index % cfg.window_check_every == 0:
             logging = self.check_log is not None
@@ -229,7 +285,13 @@ class DriftSuite(Stateful):
                 continue
             drifts.append(self._drift(item, change, version, offset, partition))
             if change == "firing" and item.detector == "cusum":
-                covariate.reset_sequential(item.feature)  # re-arm: a persisting shift re-raises
+                # Re-arm: a persisting shift re-raises (and keeps the alarm firing).
+                if item.signal == "label":
+                    self.label_mix.rearm()
+                elif item.signal == "predicted_class":
+                    self.class_mix.rearm()
+                else:
+                    covariate.reset_sequential(item.feature)
         if cfg.roll_reference_on_drift and any(
             d.status == "firing" and d.kind == "covariate" for d in drifts
         ):
@@ -237,6 +299,10 @@ class DriftSuite(Stateful):
             for key in [k for k in self.firing if k[0] == "covariate"]:
                 self.alarms.pop(key)
         return drifts
+
+    def _firing(self, key: tuple) -> bool:
+        alarm = self.alarms.get(key)
+        return alarm is not None and alarm.firing
 
     def _alarm(self, item: Evidence) -> Alarm:
         alarm = self.alarms.get(item.key)

@@ -1,0 +1,81 @@
+"""Detection quality on seeded streams: the fast prior signal, a fall of the error rate
+reported as an improvement (and not healed), and quiet stationary streams."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+from river.datasets import synth
+
+from streamheal.alerts.severity import severity
+from streamheal.config import AlertsConfig, Config
+from streamheal.engine import Engine
+from streamheal.events import Event, Source
+from streamheal.scenarios import SCENARIOS, prior_shift, with_labels
+
+
+def records(raw: list[dict[str, Any]], config: Config | None = None) -> list[dict[str, Any]]:
+    """Drift and action records of an Engine run over ``raw`` (batches of 500)."""
+    events = [
+        Event(e["id"], e["ts"], e.get("features"), e.get("label"), (), Source("t", 0, i), b"")
+        for i, e in enumerate(raw)
+    ]
+    engine, out = Engine(config or Config()), []
+    for i in range(0, len(events), 500):
+        out += engine.process(events[i : i + 500])
+    return [
+        o.to_record()
+        for o in out
+        if hasattr(o, "to_record") and type(o).__name__ in ("Drift", "Action")
+    ]
+
+
+def firing(found: list[dict[str, Any]], **match: Any) -> list[dict[str, Any]]:
+    return [
+        r
+        for r in found
+        if r.get("type") == "drift"
+        and r["status"] == "firing"
+        and all(r.get(k) == v for k, v in match.items())
+    ]
+
+
+def test_a_class_balance_change_is_declared_prior_within_300_events() -> None:
+    # 30/70 -> 80/20 at event 6,000, labels inline: the label-mix CUSUM declares it.
+    raw = list(prior_shift(events=9000, drift_at=6000, before=0.3, after=0.8, seed=1).stream())
+    prior = firing(records(raw), kind="prior")
+    assert prior, "no prior drift declared"
+    first = min(prior, key=lambda r: r["confirmed_index"])
+    assert 6000 <= first["confirmed_index"] <= 6300, first
+    assert first["detector"] == "cusum" and first["signal"] == "label"
+    assert first["moved_class"] == "0" and first["direction"] == "up"
+
+
+def test_a_fall_of_the_error_rate_is_an_improvement_that_is_not_healed() -> None:
+    # Agrawal function 2 -> 7: the logistic regression's accuracy jumps from ~0.56 to ~0.95.
+    rows = itertools.chain(
+        itertools.islice(synth.Agrawal(classification_function=2, seed=7), 10_000),
+        itertools.islice(synth.Agrawal(classification_function=7, seed=8), 10_000),
+    )
+    raw = list(with_labels(((x, int(y)) for x, y in rows), 0, "agr", 0.0, 7))
+    found = records(raw)
+    improved = firing(found, kind="concept", signal="error_fall")
+    assert improved, "the error fall was not reported"
+    drift = improved[0]
+    assert drift["direction"] == "improved"
+    assert 10_000 < drift["confirmed_index"] <= 11_000
+    assert drift["current"]["error_rate"] < drift["reference"]["error_rate"]
+    assert not [r for r in found if r.get("type") == "action" and "error_fall" in r["cause"]]
+    assert severity("concept", 1.0, -0.4, AlertsConfig(), "error_fall") == "info"
+    # Rises are concept drift as before: none here (the change made things better).
+    assert not firing(found, kind="concept", signal="error")
+
+
+@pytest.mark.parametrize("seed", [1, 3])
+def test_stationary_streams_raise_no_share_alarms(seed: int) -> None:
+    raw = list(SCENARIOS["stationary"](events=30_000, seed=seed).stream())
+    found = records(raw)
+    assert not [r for r in firing(found) if r["detector"] == "cusum" and r["kind"] != "covariate"]
+    assert not firing(found, kind="prior")
