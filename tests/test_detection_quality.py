@@ -79,3 +79,20 @@ def test_stationary_streams_raise_no_share_alarms(seed: int) -> None:
     found = records(raw)
     assert not [r for r in firing(found) if r["detector"] == "cusum" and r["kind"] != "covariate"]
     assert not firing(found, kind="prior")
+
+
+def test_the_false_alarm_budget_trades_false_alarms_for_delay_monotonically() -> None:
+    # One knob, false_alarms_per_10k: more budget, more false alarms on a stationary stream
+    # and no later detection of a real drift (SEA, abrupt, at 10,000).
+    stationary = list(SCENARIOS["stationary"](events=30_000, seed=5).stream())
+    drifting = list(SCENARIOS["sea"](events=14_000, drift_at=10_000, seed=5).stream())
+    false_alarms, delays = [], []
+    for budget in (0.1, 0.5, 2.0, 10.0):
+        config = Config().replace(
+            detectors={"false_alarms_per_10k": budget}, policy={"enabled": False}
+        )
+        false_alarms.append(len(firing(records(stationary, config))))
+        after = [r["confirmed_index"] for r in firing(records(drifting, config))]
+        delays.append(min(i for i in after if i >= 10_000) - 10_000)
+    assert false_alarms == sorted(false_alarms) and false_alarms[-1] > false_alarms[0]
+    assert delays == sorted(delays, reverse=True) and delays[-1] < delays[0]
