@@ -21,6 +21,7 @@ import pytest
 import scipy.stats
 from scipy.spatial.distance import jensenshannon
 
+from streamheal.cli import main
 from streamheal.compare import (
     EFFECT_THRESHOLD,
     P_VALUE_MAX_REFERENCE,
@@ -36,6 +37,16 @@ def streamheal(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "streamheal.cli", *args], capture_output=True, text=True, timeout=600
     )
+
+
+def in_process(capsys: pytest.CaptureFixture[str], *args: str) -> subprocess.CompletedProcess:
+    """The command run in this process (no interpreter start-up): exit code and output."""
+    try:
+        code = main(list(args))
+    except SystemExit as stop:  # argparse: --help, and bad arguments with exit 2
+        code = stop.code
+    output = capsys.readouterr()
+    return subprocess.CompletedProcess(list(args), code, output.out, output.err)
 
 
 def classic_batches() -> tuple[list[dict], list[dict]]:
@@ -496,7 +507,9 @@ def test_command_reads_csv_with_a_label_and_writes_json_and_html(tmp_path: Path)
     assert "data:image/png;base64," in (out / "compare.html").read_text()
 
 
-def test_command_refuses_bad_arguments_and_missing_files_with_usage(tmp_path: Path) -> None:
+def test_command_refuses_bad_arguments_and_missing_files_with_usage(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     rows = tmp_path / "rows.csv"
     rows.write_text("x\n1\n2\n3\n")
     for bad in (
@@ -506,26 +519,30 @@ def test_command_refuses_bad_arguments_and_missing_files_with_usage(tmp_path: Pa
         ["--effect-threshold", "-1"],
         ["--method", "fast"],
     ):
-        run = streamheal("compare", str(rows), str(rows), "--out", str(tmp_path / "o"), *bad)
+        run = in_process(capsys, "compare", str(rows), str(rows), "--out", str(tmp_path), *bad)
         assert run.returncode == 2 and "usage:" in run.stderr, (bad, run.stderr)
-    missing = streamheal("compare", str(tmp_path / "nope.csv"), str(rows), "--out", "o")
+    missing = in_process(capsys, "compare", str(tmp_path / "nope.csv"), str(rows), "--out", "o")
     assert missing.returncode == 2 and "no such file:" in missing.stderr
     assert "Errno" not in missing.stderr
 
 
-def test_command_explains_a_column_mixing_numbers_and_text(tmp_path: Path) -> None:
+def test_command_explains_a_column_mixing_numbers_and_text(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "ref.csv").write_text("size\n" + "\n".join(map(str, range(20))) + "\n")
     (tmp_path / "cur.csv").write_text("size\n" + "\n".join([*map(str, range(19)), "XL"]) + "\n")
     args = ["compare", str(tmp_path / "ref.csv"), str(tmp_path / "cur.csv"), "--out"]
-    run = streamheal(*args, str(tmp_path / "o"))
+    run = in_process(capsys, *args, str(tmp_path / "o"))
     assert (
         run.returncode == 1 and "column 'size'" in run.stderr and "--categorical size" in run.stderr
     )
-    assert streamheal(*args, str(tmp_path / "o"), "--categorical", "size").returncode == 0
+    assert in_process(capsys, *args, str(tmp_path / "o"), "--categorical", "size").returncode == 0
 
 
-def test_command_help_shows_every_default_and_an_example() -> None:
-    text = " ".join(streamheal("compare", "--help").stdout.split())  # unwrapped
+def test_command_help_shows_every_default_and_an_example(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    text = " ".join(in_process(capsys, "compare", "--help").stdout.split())  # unwrapped
     for default in (
         "default: 0.05",
         "default: bonferroni",
@@ -539,7 +556,9 @@ def test_command_help_shows_every_default_and_an_example() -> None:
     assert "examples:" in text and "streamheal compare reference.csv current.csv" in text
 
 
-def test_jsonl_in_the_event_schema_reports_its_label_apart(tmp_path: Path) -> None:
+def test_jsonl_in_the_event_schema_reports_its_label_apart(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     scenario = SCENARIOS["breast-cancer"](events=400, drift_at=200, label_delay=3)
     path = tmp_path / "events.jsonl"
     path.write_bytes(b"".join(encode(e) + b"\n" for e in scenario.events))
@@ -547,7 +566,7 @@ def test_jsonl_in_the_event_schema_reports_its_label_apart(tmp_path: Path) -> No
     assert len(rows) == 400 and all("label" in r for r in rows[:50])
     half = tmp_path / "ref.jsonl"
     half.write_bytes(b"".join(encode(e) + b"\n" for e in scenario.events[:200]))
-    run = streamheal("compare", str(half), str(path), "--out", str(tmp_path / "o"))
+    run = in_process(capsys, "compare", str(half), str(path), "--out", str(tmp_path / "o"))
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads((tmp_path / "o" / "compare.json").read_text())
     assert result["label_column"] == "label" and "label" not in result["columns"]
