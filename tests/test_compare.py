@@ -404,6 +404,17 @@ def test_pandas_dataframes_with_nan_and_a_label() -> None:
         compare({"x": [1.0]}, frame)
 
 
+def test_pandas_category_dtype_and_numbered_columns() -> None:
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(20)
+    frame = pd.DataFrame({0: rng.normal(size=200), 1: rng.integers(0, 20, 200)})
+    frame[1] = frame[1].astype("category")  # numbers, declared categories: compared as such
+    result = compare(frame, frame.iloc[::-1])
+    assert result["columns"][0]["type"] == "numeric"
+    assert result["columns"][1]["type"] == "categorical" and result["columns"][1]["test"] == "chi2"
+    assert "<td class=''>0</td>" in render_html(result, frame, frame.iloc[::-1])
+
+
 def test_twenty_thousand_text_rows_of_ten_columns() -> None:
     """The case reported at 14 minutes. Measured, not asserted (the machine is shared):
     the duration is printed for ``pytest -s``."""

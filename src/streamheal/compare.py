@@ -181,12 +181,14 @@ def compare(
         column whose values mix numbers with other text.
     """
     _check_settings(threshold, correction, share, method, effect_threshold, chi2)
+    if isinstance(categorical, str):  # one name, not its letters
+        categorical = [categorical]
+    # A DataFrame's "category" dtype says how to compare a column, whatever its values.
+    categorical = {*categorical, *_category_dtypes(reference), *_category_dtypes(current)}
     reference_rows, current_rows = _records(reference, "reference"), _records(current, "current")
     for side, rows in (("reference", reference_rows), ("current", current_rows)):
         if not rows:
             raise ValueError(f"the {side} batch has no rows")
-    if isinstance(categorical, str):  # one name, not its letters
-        categorical = [categorical]
     names = list(
         dict.fromkeys(k for rows in (reference_rows, current_rows) for r in rows for k in r)
     )
@@ -216,7 +218,7 @@ def compare(
         "method": method,
         "chi2": chi2,
         "label_column": label,
-        "categorical": sorted(categorical),
+        "categorical": sorted(map(str, categorical)),
         "columns": feature_columns,
         "label": columns[label] if label is not None else None,
         "dataset": _dataset(feature_columns, share),
@@ -273,6 +275,15 @@ def _records(data: Any, side: str) -> list[Mapping[str, Any]]:
         if not isinstance(row, Mapping):
             raise ValueError(f"{side} row {number}: expected a dict, got {type(row).__name__}")
     return rows
+
+
+def _category_dtypes(data: Any) -> set[Any]:
+    """Columns a DataFrame declares categorical (dtype ``category``), duck-typed."""
+    dtypes = getattr(data, "dtypes", None)
+    items = getattr(dtypes, "items", None)
+    if not callable(items):
+        return set()
+    return {name for name, dtype in items() if str(dtype) == "category"}
 
 
 def _some(names: list[str], limit: int = 8) -> str:
@@ -672,7 +683,7 @@ def render_html(result: dict[str, Any], reference: Any, current: Any) -> str:
     label_rows = (
         _table_row(result["label_column"], result["label"]) if result["label"] is not None else ""
     )
-    missing = ", ".join(html.escape(n) for n in dataset["missing_changed"]) or "none"
+    missing = ", ".join(html.escape(str(n)) for n in dataset["missing_changed"]) or "none"
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>streamheal compare</title>"
         "<style>body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:collapse}"
@@ -735,7 +746,7 @@ def _table_row(name: str, column: dict[str, Any]) -> str:
     else:
         decided = DASH
     cells = [
-        ("", html.escape(name)),
+        ("", html.escape(str(name))),  # DataFrame columns may be named by numbers
         ("", column["type"]),
         ("", TEST_NAMES.get(column["test"] or "", DASH)),
         ("n", _num(column["statistic"]) if column["test"] else DASH),
