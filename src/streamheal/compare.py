@@ -308,8 +308,8 @@ class _Side:
 
 @dataclass
 class _Column:
-    """A typed column: ``kind`` numeric (``values`` floats), categorical (``values``
-    labels) or empty (nothing present in one of the batches)."""
+    """A typed column's present values: floats when ``kind`` is numeric, text labels when
+    categorical; empty when one batch has no present value."""
 
     name: str
     kind: Literal["numeric", "categorical", "empty"]
