@@ -4,8 +4,10 @@ reported as an improvement (and not healed), and quiet stationary streams."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 from river.datasets import synth
 
@@ -96,3 +98,31 @@ def test_the_false_alarm_budget_trades_false_alarms_for_delay_monotonically() ->
         delays.append(min(i for i in after if i >= 10_000) - 10_000)
     assert false_alarms == sorted(false_alarms) and false_alarms[-1] > false_alarms[0]
     assert delays == sorted(delays, reverse=True) and delays[-1] < delays[0]
+
+
+def test_one_shift_is_one_episode_with_its_consequences_linked_and_one_response() -> None:
+    rng = np.random.default_rng(3)
+
+    def rows() -> Iterator[tuple[dict[str, float], int]]:
+        for i in range(15_000):
+            x = rng.normal(size=4)
+            if i >= 6000:
+                x[0] += 1.0  # x0 shifts; the label depends on it, so predictions move too
+            yield {f"x{j}": float(v) for j, v in enumerate(x)}, int(x[0] + x[1] > 0)
+
+    found = records(list(with_labels(rows(), 0, "g", 0.0, 3)))
+    shift = firing(found, kind="covariate", feature="x0")
+    opener = [r for r in shift if r["role"] == "opened"]
+    assert len(opener) == 1 and opener[0]["detector"] == "cusum"
+    episode = opener[0]["episode"]
+    assert 6000 <= opener[0]["confirmed_index"] <= 6500
+    later = [r for r in shift if r["role"] != "opened"]
+    assert {r["detector"] for r in later} >= {"ks", "psi"}
+    assert all(r["episode"] == episode and r["role"] == "confirmation" for r in later)
+    consequences = firing(found, kind="model") + firing(found, kind="prior")
+    assert consequences and all(r["caused_by"] == episode for r in consequences)
+    # The policy answers the episode once, not each detector or consequence.
+    actions = [r for r in found if r.get("type") == "action"]
+    assert [a["cause"] for a in actions] == ["covariate:feature:x0:cusum"]
+    # Nothing else fired: no false episode on x1..x3.
+    assert not [r for r in firing(found, kind="covariate") if r["feature"] != "x0"]

@@ -316,7 +316,9 @@ class Engine:
         outputs.extend(drifts)
         if self.policy is not None:
             for drift in drifts:
-                if drift.status == "firing":
+                # One drift, one response: confirmations by other detectors and drifts
+                # explained by an open episode (caused_by) add evidence, not actions.
+                if drift.status == "firing" and drift.role == "opened" and not drift.caused_by:
                     self._act(self.policy.on_drift(self, drift), outputs)
             warning = self.drift.errors.take_warning()
             if warning:

@@ -90,6 +90,7 @@ class Policy(Stateful):
         self.shadow_right: deque[int] = deque(maxlen=cfg.rollback_window)
         self.new_right: deque[int] = deque(maxlen=cfg.rollback_window)
         self.next_version = 2  # champion versions made here; the initial model is v1
+        self.snapshot_at: tuple[int, int] | None = None  # (event, version) of the last one
 
     # ------------------------------------------------------------- drift hooks
     def on_drift(self, engine: Engine, drift: Drift) -> list[Action]:
@@ -100,7 +101,10 @@ class Policy(Stateful):
             return actions  # the error fell: nothing to heal
         for name in getattr(self.cfg, drift.kind):
             if name == "snapshot":
-                actions.append(self._snapshot(engine, drift.key))
+                taken = (engine.counters.feature_events, engine.model_version)
+                if self.snapshot_at != taken:  # one snapshot per model and event, not per drift
+                    self.snapshot_at = taken
+                    actions.append(self._snapshot(engine, drift.key))
             elif name == "reset" and self.shadow is None:
                 actions.append(self._reset(engine, drift.key))
             elif name == "fork" and self.challenger is None and self.shadow is None:

@@ -30,6 +30,7 @@ from streamheal.detectors.base import Evidence, Level, Stateful
 from streamheal.detectors.concept import ErrorMonitor
 from streamheal.detectors.covariate import CovariateMonitor
 from streamheal.detectors.cusum import threshold_for_run_length
+from streamheal.detectors.episodes import EpisodeBook
 from streamheal.detectors.model import PredictionMonitor
 from streamheal.detectors.prior import LabelMonitor
 from streamheal.detectors.reference import Reference
@@ -65,6 +66,10 @@ class Drift:
     reference: dict[str, Any] = field(default_factory=dict)
     current: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    # The drift episode it belongs to, its role in it, and what explains it (episodes.py).
+    episode: str | None = None
+    role: str | None = None
+    caused_by: str | None = None
 
     @property
     def key(self) -> str:
@@ -110,6 +115,7 @@ class DriftSuite(Stateful):
             cfg.model_sample_size, cfg.window_size, cfg.confidence_threshold
         )
         self.alarms: dict[tuple, Alarm] = {}
+        self.episodes = EpisodeBook()
         self.alpha = 0.0
         # Replay sets a bounded deque here to log every windowed p-value (for heat maps);
         # decisions are the same with or without it.
@@ -292,12 +298,18 @@ class DriftSuite(Stateful):
                     self.class_mix.rearm()
                 else:
                     covariate.reset_sequential(item.feature)
+        # Causes first, so a consequence declared at the same check finds its cause open.
+        for drift in sorted(drifts, key=lambda d: d.kind not in ("covariate", "concept")):
+            drift.episode, drift.role, drift.caused_by = self.episodes.assign(
+                drift.kind, drift.signal, drift.feature, drift.detector, drift.status, self.index
+            )
         if cfg.roll_reference_on_drift and any(
             d.status == "firing" and d.kind == "covariate" for d in drifts
         ):
             self.reset_reference()
             for key in [k for k in self.firing if k[0] == "covariate"]:
                 self.alarms.pop(key)
+            self.episodes.close_kind("covariate")
         return drifts
 
     def _firing(self, key: tuple) -> bool:
