@@ -243,6 +243,11 @@ class DetectorsConfig:
     model_check_every: int = field(default=5000, metadata=_positive())
     reference_profile: str = ""  # a profile JSON written by DriftSuite.profile(); "" = learn it
     roll_reference_on_drift: bool = False
+    # A new reference whose two halves differ (KS, any numeric feature) slides: its first
+    # half is dropped and collected again, at most this many times (0 = take it as it is).
+    reference_stability_checks: int = field(
+        default=4, metadata=_rule("an integer >= 0", lambda v: isinstance(v, int) and v >= 0)
+    )
 
 
 _ACTIONS = ("snapshot", "reset", "fork")

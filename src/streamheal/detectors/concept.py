@@ -3,9 +3,10 @@
 A *rise* of the error rate is concept drift that hurts (signal ``error``). A significant
 *fall* is reported too (signal ``error_fall``, ``direction: "improved"``): the world
 changed in the model's favour, which is worth knowing (the label mix or the population
-probably moved) but needs no healing. Only ADWIN sees both directions; Page-Hinkley, DDM
-and HDDM_A watch for rises only. A learning model's error falls as it learns, so the suite
-ignores falls while a model is young (see :class:`~streamheal.detectors.suite.DriftSuite`).
+probably moved) but needs no healing. Falls are watched by an ADWIN of their own (same
+confidence), started only once the serving model has settled: a learning model's error
+falls as it learns, and an ADWIN that had seen the learning phase would report it (see
+:class:`~streamheal.detectors.suite.DriftSuite`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ def build_detector(name: str, delta: float) -> drift.base.DriftDetector:
     raise ValueError(f"unknown concept detector {name!r}")
 
 
+MIN_FALL = 0.01  # a fall of the error rate smaller than this is not worth a record
+
+
 class ErrorMonitor(Stateful):
     RECENT = 50  # errors compared with the longer window when a detector fires
 
@@ -43,7 +47,8 @@ class ErrorMonitor(Stateful):
         self.fired_at: int | None = None
         self.warned = False  # DDM / HDDM_A warning level since the last take_warning()
         self.error_before = 0.0
-        self.fell_at: int | None = None  # a significant fall of the error rate (ADWIN)
+        self.falls: drift.ADWIN | None = None  # watches for falls once the model settled
+        self.fell_at: int | None = None
         self.error_before_fall = 0.0
 
     def observe(self, errors: list[int], learned_at: list[int]) -> None:
@@ -60,17 +65,28 @@ class ErrorMonitor(Stateful):
             self.window_errors += error
             self.recent_errors += error
             detector.update(error)
+            falls = self.falls
+            if falls is not None:
+                before = falls.estimation
+                falls.update(error)
+                if falls.drift_detected and falls.estimation < before - MIN_FALL:
+                    self.fell_at = at
+                    self.error_before_fall = before
             if getattr(detector, "warning_detected", False):
                 self.warned = True
             if detector.drift_detected:
                 before = self.window_errors / len(window)
-                now = self.recent_errors / len(recent)
-                if now > before:
+                if self.recent_errors / len(recent) > before:  # a rise, not an improvement
                     self.fired_at = at
                     self.error_before = before
-                elif now < before:
-                    self.fell_at = at
-                    self.error_before_fall = before
+
+    def watch_falls(self, on: bool) -> None:
+        """Start (a settled model) or stop (a new, young model) watching for falls."""
+        if on and self.falls is None:
+            self.falls = drift.ADWIN(delta=self.delta)
+        elif not on:
+            self.falls = None
+            self.fell_at = None
 
     def take_warning(self) -> str | None:
         """The warning level was reached since the last call (DDM, HDDM_A only)."""

@@ -91,7 +91,8 @@ class ShareMonitor(Stateful):
                 self._start()
         if self.cusum is None or start >= len(values):
             return
-        codes = np.array([self._code.get(v, -1) for v in values[start:]])
+        code = self._code
+        codes = np.array([code.get(v, -1) for v in values[start:]])
         hits = codes[:, None] == np.arange(len(self.classes))[None, :]
         scores = np.clip((hits - self.centre) / self.scale, -Z_CLIP, Z_CLIP)
         self.cusum.update(scores, indices[start], np.asarray(indices[start:]))

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from streamheal.config import DetectorsConfig
+from streamheal.detectors import stats
 from streamheal.detectors.alarm import Alarm
 from streamheal.detectors.base import Evidence, Level, Stateful
 from streamheal.detectors.concept import ErrorMonitor
@@ -41,6 +42,7 @@ SHARES_SHARE = 0.05  # each: the label mix, the predicted-class mix
 WINDOWED_SHARE = 0.4
 CONCEPT_SHARE = 0.1
 ADWIN_CLOCK = 32  # River's ADWIN tests for a cut every 32 updates
+SPLIT_HALF_ALPHA = 0.01  # a reference whose halves differ at this level (all features) slides
 # A model is young for this many windows after it starts serving: a fall of its error rate
 # is not reported, and its predicted-class mix is not watched (it moves as the model learns).
 LEARNING_EVENTS = 4
@@ -100,6 +102,7 @@ class DriftSuite(Stateful):
         self.cfg = cfg
         self.index = 0  # feature events observed
         self.reference_rows: list[dict[str, Any]] = []
+        self.reference_slides = 0  # times the reference slid past an unsteady start
         self.covariate: CovariateMonitor | None = None
         self.labels = LabelMonitor(cfg.reference_size, cfg.window_size)
         share_budget = SHARES_SHARE * cfg.false_alarms_per_10k
@@ -166,8 +169,12 @@ class DriftSuite(Stateful):
                     reference = Reference.from_rows(
                         self.reference_rows, cfg.max_features, cfg.max_categories, cfg.psi_bins
                     )
-                    self._start(reference, self.reference_rows)
-                    encoded = None
+                    if self._steady(reference):
+                        self._start(reference, self.reference_rows)
+                        encoded = None
+                    else:  # an unusual start: keep the later half, collect the rest again
+                        self.reference_rows = self.reference_rows[len(self.reference_rows) // 2 :]
+                        self.reference_slides += 1
             elif chunk:
                 if encoded is None:  # encode the rest of the batch once, then slice it
                     matrix, scores, codes = self.covariate.encode(rows[start:])
@@ -214,6 +221,7 @@ class DriftSuite(Stateful):
         accepted drift)."""
         self.covariate = None
         self.reference_rows = []
+        self.reference_slides = 0
         self.labels.reset()
         self.label_mix.reset()
         self.class_mix.reset()
@@ -223,6 +231,26 @@ class DriftSuite(Stateful):
         return [key for key, alarm in self.alarms.items() if alarm.firing]
 
     # ---------------------------------------------------------------- internals
+    def _steady(self, reference: Reference) -> bool:
+        """Split-half check of a new reference: does each numeric feature's first half look
+        like its second half (KS, family-wise level ``SPLIT_HALF_ALPHA`` over features)? A
+        stream that starts unusually (a warm-up, a backlog of odd events) would otherwise be
+        the yardstick for everything after it and alarm on a feature that never drifts."""
+        if self.reference_slides >= self.cfg.reference_stability_checks:
+            return True  # checks used up (or off): take what there is
+        rows = self.reference_rows
+        half = len(rows) // 2
+        early = Reference.from_rows(rows[:half], self.cfg.max_features, 1, self.cfg.psi_bins)
+        late = Reference.from_rows(rows[half:], self.cfg.max_features, 1, self.cfg.psi_bins)
+        names = [n for n in reference.numeric_names if n in late.numeric_names]
+        level = SPLIT_HALF_ALPHA / max(len(names), 1)
+        for name in names:
+            a = early.sorted[early.numeric_names.index(name)]
+            b = late.sorted[late.numeric_names.index(name)]
+            if len(a) >= 20 and len(b) >= 20 and stats.ks_2samp(a, b)[1] < level:
+                return False
+        return True
+
     def _start(self, reference: Reference, rows: list[dict[str, Any]]) -> None:
         cfg = self.cfg
         n_series = max(len(reference.numeric_names), 1)
@@ -242,6 +270,9 @@ class DriftSuite(Stateful):
     ) -> list[Drift]:
         cfg = self.cfg
         covariate = self.covariate
+        # Falls of the error rate are watched once the serving model has settled (decided
+        # at checks, so the same events are watched however the stream was cut).
+        self.errors.watch_falls(self.index - self.model_since >= LEARNING_EVENTS * cfg.window_size)
         if covariate is None or not covariate.warm:
             if covariate is not None:
                 covariate.cusum.end_check()  # keep the CUSUM's per-check peaks fresh
@@ -254,13 +285,10 @@ class DriftSuite(Stateful):
         watched = {key[2] for key in alarms if key[3] == "cusum"}
         evidence = covariate.sequential_evidence(watched)
         name = self.errors.name
-        readings = self.errors.evidence(
+        evidence += self.errors.evidence(
             ("concept", "error", None, name) in alarms,
             ("concept", "error_fall", None, name) in alarms,
         )
-        # A young model's error falls because it learns: not a change of the world.
-        young = self.index - self.model_since < LEARNING_EVENTS * cfg.window_size
-        evidence += [e for e in readings if not (young and e.signal == "error_fall")]
         evidence += self.predictions.sequential_evidence(
             ("confidence", "confidence", None, "page_hinkley") in alarms
         )
