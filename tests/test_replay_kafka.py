@@ -10,11 +10,11 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streamheal.config import Config
+from streamheal.evaluation import build_report
 from streamheal.events import encode
 from streamheal.kafka.connect import committed_offsets
 from streamheal.producer import EventProducer
 from streamheal.replay import file_records, replay, topic_records
-from streamheal.report import build_report
 from streamheal.scenarios import SCENARIOS
 from tests.conftest import read_topic, running_worker, wait_for
 from tests.test_replay import without_timing

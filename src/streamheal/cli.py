@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from streamheal.config import Config, ConfigError, load_config
+from streamheal.evaluation import DEFAULT_MAX_DELAY
 
 EXIT_UNAVAILABLE = 69  # sysexits.h EX_UNAVAILABLE: no broker answered at start
 EXIT_CONFIG = 78  # sysexits.h EX_CONFIG
@@ -84,7 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="a config to evaluate (repeat for several; a [grid] table expands)",
     )
     replay.add_argument("--truth", type=Path, default=None, help="truth file of known drifts")
-    replay.add_argument("--max-delay", type=_positive_int, default=1000)
+    replay.add_argument(
+        "--max-delay",
+        type=_positive_int,
+        default=DEFAULT_MAX_DELAY,
+        metavar="N",
+        help="an episode opened within N events after a true drift detects it "
+        "(default %(default)s)",
+    )
     replay.add_argument("--out", type=Path, required=True, metavar="DIR")
 
     compare = commands.add_parser(
@@ -399,8 +407,9 @@ def _simulate(args: argparse.Namespace, config: Config) -> int:
 
 
 def _replay(args: argparse.Namespace, config: Config) -> int:
+    from streamheal.evaluation import build_report
     from streamheal.replay import expand_configs, file_records, replay, topic_records
-    from streamheal.report import build_report, render_html
+    from streamheal.report_html import render_html
 
     try:
         configs = expand_configs(args.config)
@@ -435,12 +444,12 @@ def _replay(args: argparse.Namespace, config: Config) -> int:
     report = build_report(runs, baseline, meta, described, truth, args.max_delay)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
-    (args.out / "report.html").write_text(render_html(report, runs))
+    (args.out / "report.html").write_text(render_html(report))
     for section in report["configs"]:
         evaluation = section["evaluation"] or {}
         print(
             f"{section['name']}: {section['events']} events, accuracy {section['accuracy']}, "
-            f"{len(section['detections'])} detections"
+            f"{len(section['detections'])} declarations in {len(section['episodes'])} episodes"
             + (
                 f", TP {evaluation['true_positives']} FA {evaluation['false_alarms']} "
                 f"missed {evaluation['missed']} median delay {evaluation['median_delay']}"
@@ -450,7 +459,7 @@ def _replay(args: argparse.Namespace, config: Config) -> int:
         )
     print(
         f"report: {args.out / 'report.json'} and {args.out / 'report.html'} "
-        f"({report['events_per_second']:,} records/s)"
+        f"({report['events_per_second']:,} events/s)"
     )
     return 0
 

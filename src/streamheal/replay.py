@@ -4,7 +4,8 @@ Each config drives an Engine of its own over the same decoded records, exactly a
 worker would (one Engine sees the whole input: a multi-partition topic is merged in
 record-timestamp order, ties by partition and offset). A throw-away consumer reads the
 topic with ``assign`` + ``seek``: it never joins a consumer group and never commits, so
-production offsets are untouched. The result is a report (see :mod:`streamheal.report`).
+production offsets are untouched. The result is scored by :mod:`streamheal.evaluation`
+(``report.json``) and drawn by :mod:`streamheal.report_html` (``report.html``).
 """
 
 from __future__ import annotations
@@ -24,13 +25,13 @@ from typing import Any
 from streamheal.config import Config, ConfigError, load_config
 from streamheal.detectors.suite import Drift
 from streamheal.engine import Engine, Prediction
-from streamheal.events import Source, decode
+from streamheal.events import Event, Rejection, Source, decode
 from streamheal.policy import Action
 
 BATCH = 500
 MAX_TIMELINE_POINTS = 1000
-CONFIDENCE_SAMPLE = 2000
 MAX_CHECK_LOG = 200_000
+MAX_PROFILED_FEATURES = 500
 
 Record = tuple[bytes | None, Source, bytes | None]
 
@@ -205,21 +206,23 @@ class Run:
     detections: list[dict[str, Any]] = field(default_factory=list)
     actions: list[dict[str, Any]] = field(default_factory=list)
     resolved: int = 0
-    timeline: list[tuple[int, int, int]] = field(default_factory=list)  # (events, labeled, right)
-    confidence_recent: deque = field(default_factory=lambda: deque(maxlen=CONFIDENCE_SAMPLE))
-    confidence_before: list[float] | None = None
-    confidence_after: list[float] = field(default_factory=list)
+    closed: dict[str, int] = field(default_factory=dict)  # episode id -> index it closed at
+    # Cumulative (events, labeled, right, sum of top-class p, sum of p * (1 - p)) per batch:
+    # windowed realized accuracy and the label-free estimate with its sampling error.
+    timeline: list[tuple[int, int, int, float, float]] = field(default_factory=list)
+    # (events, {series: CUSUM peak since the last check / its threshold}) per batch.
+    cusum_trace: list[tuple[int, dict[str, float]]] = field(default_factory=list)
     seconds: float = 0.0
+    top_sum: float = 0.0
+    top_var_sum: float = 0.0
 
     def take(self, outputs: list) -> None:
         for output in outputs:
             kind = type(output)
             if kind is Prediction:
                 top = max(output.probabilities.values()) if output.probabilities else 0.0
-                if self.confidence_before is None:
-                    self.confidence_recent.append(top)
-                elif len(self.confidence_after) < CONFIDENCE_SAMPLE:
-                    self.confidence_after.append(top)
+                self.top_sum += top
+                self.top_var_sum += top * (1.0 - top)
             elif kind is Action:
                 self.actions.append(
                     {
@@ -232,26 +235,89 @@ class Run:
             elif kind is Drift:
                 if output.status != "firing":
                     self.resolved += 1
+                    if output.role == "closed" and output.episode is not None:
+                        self.closed[output.episode] = output.confirmed_index
                     continue
-                if self.confidence_before is None:
-                    self.confidence_before = list(self.confidence_recent)
-                self.detections.append(
-                    {
-                        "index": output.confirmed_index,
-                        "offset": output.offset,
-                        "started_index": output.started_index,
-                        "kind": output.kind,
-                        "signal": output.signal,
-                        "feature": output.feature,
-                        "detector": output.detector,
-                        "statistic": output.statistic,
-                        "p_value": output.p_value,
-                    }
-                )
+                self.detections.append(detection_record(output))
         c = self.engine.counters
-        self.timeline.append((c.feature_events, c.labeled, c.correct))
+        self.timeline.append(
+            (c.feature_events, c.labeled, c.correct, self.top_sum, self.top_var_sum)
+        )
+        self.cusum_trace.append((c.feature_events, cusum_reading(self.engine)))
         if len(self.timeline) > 2 * MAX_TIMELINE_POINTS:
             self.timeline = self.timeline[1::2]  # halve the resolution, keep the bound
+            self.cusum_trace = self.cusum_trace[1::2]
+
+
+def detection_record(drift: Drift) -> dict[str, Any]:
+    """A declaration as report.json lists it: the alert record, indexed by feature event."""
+    record = drift.to_record()
+    out: dict[str, Any] = {"index": drift.confirmed_index}
+    out.update((k, v) for k, v in record.items() if k not in ("type", "status", "confirmed_index"))
+    return out
+
+
+def cusum_reading(engine: Engine) -> dict[str, float]:
+    """Every CUSUM's peak since its last check over its threshold (1.0 = declaring level).
+
+    Read from the detectors between batches, never written: decisions are unchanged.
+    """
+    suite = engine.drift
+    if suite is None:
+        return {}
+    reading: dict[str, float] = {}
+    covariate = suite.covariate
+    if covariate is not None and covariate.cusum.threshold > 0:
+        ratios = covariate.cusum.peak / covariate.cusum.threshold
+        for name, ratio in zip(covariate.reference.numeric_names, ratios, strict=True):
+            reading[name] = round(float(ratio), 4)
+    for label, mix in (("label mix", suite.label_mix), ("predicted-class mix", suite.class_mix)):
+        cusum = mix.cusum
+        if cusum is not None and len(cusum.peak) and cusum.threshold > 0:
+            reading[label] = round(float(cusum.peak.max() / cusum.threshold), 4)
+    return reading
+
+
+@dataclass
+class DatasetProfile:
+    """Rows, feature types and missing shares of the input, counted as it streams by."""
+
+    records: int = 0
+    feature_events: int = 0
+    label_events: int = 0
+    rejected: int = 0
+    # name -> [numeric values, categorical values, missing]
+    features: dict[str, list[int]] = field(default_factory=dict)
+    labels: dict[str, int] = field(default_factory=dict)
+    truncated: bool = False  # more than MAX_PROFILED_FEATURES names: the rest not counted
+
+    def add(self, decoded: list[Event | Rejection]) -> None:
+        for item in decoded:
+            self.records += 1
+            if type(item) is not Event:
+                self.rejected += 1
+                continue
+            if item.label is not None:
+                name = str(item.label)
+                if name in self.labels or len(self.labels) < MAX_PROFILED_FEATURES:
+                    self.labels[name] = self.labels.get(name, 0) + 1
+            if item.features is None:
+                self.label_events += 1
+                continue
+            self.feature_events += 1
+            for name, value in item.features.items():
+                self._counts(name)[0 if isinstance(value, int | float) else 1] += 1
+            for name in item.missing:
+                self._counts(name)[2] += 1
+
+    def _counts(self, name: str) -> list[int]:
+        counts = self.features.get(name)
+        if counts is None:
+            if len(self.features) >= MAX_PROFILED_FEATURES:  # bounded: wide inputs are cut
+                self.truncated = True
+                return [0, 0, 0]
+            counts = self.features[name] = [0, 0, 0]
+        return counts
 
 
 def replay(
@@ -268,6 +334,7 @@ def replay(
     limits = {cfg.events for _, cfg in configs}
     shared_limits = limits.pop() if len(limits) == 1 else None
     meter = _Progress(sys.stderr.isatty() if progress is None else progress)
+    profile = DatasetProfile()
     count = 0
     started = time.perf_counter()
     batch: list[Record] = []
@@ -286,6 +353,8 @@ def replay(
         for run in everyone:
             own = run.engine.config.events
             decoded = shared or [decode(raw, src, key=key, limits=own) for raw, src, key in batch]
+            if run is everyone[0]:
+                profile.add(decoded)
             tick = time.perf_counter()
             run.take(run.engine.process(decoded))
             run.seconds += time.perf_counter() - tick
@@ -294,7 +363,7 @@ def replay(
         batch = []
     elapsed = time.perf_counter() - started
     meter.done(count)
-    return runs, baseline, {"records": count, "seconds": elapsed}
+    return runs, baseline, {"records": count, "seconds": elapsed, "dataset": profile}
 
 
 def _engine(config: Config, log_checks: bool) -> Engine:
