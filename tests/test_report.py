@@ -253,3 +253,40 @@ def test_the_heat_map_has_one_fixed_colour_scale_in_every_report(
         scales.append((image.norm.vmin, image.norm.vmax))
         plt.close(figure)
     assert scales == [(0.0, P_CAP), (0.0, P_CAP)]
+
+
+def test_a_short_stream_without_truth_renders_without_scores_or_empty_charts() -> None:
+    pytest.importorskip("matplotlib")
+    from streamheal.report_html import render_html
+
+    report = replayed("stationary", 300, 0)  # shorter than the reference: nothing watched
+    report["truth"] = None
+    [config] = report["configs"]
+    assert config["windowed_p_values"]["indices"] == [] and config["detections"] == []
+    page = render_html(report)
+    assert "None" not in page_text(page) and "No drift declared" in page
+    assert page.count("data:image/png;base64,") == 1  # accuracy over time only
+
+
+def test_a_categorical_drift_is_drawn_as_category_shares(covariate_report) -> None:
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    from streamheal.report_html import distribution_figure
+
+    config = json.loads(json.dumps(covariate_report["configs"][0]))
+    config["detections"] = [
+        {
+            **config["detections"][0],
+            "feature": "colour",
+            "detector": "chi2",
+            "reference": {"red": 0.7, "blue": 0.3},
+            "current": {"red": 0.2, "blue": 0.5, "__unseen__": 0.3},
+        }
+    ]
+    figure = distribution_figure(config)
+    [axis] = figure.axes
+    labels = [t.get_text() for t in axis.get_yticklabels()]
+    assert labels == ["red", "blue", "__unseen__"]
+    assert [round(b.get_width(), 2) for b in axis.patches] == [0.7, 0.3, 0.0, 0.2, 0.5, 0.3]
+    plt.close(figure)
