@@ -290,3 +290,21 @@ def test_a_categorical_drift_is_drawn_as_category_shares(covariate_report) -> No
     assert labels == ["red", "blue", "__unseen__"]
     assert [round(b.get_width(), 2) for b in axis.patches] == [0.7, 0.3, 0.0, 0.2, 0.5, 0.3]
     plt.close(figure)
+
+
+def test_the_input_line_reads_as_a_sentence_not_a_dict(covariate_report) -> None:
+    pytest.importorskip("matplotlib")
+    from streamheal.report_html import render_html
+
+    report = json.loads(json.dumps(covariate_report))
+    report["input"] = {
+        "kind": "topic",
+        "topic": "streamheal.events",
+        "from_offset": 500,
+        "from_time": None,
+        "to_time": None,
+        "records": 8000,
+    }
+    text = page_text(render_html(report))
+    assert "Input: topic <b>streamheal.events</b> from offset 500: 8,000 records" in text
+    assert "{" not in text.split("<style>")[0] + text.split("</style>")[1]
