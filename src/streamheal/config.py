@@ -211,7 +211,7 @@ class DetectorsConfig:
     # Cheap checks (sequential detectors, confirmation bookkeeping) every `check_every` events;
     # windowed tests (KS, PSI, chi-square, re-scored predictions) every `window_check_every`.
     check_every: int = field(default=100, metadata=_positive())
-    window_check_every: int = field(default=2500, metadata=_positive())
+    window_check_every: int = field(default=500, metadata=_positive())
     # A drift is declared when `confirm_checks` of the last `confirm_window` checks raise,
     # and cleared when the last `confirm_window` checks are all below the clearing level.
     confirm_checks: int = field(default=2, metadata=_positive())
@@ -240,7 +240,7 @@ class DetectorsConfig:
     model_sample_size: int = field(
         default=200, metadata=_rule("an integer >= 20", lambda v: v >= 20)
     )
-    model_check_every: int = field(default=5000, metadata=_positive())
+    model_check_every: int = field(default=2500, metadata=_positive())
     reference_profile: str = ""  # a profile JSON written by DriftSuite.profile(); "" = learn it
     roll_reference_on_drift: bool = False
     # A new reference whose two halves differ (KS, any numeric feature) slides: its first

@@ -46,6 +46,8 @@ SPLIT_HALF_ALPHA = 0.01  # a reference whose halves differ at this level (all fe
 # A model is young for this many windows after it starts serving: a fall of its error rate
 # is not reported, and its predicted-class mix is not watched (it moves as the model learns).
 LEARNING_EVENTS = 4
+# The predicted-class reference rolls forward every this many windows while it is quiet.
+CLASS_MIX_ROLL = 5
 
 
 @dataclass
@@ -155,7 +157,7 @@ class DriftSuite(Stateful):
             )
             if (
                 settled
-                and self.index - self.class_mix_since >= cfg.window_check_every
+                and self.index - self.class_mix_since >= CLASS_MIX_ROLL * cfg.window_size
                 and self.index % cfg.check_every == 0
                 and not self._firing(("model", "predicted_class", None, "cusum"))
             ):
