@@ -36,9 +36,15 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from streamheal import models
 from streamheal.bench import bench_events
 from streamheal.config import Config
+from streamheal.errors import StreamhealError
 from streamheal.kafka.admin import ensure_topics
 from streamheal.kafka.connect import committed_offsets
 from streamheal.kafka.worker import Worker
+
+
+class BenchError(StreamhealError, RuntimeError):
+    """The broker benchmark could not finish (events lost, a worker died or stalled)."""
+
 
 _TOPICS = ("events", "predictions", "alerts", "metrics", "dlq", "state", "control")
 
@@ -102,7 +108,7 @@ def _produce(config: Config, count: int) -> None:
             except BufferError:
                 producer.poll(0.1)
     if producer.flush(60):
-        raise RuntimeError("bench events not delivered")
+        raise BenchError("bench events not delivered")
 
 
 def _through_worker(config: Config, total: int) -> float:
@@ -217,9 +223,9 @@ def _rate(progress: Any, total: int, failure: list[BaseException], process: Any 
     first = 0
     while True:
         if failure:
-            raise RuntimeError(f"bench worker failed: {failure[0]}") from failure[0]
+            raise BenchError(f"bench worker failed: {failure[0]}") from failure[0]
         if process is not None and process.poll() is not None:
-            raise RuntimeError(f"bench workers exited with {process.returncode}")
+            raise BenchError(f"bench workers exited with {process.returncode}")
         done = progress()
         now = time.perf_counter()
         if started is None and done > 0:
@@ -227,5 +233,5 @@ def _rate(progress: Any, total: int, failure: list[BaseException], process: Any 
         if done >= total:
             return round((done - first) / (now - started), 1)
         if time.monotonic() > deadline:
-            raise RuntimeError(f"bench stalled at {done} of {total} records")
+            raise BenchError(f"bench stalled at {done} of {total} records")
         time.sleep(0.02)

@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from streamheal import __version__
 from streamheal.config import Config, ConfigError, load_config
 from streamheal.evaluation import DEFAULT_MAX_DELAY
 
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="streamheal", description="A self-healing online-learning worker on Kafka."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="run the worker until SIGINT/SIGTERM")

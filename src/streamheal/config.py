@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from streamheal.errors import StreamhealError
+
 DEFAULT_CONFIG_PATH = Path("config/streamheal.toml")
 ENV_PREFIX = "STREAMHEAL_"
 REDACTED = "***"
@@ -44,7 +46,7 @@ _SECRET_NAME = re.compile("password|secret|token|key", re.IGNORECASE)
 _TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 
 
-class ConfigError(ValueError):
+class ConfigError(StreamhealError, ValueError):
     """A configuration value is missing, unknown or of the wrong form."""
 
 
@@ -548,6 +550,28 @@ class LocalKafkaConfig:
 
 @dataclass(frozen=True)
 class Config:
+    """The whole configuration: one frozen section per table of ``streamheal.toml``.
+
+    Build it from a file with :func:`load_config`, or in Python: every section defaults
+    to the documented values, and :meth:`replace` returns a validated copy.
+
+    Parameters
+    ----------
+    kafka, topics, events, model, engine, detectors, policy, registry, guards, worker, \
+metrics, alerts, retrain, local_kafka
+        The sections, each a frozen dataclass of its keys.
+
+    Examples
+    --------
+    >>> cfg = Config().replace(engine={"mode": "mini_batch"}, detectors={"check_every": 50})
+    >>> cfg.engine.mode, cfg.detectors.check_every, cfg.engine.batch_size
+    ('mini_batch', 50, 500)
+    >>> Config().replace(policy={"challenger": "lukewarm"})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    streamheal.config.ConfigError: policy.challenger: expected one of 'fresh', 'copy', ...
+    """
+
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
     topics: TopicsConfig = field(default_factory=TopicsConfig)
     events: EventsConfig = field(default_factory=EventsConfig)

@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 
 from streamheal.config import EventsConfig
+from streamheal.errors import StreamhealError
 
 Label = int | str | bool
 FeatureValue = float | int | str
@@ -96,7 +97,7 @@ class Rejection:
     key: bytes | None = None
 
 
-class InvalidEvent(ValueError):
+class InvalidEvent(StreamhealError, ValueError):
     """Raised by :func:`validate` (the producer side) for an event that would be rejected."""
 
     def __init__(self, reason: Reason, detail: str) -> None:

@@ -18,12 +18,13 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from streamheal.errors import StreamhealError
 from streamheal.events import FeatureValue, Label, encode, loads, validate
 
 DEFAULT_TOPIC = "streamheal.events"
 
 
-class DeliveryError(RuntimeError):
+class DeliveryError(StreamhealError, RuntimeError):
     """Some events were not acknowledged by the broker."""
 
     def __init__(self, errors: list[str]) -> None:

@@ -70,6 +70,7 @@ from typing import Any, Protocol
 import orjson
 
 from streamheal.config import RegistryConfig
+from streamheal.errors import StreamhealError
 from streamheal.signing import REGISTRY_KEY_ENV, Signer
 
 CHAMPION = "champion"
@@ -78,7 +79,7 @@ PREVIOUS = "previous"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
-class RegistryError(RuntimeError):
+class RegistryError(StreamhealError, RuntimeError):
     """The registry refused an operation (unknown version, corrupt file, ...)."""
 
 

@@ -14,6 +14,7 @@ from confluent_kafka import OFFSET_BEGINNING, Producer, TopicPartition
 from streamheal.alerts import silences as silence_records
 from streamheal.alerts.silences import Silence, Silences
 from streamheal.config import Config
+from streamheal.errors import NotDelivered
 from streamheal.kafka.connect import partitions_of, topic_reader, with_logging
 from streamheal.signing import CONTROL_KEY_ENV, Signer
 
@@ -73,6 +74,6 @@ def _publish(config: Config, value: bytes) -> None:
         on_delivery=lambda err, _: errors.append(str(err)) if err else None,
     )
     if producer.flush(15) or errors:
-        raise RuntimeError(
+        raise NotDelivered(
             f"silence not delivered to {config.topics.control}: {errors or 'timeout'}"
         )

@@ -46,6 +46,7 @@ from streamheal.alerts.control import publish_silence
 from streamheal.alerts.silences import SilenceError, Silences, describe_window, new_silence
 from streamheal.alerts.sink import DeliveryFailed, Sink
 from streamheal.config import Config
+from streamheal.errors import StreamhealError
 from streamheal.kafka import control
 from streamheal.metrics import NotifierMetrics
 from streamheal.registry import CHAMPION, RegistryError, open_registry
@@ -58,7 +59,7 @@ SILENCE_SECONDS = 3600.0
 QUEUE_SIZE = 100
 
 
-class ClickError(RuntimeError):
+class ClickError(StreamhealError, RuntimeError):
     """A click that could not be carried out (the message says why)."""
 
 

@@ -51,6 +51,7 @@ from streamheal.alerts.silences import Silences
 from streamheal.alerts.sink import DeliveryFailed, Sink
 from streamheal.alerts.slack import sink_from_env, slack_configured
 from streamheal.config import Config
+from streamheal.errors import StreamhealError
 from streamheal.kafka.connect import partitions_of, topic_reader, with_logging
 from streamheal.metrics import NotifierMetrics
 from streamheal.signing import CONTROL_KEY_ENV, Signer
@@ -62,7 +63,7 @@ RECOVERY_TIMEOUT_SECONDS = 60.0
 FIRST_RETRY_SECONDS = 0.5
 
 
-class NotifierError(RuntimeError):
+class NotifierError(StreamhealError, RuntimeError):
     """The notifier cannot go on; a fresh one rebuilds from the alerts topic, unless
     ``fatal`` (fenced: another notifier of the same group took over)."""
 

@@ -34,6 +34,7 @@ from typing import Any
 
 import orjson
 
+from streamheal.errors import StreamhealError
 from streamheal.signing import Signer
 
 LABELS = ("model", "kind", "signal", "feature", "severity", "alert")
@@ -45,7 +46,7 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-class SilenceError(ValueError):
+class SilenceError(StreamhealError, ValueError):
     """A matcher, duration, time or silence record that cannot be used."""
 
 

@@ -12,11 +12,12 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from streamheal.alerts.blocks import Message
+from streamheal.errors import StreamhealError
 
 Receipt = dict[str, Any]  # {"sink": ..., "channel": ..., "ts": ...}
 
 
-class DeliveryFailed(RuntimeError):
+class DeliveryFailed(StreamhealError, RuntimeError):
     """The sink did not accept the message (it will be retried)."""
 
 

@@ -24,17 +24,18 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from streamheal.config import Config
+from streamheal.errors import StreamhealError
 
 log = logging.getLogger("streamheal.committer")
 _RETRIES = 10
 _FENCED = (KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH)
 
 
-class TransactionAborted(RuntimeError):
+class TransactionAborted(StreamhealError, RuntimeError):
     """The batch's transaction was aborted: nothing of it is visible; rewind and redo."""
 
 
-class CommitFailed(RuntimeError):
+class CommitFailed(StreamhealError, RuntimeError):
     """The worker cannot commit any more (fenced, fatal producer error, lost outputs)."""
 
     def __init__(self, message: str, fenced: bool = False) -> None:

@@ -26,11 +26,12 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, ClusterMetadata
 
 from streamheal.config import REDACTED, TOPIC_KEYS, Config, ConfigError, is_secret
+from streamheal.errors import StreamhealError
 
 LIBRDKAFKA_LOG = logging.getLogger("streamheal.librdkafka")
 
 
-class BrokerUnavailable(RuntimeError):
+class BrokerUnavailable(StreamhealError, RuntimeError):
     """No broker answered within ``kafka.connect_timeout_seconds``."""
 
 

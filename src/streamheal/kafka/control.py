@@ -19,6 +19,7 @@ from streamheal import commands
 from streamheal.alerts.silences import is_silence_record
 from streamheal.commands import Command, Refusal
 from streamheal.config import Config
+from streamheal.errors import NotDelivered
 from streamheal.kafka.connect import partitions_of, topic_reader, with_logging
 from streamheal.signing import CONTROL_KEY_ENV, Signer
 
@@ -82,4 +83,4 @@ def publish(
         on_delivery=lambda err, _: errors.append(str(err)) if err else None,
     )
     if producer.flush(15) or errors:
-        raise RuntimeError(f"control command not delivered: {errors or 'timeout'}")
+        raise NotDelivered(f"control command not delivered: {errors or 'timeout'}")

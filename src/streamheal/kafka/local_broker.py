@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streamheal.config import LocalKafkaConfig
+from streamheal.errors import StreamhealError
 
 # Kafka's server logs through slf4j 1.x; this binding sends it to log4j2 (otherwise: silence).
 _SLF4J_BINDING = ("org.apache.logging.log4j", "log4j-slf4j-impl", "2.24.3")
@@ -56,7 +57,7 @@ logger.state.level = WARN
 """
 
 
-class LocalKafkaError(RuntimeError):
+class LocalKafkaError(StreamhealError, RuntimeError):
     """The local broker could not be prepared, started or stopped."""
 
 

@@ -36,6 +36,7 @@ from streamheal.commands import Refusal
 from streamheal.config import Config
 from streamheal.detectors.suite import Drift
 from streamheal.engine import Engine, Prediction
+from streamheal.errors import StreamhealError
 from streamheal.events import Event, Rejection, Source, decode
 from streamheal.guards import Notice
 from streamheal.kafka import records
@@ -64,7 +65,7 @@ EXIT_KAFKA_FAILURE = 74  # EX_IOERR: outputs not acknowledged, a fatal producer/
 EXIT_FENCED = 75  # EX_TEMPFAIL: a newer process with the same worker.id took over
 
 
-class WorkerError(RuntimeError):
+class WorkerError(StreamhealError, RuntimeError):
     """The worker cannot go on without risking loss; nothing uncommitted is kept."""
 
     def __init__(self, message: str, exit_code: int = EXIT_KAFKA_FAILURE) -> None:

@@ -19,6 +19,7 @@ from confluent_kafka import Producer
 
 from streamheal import models
 from streamheal.config import Config, config_hash
+from streamheal.errors import NotDelivered
 from streamheal.kafka.connect import with_logging
 from streamheal.kafka.control import publish
 from streamheal.registry import RegistryBackend
@@ -111,4 +112,4 @@ def alert_rejection(config: Config, summary: dict[str, Any]) -> None:
         on_delivery=lambda err, _: errors.append(str(err)) if err else None,
     )
     if producer.flush(15) or errors:
-        raise RuntimeError(f"rejection alert not delivered: {errors or 'timeout'}")
+        raise NotDelivered(f"rejection alert not delivered: {errors or 'timeout'}")

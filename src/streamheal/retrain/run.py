@@ -21,6 +21,7 @@ from confluent_kafka import KafkaException
 
 from streamheal import models
 from streamheal.config import Config
+from streamheal.errors import NotDelivered, StreamhealError
 from streamheal.registry import CHAMPION, open_registry
 from streamheal.retrain.evaluate import score, split, train_model
 from streamheal.retrain.gate import Gate
@@ -35,7 +36,7 @@ EXIT_REJECTED = 3
 EXIT_CODES = {"promoted": EXIT_PROMOTED, "rejected": EXIT_REJECTED, "failed": EXIT_FAILED}
 
 
-class RetrainFailed(RuntimeError):
+class RetrainFailed(StreamhealError, RuntimeError):
     """The run cannot produce a candidate (no labeled data, say)."""
 
 
@@ -129,7 +130,7 @@ def _decide(
         try:
             promote(registry, config, version, reason)
         except RuntimeError as err:
-            raise RuntimeError(
+            raise NotDelivered(
                 f"v{version} passed the gate and is the champion, but running workers were "
                 f"not told ({err}); they serve it after a restart"
             ) from None

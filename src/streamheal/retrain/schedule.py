@@ -25,8 +25,10 @@ from datetime import UTC, datetime
 
 from croniter import CroniterBadCronError, CroniterBadDateError, croniter
 
+from streamheal.errors import StreamhealError
 
-class ScheduleError(ValueError):
+
+class ScheduleError(StreamhealError, ValueError):
     """A cron expression croniter cannot read."""
 
 

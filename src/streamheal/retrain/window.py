@@ -31,17 +31,18 @@ import numpy as np
 
 from streamheal import models
 from streamheal.config import Config
+from streamheal.errors import StreamhealError
 from streamheal.events import Event, Label, Reason, decode
 from streamheal.guards import EventClock, InputGuard
 from streamheal.joins import BYTES_PER_RAW_BYTE, ENTRY_OVERHEAD_BYTES, LabelJoin, Pending
 from streamheal.replay import Record, file_records, topic_records
 
 
-class WindowTooLarge(RuntimeError):
+class WindowTooLarge(StreamhealError, RuntimeError):
     """The window holds more than the configured caps and ``overflow = "refuse"``."""
 
 
-class OutOfTime(RuntimeError):
+class OutOfTime(StreamhealError, RuntimeError):
     """The run went past ``retrain.time_budget_seconds``."""
 
 

@@ -43,6 +43,7 @@ from typing import Literal
 import orjson
 
 from streamheal.config import Config
+from streamheal.errors import StreamhealError
 from streamheal.signing import STATE_KEY_ENV, Signer
 
 FORMAT = 1
@@ -54,7 +55,7 @@ SECTIONS = ("model", "engine", "detectors", "policy", "guards")
 Usable = Literal["all", "model", "none"]
 
 
-class CheckpointError(ValueError):
+class CheckpointError(StreamhealError, ValueError):
     """A checkpoint that cannot be trusted or used: incomplete, corrupt or badly signed."""
 
 
