@@ -31,6 +31,7 @@ class CovariateMonitor(Stateful):
         self.seen = 0  # rows observed since the reference was set
         self.cusum = VectorCusum(n_num, cusum_k, cusum_threshold, prior_weight=window_size)
         self._dense: tuple[list[int], np.ndarray | None] | None = None  # see _ks_complete_columns
+        self._bins: tuple[np.ndarray, np.ndarray] | None = None  # see _psi_all_columns
 
     @property
     def warm(self) -> bool:
@@ -131,6 +132,7 @@ class CovariateMonitor(Stateful):
         )
         evidence += self._missing_rates(names, missing, alpha, clear_p)
         ks = self._ks_complete_columns()
+        psi = self._psi_all_columns()
         for j, name in enumerate(ref.numeric_names):
             column = self.numeric_window[:, j]
             finite = column[np.isfinite(column)]
@@ -139,7 +141,7 @@ class CovariateMonitor(Stateful):
                 continue
             d, p = ks[j] if j in ks else stats.ks_2samp(sorted_ref, finite)
             describe = _describe(sorted_ref, finite)
-            value = stats.psi(ref.bin_counts[j], stats.binned_counts(ref.edges[j], finite))
+            value = float(psi[j])
             evidence += [
                 Evidence.from_p_value(
                     "covariate", "feature", name, "ks", d, p, alpha, clear_p, describe=describe
@@ -192,6 +194,22 @@ class CovariateMonitor(Stateful):
             j: (float(d), stats.ks_pvalue(float(d), n1, n2))
             for j, d in zip(columns, statistics.tolist(), strict=True)
         }
+
+    def _psi_all_columns(self) -> np.ndarray:
+        """PSI of every numeric feature's window against its reference bins, at once."""
+        ref = self.reference
+        if self._bins is None:  # every feature's edges and counts padded to one width
+            width = max((len(e) for e in ref.edges), default=0)
+            edges = np.full((len(ref.edges), width), np.inf)
+            counts = np.zeros((len(ref.edges), width + 1), dtype=np.int64)
+            for j, (e, c) in enumerate(zip(ref.edges, ref.bin_counts, strict=True)):
+                edges[j, : len(e)] = e
+                counts[j, : len(c)] = c
+            self._bins = (edges, counts)
+        edges, counts = self._bins
+        if not len(edges):
+            return np.zeros(0)
+        return stats.psi_many(edges, counts, self.numeric_window)
 
     def _missing_rates(
         self, names: list[str], missing: np.ndarray, alpha: float, clear_p: float
