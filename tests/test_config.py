@@ -1,11 +1,13 @@
 import subprocess
 import sys
+import tomllib
+import typing
 from pathlib import Path
 
 import pytest
 
 from streamheal.cli import EXIT_CONFIG, main
-from streamheal.config import Config, ConfigError, config_hash, load_config
+from streamheal.config import Config, ConfigError, EngineConfig, config_hash, load_config
 from streamheal.kafka.snapshots import _config_hash
 
 PASSWORD = "hunter2-do-not-print"
@@ -283,3 +285,66 @@ def test_hostile_values_stop_at_load_with_a_clear_message_and_no_secret() -> Non
             None,
             env={"STREAMHEAL_TOPICS__PREDICTIONS": "a.b.c", "STREAMHEAL_TOPICS__ALERTS": "a_b.c"},
         )
+
+
+def test_enumerations_are_typed_as_literals_and_still_name_the_key() -> None:
+    hints = typing.get_type_hints(EngineConfig)
+    assert typing.get_origin(hints["mode"]) is typing.Literal
+    with pytest.raises(ConfigError) as err:
+        load_config(None, env={"STREAMHEAL_WORKER__GUARANTEE": "twice"})
+    assert str(err.value) == (
+        "worker.guarantee: expected one of 'exactly-once', 'at-least-once', got 'twice'"
+    )
+    with pytest.raises(ConfigError, match=r"^policy\.concept: expected a list of actions"):
+        Config().replace(policy={"concept": ["snapshot", "panic"]})
+
+
+def test_an_env_list_of_names_may_be_given_bare_or_as_toml() -> None:
+    bare = load_config(None, env={"STREAMHEAL_POLICY__CONCEPT": "snapshot, fork"})
+    toml = load_config(None, env={"STREAMHEAL_POLICY__CONCEPT": '["reset"]'})
+    assert bare.policy.concept == ["snapshot", "fork"]
+    assert toml.policy.concept == ["reset"]
+    assert load_config(None, env={"STREAMHEAL_ENGINE__MODE": "mini_batch"}).engine.mode == (
+        "mini_batch"
+    )
+
+
+@pytest.mark.parametrize("cadence", ["window_check_every", "model_check_every"])
+def test_a_cadence_that_is_no_multiple_of_check_every_is_refused_naming_both_keys(
+    cadence: str,
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(None, env={f"STREAMHEAL_DETECTORS__{cadence.upper()}": "250"})
+    message = str(err.value)
+    assert f"detectors.{cadence} (250)" in message
+    assert "multiple of detectors.check_every (100)" in message
+
+
+def test_more_confirming_checks_than_the_window_keeps_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"detectors\.confirm_checks \(4\).*confirm_window \(3\)"):
+        Config().replace(detectors={"confirm_checks": 4})
+
+
+def test_a_promotion_minimum_above_its_window_is_refused_naming_both_keys(tmp_path: Path) -> None:
+    path = write(tmp_path, "[policy]\npromotion_window = 50\npromotion_min_samples = 80\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, env={})
+    assert str(err.value).startswith(
+        "policy.promotion_min_samples (80) must be <= policy.promotion_window (50)"
+    )
+    assert load_config(path, env={"STREAMHEAL_POLICY__PROMOTION_WINDOW": "80"})
+
+
+def test_a_cross_field_rule_stops_the_worker_at_start_with_exit_78(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, "[detectors]\ncheck_every = 30\n")
+    assert main(["run", "-c", str(path)]) == EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert "detectors.window_check_every (500) must be a multiple of detectors.check_every" in err
+
+
+def test_scipy_is_a_declared_dependency() -> None:
+    text = (Path(__file__).parent.parent / "pyproject.toml").read_text()
+    dependencies = tomllib.loads(text)["project"]["dependencies"]
+    assert any(d.startswith("scipy") for d in dependencies)

@@ -4,8 +4,12 @@ Values come from a TOML file (``config/streamheal.toml`` by default) and are the
 overridden by ``STREAMHEAL_<SECTION>__<KEY>`` environment variables, e.g.
 ``STREAMHEAL_KAFKA__BOOTSTRAP_SERVERS=broker:9092``. Any unknown key or badly typed
 value stops the program at start with a message that names the key and the form it
-expects. An environment value is read as its key's type: a string key takes the raw
-text, any other key a TOML literal (``250``, ``true``, ``{"linger.ms" = 5}``).
+expects. An environment value is read as its key's type: a string key (or one of a set
+of names) takes the raw text, a list key a TOML array or bare comma-separated names
+(``snapshot,fork``), any other key a TOML literal (``250``, ``true``,
+``{"linger.ms" = 5}``). Rules that tie two keys together (a cadence that must be a
+multiple of ``detectors.check_every``, ``policy.promotion_min_samples <=
+policy.promotion_window``, ...) are checked at load too, and their message names both.
 
 Secrets never leave this module in clear: a key whose name contains ``password``,
 ``secret``, ``token`` or ``key`` (e.g. ``kafka.common."sasl.password"``) shows as ``'***'``
@@ -35,7 +39,7 @@ import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from streamheal.errors import StreamhealError
 
@@ -44,6 +48,19 @@ ENV_PREFIX = "STREAMHEAL_"
 REDACTED = "***"
 _SECRET_NAME = re.compile("password|secret|token|key", re.IGNORECASE)
 _TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
+
+# The enumerations: a value outside one stops the program at start, naming the key.
+ModelName = Literal["logistic_regression", "hoeffding_tree", "arf"]
+EngineMode = Literal["per_event", "mini_batch"]
+ConceptDetector = Literal["adwin", "page_hinkley", "ddm", "hddm_a"]
+PolicyAction = Literal["snapshot", "reset", "fork"]
+ChallengerStart = Literal["fresh", "copy", "warm"]
+PromotionTest = Literal["margin", "one_sided"]
+RegistryBackendName = Literal["local", "mlflow"]
+ProcessingGuarantee = Literal["exactly-once", "at-least-once"]
+DriftKind = Literal["covariate", "prior", "concept", "model", "confidence"]
+OverflowPolicy = Literal["refuse", "sample"]
+MarginKind = Literal["absolute", "relative"]
 
 
 class ConfigError(StreamhealError, ValueError):
@@ -60,10 +77,6 @@ def _positive(expect: str = "an integer >= 1") -> dict[str, Any]:
 
 def _between(low: int, high: int, expect: str = "") -> dict[str, Any]:
     return _rule(expect or f"an integer between {low} and {high}", lambda v: low <= v <= high)
-
-
-def _choice(*options: str) -> dict[str, Any]:
-    return _rule("one of " + ", ".join(repr(o) for o in options), lambda v: v in options)
 
 
 def _non_empty() -> dict[str, Any]:
@@ -175,17 +188,14 @@ class EventsConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = field(
-        default="logistic_regression",
-        metadata=_choice("logistic_regression", "hoeffding_tree", "arf"),
-    )
+    name: ModelName = "logistic_regression"
     # Keyword arguments of the River estimator, e.g. {grace_period = 100}.
     params: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class EngineConfig:
-    mode: str = field(default="per_event", metadata=_choice("per_event", "mini_batch"))
+    mode: EngineMode = "per_event"
     # librdkafka's consume() refuses more than 1,000,000 records; a batch is also one
     # transaction and one Engine call, so far fewer make sense.
     batch_size: int = field(default=500, metadata=_between(1, 100_000))
@@ -228,9 +238,7 @@ class DetectorsConfig:
     psi_bins: int = field(default=10, metadata=_rule("an integer >= 2", lambda v: v >= 2))
     max_categories: int = field(default=50, metadata=_positive())
     max_features: int = field(default=200, metadata=_positive())
-    concept_detector: str = field(
-        default="adwin", metadata=_choice("adwin", "page_hinkley", "ddm", "hddm_a")
-    )
+    concept_detector: ConceptDetector = "adwin"
     # Concept detectors decide on their own statistics: confirm on the first firing by default.
     concept_confirm_checks: int = field(default=1, metadata=_positive())
     # Page-Hinkley threshold on the top-class probability stream (River's default is 50).
@@ -251,8 +259,27 @@ class DetectorsConfig:
         default=4, metadata=_rule("an integer >= 0", lambda v: isinstance(v, int) and v >= 0)
     )
 
+    def __post_init__(self) -> None:
+        # Windowed tests and model re-scoring run at check boundaries only: a cadence that
+        # is not a multiple of check_every would silently run at their common multiple.
+        for cadence in ("window_check_every", "model_check_every"):
+            every = getattr(self, cadence)
+            if every % self.check_every:
+                raise ConfigError(
+                    f"detectors.{cadence} ({every}) must be a multiple of detectors.check_every "
+                    f"({self.check_every}): checks run only every check_every events"
+                )
+        # "k of the last n checks" with k > n would ask for more raising checks than it keeps.
+        for confirm in ("confirm_checks", "concept_confirm_checks"):
+            if getattr(self, confirm) > self.confirm_window:
+                raise ConfigError(
+                    f"detectors.{confirm} ({getattr(self, confirm)}) must be <= "
+                    f"detectors.confirm_window ({self.confirm_window}): a drift is confirmed "
+                    "by that many of the last confirm_window checks"
+                )
 
-_ACTIONS = ("snapshot", "reset", "fork")
+
+_ACTIONS = typing.get_args(PolicyAction)
 
 
 def _actions_rule() -> dict[str, Any]:
@@ -267,19 +294,29 @@ class PolicyConfig:
     """What to do when a drift is confirmed, per drift kind; champion/challenger rules."""
 
     enabled: bool = True
-    covariate: list = field(default_factory=lambda: ["snapshot"], metadata=_actions_rule())
-    prior: list = field(default_factory=lambda: ["snapshot"], metadata=_actions_rule())
-    concept: list = field(default_factory=lambda: ["snapshot", "fork"], metadata=_actions_rule())
-    model: list = field(default_factory=lambda: ["snapshot"], metadata=_actions_rule())
-    confidence: list = field(default_factory=lambda: ["snapshot"], metadata=_actions_rule())
+    covariate: list[PolicyAction] = field(
+        default_factory=lambda: ["snapshot"], metadata=_actions_rule()
+    )
+    prior: list[PolicyAction] = field(
+        default_factory=lambda: ["snapshot"], metadata=_actions_rule()
+    )
+    concept: list[PolicyAction] = field(
+        default_factory=lambda: ["snapshot", "fork"], metadata=_actions_rule()
+    )
+    model: list[PolicyAction] = field(
+        default_factory=lambda: ["snapshot"], metadata=_actions_rule()
+    )
+    confidence: list[PolicyAction] = field(
+        default_factory=lambda: ["snapshot"], metadata=_actions_rule()
+    )
     # A challenger (and a reset model) starts "fresh", as a "copy" of the champion, or
     # "warm": fresh and trained on the last `warm_start` labeled events.
-    challenger: str = field(default="warm", metadata=_choice("fresh", "copy", "warm"))
+    challenger: ChallengerStart = "warm"
     warm_start: int = field(default=200, metadata=_rule("an integer >= 0", lambda v: v >= 0))
     # Promote when the challenger's accuracy over the last `promotion_window` labeled events
     # beats the champion's by `promotion_margin` ("margin"), or a one-sided two-proportion
     # z-test at level 0.05 says so ("one_sided"), with at least `promotion_min_samples`.
-    promotion_test: str = field(default="margin", metadata=_choice("margin", "one_sided"))
+    promotion_test: PromotionTest = "margin"
     promotion_window: int = field(default=300, metadata=_positive())
     promotion_min_samples: int = field(default=100, metadata=_positive())
     promotion_margin: float = field(default=0.02, metadata=_rule("a number >= 0", lambda v: v >= 0))
@@ -292,10 +329,20 @@ class PolicyConfig:
     # Start the challenger on the concept detector's warning (DDM, HDDM_A) already.
     fork_on_warning: bool = True
 
+    def __post_init__(self) -> None:
+        # The comparison window holds at most promotion_window results: a larger minimum
+        # could never be met, and no challenger would ever be promoted.
+        if self.promotion_min_samples > self.promotion_window:
+            raise ConfigError(
+                f"policy.promotion_min_samples ({self.promotion_min_samples}) must be <= "
+                f"policy.promotion_window ({self.promotion_window}): the comparison keeps only "
+                "the last promotion_window labeled events"
+            )
+
 
 @dataclass(frozen=True)
 class RegistryConfig:
-    backend: str = field(default="local", metadata=_choice("local", "mlflow"))
+    backend: RegistryBackendName = "local"
     # local backend; MLflow's artifacts
     path: str = field(default="~/.local/share/streamheal/registry", metadata=_non_empty())
     model_name: str = field(default="streamheal", metadata=_non_empty())
@@ -339,9 +386,7 @@ class WorkerConfig:
     )
     # "exactly-once": outputs, checkpoints and offsets commit in one Kafka transaction;
     # "at-least-once": outputs are acknowledged, then offsets committed (a crash re-scores).
-    guarantee: str = field(
-        default="exactly-once", metadata=_choice("exactly-once", "at-least-once")
-    )
+    guarantee: ProcessingGuarantee = "exactly-once"
     # A stable name for this worker process: its transactional.id is "<group_id>-<id>", so a
     # restarted worker fences its previous incarnation at once. "" = "<hostname>-0";
     # `run --workers N` gives each process "<id or hostname>-<i>".
@@ -460,7 +505,7 @@ class AlertsConfig:
     )
 
 
-DRIFT_KINDS = ("covariate", "prior", "concept", "model", "confidence")
+DRIFT_KINDS = typing.get_args(DriftKind)
 
 
 def _cron_rule() -> dict[str, Any]:
@@ -490,7 +535,7 @@ class RetrainConfig:
     # `drift_window_seconds` (0 = no drift trigger); one drift seen by several partitions
     # within alerts.group_window_seconds counts once.
     drift_alerts: int = field(default=3, metadata=_rule("an integer >= 0", lambda v: v >= 0))
-    drift_kinds: list = field(
+    drift_kinds: list[DriftKind] = field(
         default_factory=lambda: ["concept", "prior", "covariate"],
         metadata=_rule(
             "a non-empty list of drift kinds from " + ", ".join(repr(k) for k in DRIFT_KINDS),
@@ -509,7 +554,7 @@ class RetrainConfig:
     # (a seeded uniform sample that fits).
     max_examples: int = field(default=200_000, metadata=_between(10, 100_000_000))
     max_memory_mb: int = field(default=1024, metadata=_between(1, 1_000_000))
-    overflow: str = field(default="refuse", metadata=_choice("refuse", "sample"))
+    overflow: OverflowPolicy = "refuse"
     # The newest share of the window, never trained on, judges candidate and champion.
     holdout_share: float = field(
         default=0.2, metadata=_rule("a number in (0, 1)", lambda v: 0 < v < 1)
@@ -527,7 +572,7 @@ class RetrainConfig:
         default=0.0, metadata=_rule("a number >= 0 (0 = no bound)", lambda v: v >= 0)
     )
     margin: float = field(default=0.01, metadata=_rule("a number >= 0", lambda v: v >= 0))
-    margin_kind: str = field(default="absolute", metadata=_choice("absolute", "relative"))
+    margin_kind: MarginKind = "absolute"
     time_budget_seconds: float = field(default=1800.0, metadata=_seconds(1.0))
     # One retrain at a time on this host; "" = <registry.path>/<registry.model_name>.retrain.lock
     # (its trigger state is kept beside it, in <lock_path>.state.json).
@@ -662,9 +707,13 @@ def _key_type(section: str, key: str) -> Any:
 
 
 def _parse_env_value(raw: str, hint: Any) -> Any:
-    # A string key takes the text as it is: STREAMHEAL_KAFKA__GROUP_ID=123 means "123".
-    if hint is str:
+    # A string key (or one of a set of names) takes the text as it is:
+    # STREAMHEAL_KAFKA__GROUP_ID=123 means "123", not the number 123.
+    if hint is str or typing.get_origin(hint) is Literal:
         return raw
+    # A list of names may be given bare: STREAMHEAL_POLICY__CONCEPT=snapshot,fork.
+    if typing.get_origin(hint) is list and not raw.lstrip().startswith("["):
+        return [part.strip() for part in raw.split(",") if part.strip()]
     # Anything else is read as a TOML literal (numbers, booleans, inline tables); a value
     # that is not one stays a string, so the error names the key and the expected form.
     try:
@@ -703,6 +752,12 @@ def _build(cls: type, table: Any, where: str) -> Any:
 def _coerce(hint: Any, value: Any, key: str, meta: Mapping[str, Any]) -> Any:
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, key)
+    if typing.get_origin(hint) is Literal:
+        options = typing.get_args(hint)
+        if not isinstance(value, str) or value not in options:
+            expect = "one of " + ", ".join(repr(o) for o in options)
+            raise ConfigError(f"{key}: expected {expect}, got {redact(value, key)!r}")
+        return value
     origin = typing.get_origin(hint) or hint
     if isinstance(origin, types.UnionType):
         origin = typing.get_args(hint)[0]
