@@ -366,3 +366,18 @@ def test_a_run_from_a_jsonl_file_ignores_a_stale_lock_file(config: Config, tmp_p
     summary = retrain_once(config, "once", window)
     assert summary["outcome"] == "promoted", summary["error"]
     assert summary["window"]["kind"] == "file" and summary["window"]["labeled"] == 1000
+
+
+def test_a_count_window_reads_only_the_end_of_the_topic_and_keeps_the_newest(
+    config: Config, tmp_path: Path
+) -> None:
+    config, _ = retrain_config(config, tmp_path)
+    events = SCENARIOS["stationary"](events=3000, seed=18).events  # labels inline
+    produce(config, events)
+    summary = retrain_once(config.replace(retrain={"window_count": 200, "min_holdout": 20}))
+    assert summary["outcome"] == "promoted", summary["error"]
+    window = summary["window"]
+    assert window["examples"] == 200 and window["train"] == 160 and window["holdout"] == 40
+    assert window["records"] < 3000  # not the whole topic: about 2 x 200 per partition
+    assert window["last_ts"] == max(e["ts"] for e in events)
+    assert window["first_ts"] == sorted(e["ts"] for e in events)[-200]

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from confluent_kafka import TopicPartition
 
 from streamheal import models
 from streamheal.config import Config
@@ -35,6 +36,7 @@ from streamheal.errors import StreamhealError
 from streamheal.events import Event, Label, Reason, decode
 from streamheal.guards import EventClock, InputGuard
 from streamheal.joins import BYTES_PER_RAW_BYTE, ENTRY_OVERHEAD_BYTES, LabelJoin, Pending
+from streamheal.kafka.connect import partitions_of, topic_reader
 from streamheal.replay import Record, file_records, topic_records
 
 
@@ -253,6 +255,8 @@ def window_source(
     if file is not None:
         return file_records(file), {"kind": "file", "path": str(file)}
     since = now - config.retrain.window_seconds
+    if config.retrain.window_count:
+        since = max(since, count_start(config, config.retrain.window_count) or since)
     from_time = datetime.fromtimestamp(since, UTC).isoformat().replace("+00:00", "Z")
     records = topic_records(config, config.topics.events, from_time=from_time)
     described = {
@@ -262,6 +266,34 @@ def window_source(
         "to_time": datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z"),
     }
     return records, described
+
+
+def count_start(config: Config, count: int, timeout: float = 30.0) -> float | None:
+    """The record time after which every partition of the events topic still holds its
+    last ``2 x count`` records (a label is a record of its own), so a count window need not
+    read the whole time window; None when some partition holds fewer (read it all)."""
+    topic = config.topics.events
+    reader = topic_reader(config, f"{config.kafka.group_id}-retrain-window")
+    try:
+        starts = []
+        for partition in partitions_of(reader, topic, timeout):
+            low, high = reader.get_watermark_offsets(TopicPartition(topic, partition), timeout)
+            offset = high - 2 * count
+            if offset <= low:
+                return None
+            reader.assign([TopicPartition(topic, partition, offset)])
+            deadline = time.monotonic() + timeout
+            message = None
+            while message is None and time.monotonic() < deadline:
+                for candidate in reader.consume(num_messages=1, timeout=1.0):
+                    if candidate.error() is None:
+                        message = candidate
+            if message is None:
+                return None
+            starts.append(message.timestamp()[1] / 1000.0)
+        return min(starts) if starts else None
+    finally:
+        reader.close()
 
 
 def read_window(
