@@ -381,3 +381,22 @@ def test_a_count_window_reads_only_the_end_of_the_topic_and_keeps_the_newest(
     assert window["records"] < 3000  # not the whole topic: about 2 x 200 per partition
     assert window["last_ts"] == max(e["ts"] for e in events)
     assert window["first_ts"] == sorted(e["ts"] for e in events)[-200]
+
+
+def test_a_service_whose_topics_are_missing_with_create_false_stops_with_exit_78(
+    config: Config, tmp_path: Path
+) -> None:
+    path = tmp_path / "missing.toml"
+    path.write_text(
+        f'[kafka]\nbootstrap_servers = "{config.kafka.bootstrap_servers}"\n'
+        f'[topics]\ncreate = false\nalerts = "{config.topics.alerts}-missing"\n'
+        f'[registry]\npath = "{tmp_path / "registry"}"\n'
+    )
+    result = subprocess.run(
+        streamheal("retrain", "-c", str(path), "--on-drift"),
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_DEADLINE,
+    )
+    assert result.returncode == 78
+    assert f"topics.alerts = '{config.topics.alerts}-missing'" in result.stderr

@@ -250,13 +250,19 @@ def retrain_command(
             "retrain.drift_alerts: 0 turns the drift trigger off, and there is no "
             "retrain.schedule either: nothing to wait for (or give --once, --schedule CRON)"
         )
-    from streamheal.kafka.connect import BrokerUnavailable, wait_for_cluster
+    from streamheal.kafka.admin import ensure_topics
+    from streamheal.kafka.connect import BrokerUnavailable, require_topics, wait_for_cluster
 
     try:
-        wait_for_cluster(config)
+        metadata = wait_for_cluster(config)
     except BrokerUnavailable as err:
         print(f"streamheal: {err}", file=sys.stderr)
         return 69
+    # The alerts topic is read from the start; the others are read or written by each run.
+    if config.topics.create:
+        ensure_topics(config)
+    else:
+        require_topics(config, metadata, keys=["events", "alerts", "control"])
     service = RetrainService(config, cron, drift, _default_runner(file))
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: service.stop())
