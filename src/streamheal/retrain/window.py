@@ -8,12 +8,16 @@ partition gets what a worker's Engine has for it: the input guard
 served), the event clock and the label join (:class:`~streamheal.joins.LabelJoin`, the
 worker's own class and bounds), so a feature event pairs with its later label exactly as
 in the worker; a label the worker would dead-letter (unknown, expired, duplicate, not 0/1
-for a binary model) is counted and left out here.
+for a binary model) is counted and left out here. The Engine has no call that joins without
+scoring, so :class:`WindowJoin` makes the Engine's calls in the Engine's order (guard,
+clock, ``LabelJoin.remember`` / ``find`` / ``take`` / ``close``, label mapping); a test
+checks that it yields exactly the pairs an Engine learns from the same records.
 
 Memory is bounded by :class:`BoundedWindow`: past ``retrain.max_examples`` examples or
 ``retrain.max_memory_mb`` (estimated like the join buffer's bytes), a run either stops
 with :class:`WindowTooLarge` (``overflow = "refuse"``) or keeps a seeded uniform sample
-that fits (``"sample"``). With ``retrain.window_count`` it keeps the newest N examples.
+that fits (``"sample"``). With ``retrain.window_count`` it keeps the newest N examples
+and reads only the end of the topic (:func:`count_start`).
 """
 
 from __future__ import annotations
