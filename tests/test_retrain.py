@@ -489,3 +489,19 @@ def test_concurrent_ticks_share_one_lock(tmp_path: Path) -> None:
     for thread in threads:
         thread.join(timeout=600)
     assert runs == ["schedule"]
+
+
+def test_the_schedule_and_a_drift_due_together_make_one_run(tmp_path: Path) -> None:
+    from streamheal.retrain.drift import DriftCount
+
+    clock, runs = FakeClock(at("2026-11-28T10:20")), []
+    both = service(tmp_path, clock, runs)
+    both.drift = DriftCount(needed=2, window_seconds=3600, group_seconds=30)
+    both.tick()
+    fire = {"type": "drift", "status": "firing", "kind": "concept"}
+    both.drift.take({**fire, "key": "a"}, at=at("2026-11-28T10:50"))
+    both.drift.take({**fire, "key": "b"}, at=at("2026-11-28T10:55"))
+    clock.now = at("2026-11-28T11:00")
+    assert both.tick()["trigger"] == "schedule+drift"
+    assert both.tick() is None
+    assert runs == ["schedule+drift"]
