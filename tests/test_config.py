@@ -205,6 +205,7 @@ def test_a_model_param_river_refuses_stops_the_command_with_exit_78(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
 ) -> None:
     path = str(write(tmp_path, "[model]\nparams = {depth = 3}\n"))
+    (tmp_path / "x.jsonl").write_text("")  # the input exists: the config is what is wrong
     args = {
         "run": ["run", "-c", path],
         "bench": ["bench", "--events", "10"],

@@ -198,6 +198,6 @@ def test_replay_refuses_a_missing_file_and_bad_arguments(tmp_path: Path) -> None
     missing = streamheal(
         "replay", "--file", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "o"), check=False
     )
-    assert missing.returncode == 1 and "no such file" in missing.stderr
+    assert missing.returncode == 2 and "no such file: " in missing.stderr
     both = streamheal("replay", "--file", "a", "--topic", "b", "--out", "o", check=False)
     assert both.returncode == 2 and "usage:" in both.stderr

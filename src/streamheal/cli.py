@@ -15,101 +15,369 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from streamheal import __version__
-from streamheal.config import Config, ConfigError, load_config
+from streamheal.config import Config, ConfigError, apply_env, load_config
 from streamheal.evaluation import DEFAULT_MAX_DELAY
 
 EXIT_UNAVAILABLE = 69  # sysexits.h EX_UNAVAILABLE: no broker answered at start
 EXIT_CONFIG = 78  # sysexits.h EX_CONFIG
+DEFAULT_EVENTS = 2000  # simulate's feature events when --events is not given (not csv)
 # Commands that build the configured model: a bad model.params stops them at start.
 _MODEL_COMMANDS = ("run", "bench", "retrain")
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Examples keep their line breaks; every option that has a default shows it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        shown = "%(default)" in text or "default:" in text
+        default = action.default
+        # Identity, not equality: a default of 0 or 0.0 is shown, False (a flag) is not.
+        unset = default is None or default is False or default is argparse.SUPPRESS
+        if shown or unset or default == [] or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _command(
+    commands: Any, name: str, summary: str, examples: Sequence[str], description: str = ""
+) -> argparse.ArgumentParser:
+    """A sub-command whose ``--help`` shows its defaults and ends with examples."""
+    command = commands.add_parser(
+        name,
+        help=summary,
+        description=description or summary[0].upper() + summary[1:] + ".",
+        epilog="examples:\n" + "".join(f"  {line}\n" for line in examples),
+        formatter_class=_HelpFormatter,
+    )
+    # A mistake found after parsing (a drift past the stream) is reported like a parse error.
+    command.set_defaults(usage_error=command.error)
+    return command
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="streamheal", description="A self-healing online-learning worker on Kafka."
+        prog="streamheal",
+        description="A self-healing online-learning worker on Kafka.",
+        epilog="exit codes: 0 ok; 1 runtime failure; 2 bad arguments or a missing input "
+        "file;\n69 Kafka unreachable; 78 bad config. `streamheal COMMAND --help` shows "
+        "each command's\noptions, defaults and examples.",
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", help="one of:"
+    )
 
-    run = commands.add_parser("run", help="run the worker until SIGINT/SIGTERM")
+    run = _command(
+        commands,
+        "run",
+        "run the worker until SIGINT/SIGTERM",
+        ["streamheal run -c config/streamheal.toml", "streamheal run --workers 4"],
+    )
     _config_option(run)
     run.add_argument(
         "--workers",
         type=_positive_int,
         default=1,
         metavar="N",
-        help="start N worker processes in one consumer group (one core each; default 1)",
+        help="start N worker processes in one consumer group (one core each)",
     )
 
-    simulate = commands.add_parser("simulate", help="stream a scenario with known drifts")
-    simulate.add_argument("scenario", choices=[*_scenario_names(), "csv"])
+    _simulate_parser(commands)
+    _replay_parser(commands)
+    _compare_parser(commands)
+    _registry_parser(commands)
+
+    bench = _command(
+        commands,
+        "bench",
+        "measure Engine throughput against bare River",
+        ["streamheal bench", "streamheal bench --events 10000 --rounds 3 --kafka-events 0 --json"],
+    )
+    bench.add_argument(
+        "--events", type=_positive_int, default=50_000, metavar="N", help="events per round"
+    )
+    bench.add_argument(
+        "--rounds",
+        type=_positive_int,
+        default=5,
+        metavar="N",
+        help="rounds per variant; each figure is the median over rounds",
+    )
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.add_argument(
+        "--kafka-events",
+        type=_non_negative_int,
+        default=30_000,
+        metavar="N",
+        help="events for the figures through the broker (kafka_*; 0 = skip them; "
+        "skipped with a note when no broker answers)",
+    )
+
+    notify = _command(
+        commands,
+        "notify",
+        "alerts topic -> grouped Slack messages",
+        [
+            "streamheal notify -c config/streamheal.toml",
+            "streamheal notify --interactive-port 3000",
+        ],
+    )
+    _config_option(notify)
+    notify.add_argument(
+        "--interactive-port",
+        type=_port,
+        default=None,
+        metavar="P",
+        help="serve Slack button clicks on this TCP port, 1-65535 "
+        "(needs SLACK_SIGNING_SECRET; default: no buttons served)",
+    )
+
+    _silence_parser(commands)
+
+    retrain = _command(
+        commands,
+        "retrain",
+        "batch retraining gated by offline evaluation (exit 0 promoted, 3 rejected, 1 failed)",
+        [
+            "streamheal retrain --once",
+            'streamheal retrain --schedule "0 3 * * *"',
+            "streamheal retrain --once --file events.jsonl",
+        ],
+    )
+    _config_option(retrain)
+    when = retrain.add_mutually_exclusive_group()
+    when.add_argument("--once", action="store_true", help="run now, once, and exit")
+    when.add_argument(
+        "--schedule",
+        type=_cron,
+        metavar="CRON",
+        help='run on this cron schedule, in UTC ("0 3 * * *"; a 6th field is seconds; '
+        "default: retrain.schedule)",
+    )
+    when.add_argument(
+        "--on-drift", action="store_true", help="run after retrain.drift_alerts drift alerts"
+    )
+    retrain.add_argument(
+        "--file",
+        type=_existing_file,
+        metavar="F.jsonl",
+        help="train on a JSONL file (default: the events topic)",
+    )
+
+    kafka = _command(
+        commands,
+        "kafka",
+        "a local single-node Apache Kafka for development",
+        ["streamheal kafka up", "streamheal kafka status", "streamheal kafka down --purge"],
+    )
+    kafka.add_argument(
+        "action",
+        choices=["up", "down", "status"],
+        help="up: start (fetching the jars once); down: stop; status: exit 0 when running",
+    )
+    kafka.add_argument("--purge", action="store_true", help="with down: delete the broker's data")
+    _config_option(kafka)
+    return parser
+
+
+def _simulate_parser(commands: Any) -> None:
+    simulate = _command(
+        commands,
+        "simulate",
+        "stream a scenario with known drifts",
+        [
+            "streamheal simulate breast-cancer --out data/bc.jsonl --events 5000",
+            "streamheal simulate sea --kafka --events 20000 --drift-at 5000,12000 --rate 500",
+            "streamheal simulate csv --csv elec.csv --label class --out data/elec.jsonl",
+            "streamheal simulate csv --csv elec.csv --label class --drift-at 20000 "
+            "--drift-kind concept --out data/elec-drift.jsonl",
+        ],
+        description="Stream a seeded scenario with known drifts to Kafka or a JSONL file, "
+        "and write\nits truth file (where each drift starts, how wide it is, its kind).\n\n"
+        "csv drift kinds (--drift-kind, with --drift-at):\n"
+        "  covariate  the numeric column --drift-feature is shifted by +N(2, 1) of its\n"
+        "             standard deviations from each drift on; labels unchanged\n"
+        "  concept    labels rotate to the next class in sorted order (binary: flip)\n"
+        "  none       nothing injected; the indices only go to the truth file\n"
+        "             (kind 'unknown': change points known to be in the data)",
+    )
+    simulate.add_argument("scenario", choices=[*_scenario_names(), "csv"], help="what to stream")
     target = simulate.add_mutually_exclusive_group(required=True)
     target.add_argument("--kafka", action="store_true", help="produce to the events topic")
-    target.add_argument("--out", type=Path, metavar="FILE.jsonl", help="write a JSONL file")
-    simulate.add_argument("--events", type=_positive_int, default=2000)
-    simulate.add_argument("--seed", type=int, default=42)
-    simulate.add_argument("--label-delay", type=_non_negative_int, default=0)
+    target.add_argument(
+        "--out", type=Path, metavar="FILE.jsonl", help="write a JSONL file (parents created)"
+    )
+    simulate.add_argument(
+        "--events",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help=f"feature events to generate (default: {DEFAULT_EVENTS}; csv: every row)",
+    )
+    simulate.add_argument(
+        "--seed", type=int, default=42, metavar="S", help="seed of every random choice"
+    )
+    simulate.add_argument(
+        "--label-delay",
+        type=_non_negative_int,
+        default=0,
+        metavar="N",
+        help="send each label as its own event N feature events later (0 = in the event)",
+    )
     simulate.add_argument(
         "--drift-at",
         type=_index_list,
         default=None,
         metavar="I[,I...]",
-        help="drift positions among feature events (default: the middle)",
+        help="0-based drift positions among feature events, below --events "
+        "(default: the middle; csv: no drift)",
     )
     simulate.add_argument(
-        "--width", type=_positive_int, default=None, help="events a drift takes (1 = abrupt)"
+        "--width",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="events a drift takes, the new concept taking over linearly "
+        "(1 = abrupt; default: 1, hyperplane 2000)",
     )
-    simulate.add_argument("--csv", type=Path, default=None, help="with scenario csv: the file")
-    simulate.add_argument("--label", default="label", help="with scenario csv: label column")
-    simulate.add_argument("--unlabeled", type=float, default=0.0, help="fraction never labeled")
-    simulate.add_argument("--rate", type=float, default=None, metavar="EPS", help="events/s cap")
     simulate.add_argument(
-        "--truth", type=Path, default=None, help="truth file (default: FILE.truth.json with --out)"
+        "--csv", type=_existing_file, default=None, metavar="FILE", help="with csv: the file"
+    )
+    simulate.add_argument(
+        "--label", default="label", metavar="COLUMN", help="with csv: the label column"
+    )
+    simulate.add_argument(
+        "--drift-kind",
+        choices=_csv_drift_kinds(),
+        default="covariate",
+        help="with csv and --drift-at: what is injected (see above)",
+    )
+    simulate.add_argument(
+        "--drift-feature",
+        default=None,
+        metavar="COLUMN",
+        help="with csv and --drift-kind covariate: the column shifted "
+        "(default: the first numeric one)",
+    )
+    simulate.add_argument(
+        "--unlabeled",
+        type=_fraction,
+        default=0.0,
+        metavar="F",
+        help="fraction of events never labeled, 0 <= F < 1",
+    )
+    simulate.add_argument(
+        "--rate",
+        type=_positive_float,
+        default=None,
+        metavar="EPS",
+        help="with --kafka: at most EPS events per second (default: as fast as possible)",
+    )
+    simulate.add_argument(
+        "--truth",
+        type=Path,
+        default=None,
+        metavar="FILE.json",
+        help="where the truth goes (default: FILE.truth.json beside --out; none with --kafka)",
     )
     _config_option(simulate)
 
-    replay = commands.add_parser("replay", help="evaluate configs offline on a topic or file")
+
+def _replay_parser(commands: Any) -> None:
+    replay = _command(
+        commands,
+        "replay",
+        "evaluate configs offline on a topic or file",
+        [
+            "streamheal replay --file data/bc.jsonl --truth data/bc.truth.json --out out/bc",
+            "streamheal replay --file data/bc.jsonl -c a.toml -c b.toml --out out/ab",
+            "streamheal replay --topic streamheal.events --from-time 2026-11-27T10:00Z "
+            "-c prod.toml --out out/today",
+        ],
+        description="Run the production Engine, once per config, over a topic or a JSONL "
+        "file, and\nwrite DIR/report.json and DIR/report.html. A topic is read with "
+        "assign + seek\n(never committing) using the Kafka settings of the first -c file.",
+    )
     source = replay.add_mutually_exclusive_group(required=True)
-    source.add_argument("--topic", help="read this topic (assign + seek, never commits)")
-    source.add_argument("--file", type=Path, metavar="F.jsonl", help="read a JSONL file")
+    source.add_argument(
+        "--topic", metavar="T", help="read this topic (assign + seek, never commits)"
+    )
+    source.add_argument("--file", type=_existing_file, metavar="F.jsonl", help="read a JSONL file")
     start = replay.add_mutually_exclusive_group()
-    start.add_argument("--from-offset", type=_non_negative_int, default=None)
-    start.add_argument("--from-time", default=None, metavar="ISO", help="e.g. 2026-11-27T10:00Z")
-    replay.add_argument("--to-time", default=None, metavar="ISO")
+    start.add_argument(
+        "--from-offset",
+        type=_non_negative_int,
+        default=None,
+        metavar="O",
+        help="with --topic: start every partition at this offset (default: the earliest)",
+    )
+    start.add_argument(
+        "--from-time",
+        default=None,
+        type=_iso_time,
+        metavar="ISO",
+        help="with --topic: start at this record time, e.g. 2026-11-27T10:00Z",
+    )
+    replay.add_argument(
+        "--to-time",
+        default=None,
+        type=_iso_time,
+        metavar="ISO",
+        help="with --topic: stop at this record time (default: the end at the start)",
+    )
     replay.add_argument(
         "-c",
         "--config",
         type=Path,
         action="append",
         default=[],
-        help="a config to evaluate (repeat for several; a [grid] table expands)",
+        help="a config to evaluate (repeat for several; a [grid] table expands; "
+        "default: the default config)",
     )
-    replay.add_argument("--truth", type=Path, default=None, help="truth file of known drifts")
+    replay.add_argument(
+        "--truth",
+        type=_existing_file,
+        default=None,
+        metavar="F.json",
+        help='known drifts, {"drifts": [{"index": I, "width": W, ...}]} as simulate '
+        "writes it (default: none, no scores)",
+    )
     replay.add_argument(
         "--max-delay",
         type=_positive_int,
         default=DEFAULT_MAX_DELAY,
         metavar="N",
-        help="an episode opened within N events after a true drift detects it "
-        "(default %(default)s)",
+        help="an episode opened within N events after a true drift detects it",
     )
-    replay.add_argument("--out", type=Path, required=True, metavar="DIR")
+    replay.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="directory for report.json and report.html",
+    )
 
-    compare = commands.add_parser(
+
+def _compare_parser(commands: Any) -> None:
+    compare = _command(
+        commands,
         "compare",
-        help="one-shot reference-vs-current drift check",
+        "one-shot reference-vs-current drift check",
+        [
+            "streamheal compare reference.csv current.csv --label target --out out/cmp",
+            "streamheal compare ref.jsonl cur.jsonl --out out/cmp --method test --chi2 gof",
+            "streamheal compare ref.csv cur.csv --categorical zip,store --out out/cmp",
+        ],
         description="Compare two batches column by column: missing rate, distribution\n"
         "(KS / chi-square p-values, or Wasserstein / Jensen-Shannon effect sizes on\n"
-        "large samples) and a dataset verdict. Writes DIR/compare.json and .html.",
-        epilog="examples:\n"
-        "  streamheal compare reference.csv current.csv --label target --out out/cmp\n"
-        "  streamheal compare ref.jsonl cur.jsonl --out out/cmp --method test --chi2 gof\n"
-        "  streamheal compare ref.csv cur.csv --categorical zip,store --out out/cmp\n\n"
+        "large samples) and a dataset verdict. Writes DIR/compare.json and .html.\n\n"
         "exit codes: 0 compared (drift or not); 1 unreadable input or a column mixing\n"
         "numbers and text; 2 bad arguments or a missing input file",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     compare.add_argument(
         "reference", type=_compare_input, metavar="REF", help="reference batch: CSV or JSONL"
@@ -132,21 +400,20 @@ def build_parser() -> argparse.ArgumentParser:
         type=_compare_p_value,
         default=0.05,
         metavar="P",
-        help="significance level for adjusted p-values, 0 < P < 1 (default: %(default)s)",
+        help="significance level for adjusted p-values, 0 < P < 1",
     )
     compare.add_argument(
         "--correction",
         choices=["bonferroni", "bh", "none"],
         default="bonferroni",
-        help="multiple-testing correction over the columns (default: %(default)s)",
+        help="multiple-testing correction over the columns",
     )
     compare.add_argument(
         "--share",
         type=_compare_share,
         default=0.5,
         metavar="S",
-        help="share of drifted feature columns at which the dataset drifts, 0 < S <= 1 "
-        "(default: %(default)s)",
+        help="share of drifted feature columns at which the dataset drifts, 0 < S <= 1",
     )
     compare.add_argument(
         "--method",
@@ -154,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="what decides a column's drift: p-values (test), effect sizes (effect), or "
         "auto: effect sizes for columns with more than 1000 reference values, as "
-        "Evidently does (default: %(default)s)",
+        "Evidently does",
     )
     compare.add_argument(
         "--effect-threshold",
@@ -162,15 +429,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.1,
         metavar="D",
         help="effect size at which a column drifts: normed Wasserstein distance or "
-        "Jensen-Shannon distance, > 0 (default: %(default)s, Evidently's)",
+        "Jensen-Shannon distance, > 0 (Evidently's)",
     )
     compare.add_argument(
         "--chi2",
         choices=["contingency", "gof"],
         default="contingency",
         help="chi-square for categories: contingency (homogeneity, both batches samples) "
-        "or gof (goodness of fit to the reference shares, Evidently's) "
-        "(default: %(default)s)",
+        "or gof (goodness of fit to the reference shares, Evidently's)",
     )
     compare.add_argument(
         "--categorical",
@@ -181,82 +447,88 @@ def build_parser() -> argparse.ArgumentParser:
         "(e.g. zip codes; default: none)",
     )
 
-    registry = commands.add_parser("registry", help="model versions, aliases and tags")
+
+def _registry_parser(commands: Any) -> None:
+    registry = _command(
+        commands,
+        "registry",
+        "model versions, aliases and tags",
+        [
+            "streamheal registry list",
+            "streamheal registry show 3",
+            'streamheal registry promote 3 --reason "beats v2 on last week"',
+            "streamheal registry rollback",
+            "streamheal registry tag 3 owner=fraud-team",
+        ],
+    )
     _config_option(registry)
-    verbs = registry.add_subparsers(dest="verb", required=True, metavar="VERB")
-    verbs.add_parser("list", help="every version with its aliases")
-    show = verbs.add_parser("show", help="one version's metadata")
-    show.add_argument("version", type=_positive_int)
-    promote = verbs.add_parser("promote", help="make V the champion; running workers swap")
-    promote.add_argument("version", type=_positive_int)
-    rollback = verbs.add_parser("rollback", help="champion <-> previous; running workers swap")
+    verbs = registry.add_subparsers(dest="verb", required=True, metavar="VERB", help="one of:")
+    _command(verbs, "list", "every version with its aliases", ["streamheal registry list"])
+    show = _command(verbs, "show", "one version's metadata", ["streamheal registry show 3"])
+    promote = _command(
+        verbs,
+        "promote",
+        "make V the champion; running workers swap",
+        ['streamheal registry promote 3 --reason "better on last week" --by ana'],
+    )
+    rollback = _command(
+        verbs,
+        "rollback",
+        "champion <-> previous; running workers swap",
+        ['streamheal registry rollback --reason "v3 misbehaves"'],
+    )
+    tag = _command(
+        verbs, "tag", "set a tag on a version", ["streamheal registry tag 3 owner=fraud-team"]
+    )
+    for verb in (show, promote, tag):
+        verb.add_argument(
+            "version",
+            type=_positive_int,
+            metavar="V",
+            help="version number, as `registry list` shows it (3 for v3)",
+        )
     for verb in (promote, rollback):
         verb.add_argument("--reason", default="", help="why (goes into the alert record)")
         verb.add_argument("--by", default=None, help="who (default: the login name)")
-    tag = verbs.add_parser("tag", help="set a tag on a version")
-    tag.add_argument("version", type=_positive_int)
-    tag.add_argument("pair", type=_key_value, metavar="KEY=VALUE")
+    tag.add_argument("pair", type=_key_value, metavar="KEY=VALUE", help="the tag to set")
 
-    bench = commands.add_parser("bench", help="measure Engine throughput against bare River")
-    bench.add_argument("--events", type=_positive_int, default=50_000)
-    bench.add_argument("--rounds", type=_positive_int, default=5)
-    bench.add_argument("--json", action="store_true", help="print one JSON object")
-    bench.add_argument(
-        "--kafka-events",
-        type=_non_negative_int,
-        default=30_000,
-        metavar="N",
-        help="events for the figures through the broker (kafka_*; 0 = skip them; "
-        "skipped with a note when no broker answers; default 30000)",
+
+def _silence_parser(commands: Any) -> None:
+    silence = _command(
+        commands,
+        "silence",
+        "hold alert notifications back for a while",
+        [
+            'streamheal silence add "kind=covariate,feature=mean radius" --for 2h',
+            "streamheal silence list",
+            "streamheal silence expire 3f2a",
+        ],
     )
-
-    notify = commands.add_parser("notify", help="alerts topic -> grouped Slack messages")
-    _config_option(notify)
-    notify.add_argument(
-        "--interactive-port",
-        type=int,
-        default=None,
-        metavar="P",
-        help="serve Slack button clicks on this port (needs SLACK_SIGNING_SECRET)",
-    )
-
-    silence = commands.add_parser("silence", help="hold alert notifications back for a while")
     _config_option(silence)
-    silence_verbs = silence.add_subparsers(dest="verb", required=True, metavar="VERB")
-    add = silence_verbs.add_parser("add", help="silence the alerts MATCHER selects")
+    silence_verbs = silence.add_subparsers(
+        dest="verb", required=True, metavar="VERB", help="one of:"
+    )
+    add = _command(
+        silence_verbs,
+        "add",
+        "silence the alerts MATCHER selects",
+        ['streamheal silence add "kind=covariate,feature=~mean.*" --for 2h --comment "rollout"'],
+    )
     add.add_argument("matcher", metavar="MATCHER", help='e.g. kind=covariate,feature=~"mean.*"')
-    add.add_argument("--for", dest="duration", required=True, metavar="DURATION", help="e.g. 2h")
+    add.add_argument(
+        "--for",
+        dest="duration",
+        required=True,
+        metavar="DURATION",
+        help="how long, e.g. 30m, 2h, 1d",
+    )
     add.add_argument("--comment", default="", help="why (shown by silence list)")
     add.add_argument("--by", default=None, help="who (default: the login name)")
-    silence_verbs.add_parser("list", help="silences in force or to come")
-    expire = silence_verbs.add_parser("expire", help="end a silence now")
-    expire.add_argument("id", metavar="ID")
-
-    retrain = commands.add_parser(
-        "retrain",
-        help="batch retraining gated by offline evaluation (exit 0 promoted, 3 rejected, 1 failed)",
+    _command(silence_verbs, "list", "silences in force or to come", ["streamheal silence list"])
+    expire = _command(
+        silence_verbs, "expire", "end a silence now", ["streamheal silence expire 3f2a"]
     )
-    _config_option(retrain)
-    when = retrain.add_mutually_exclusive_group()
-    when.add_argument("--once", action="store_true", help="run now, once, and exit")
-    when.add_argument(
-        "--schedule",
-        type=_cron,
-        metavar="CRON",
-        help='run on this cron schedule, in UTC ("0 3 * * *"; a 6th field is seconds)',
-    )
-    when.add_argument(
-        "--on-drift", action="store_true", help="run after retrain.drift_alerts drift alerts"
-    )
-    retrain.add_argument(
-        "--file", type=Path, metavar="F.jsonl", help="train on a JSONL file, not the events topic"
-    )
-
-    kafka = commands.add_parser("kafka", help="a local single-node Apache Kafka for development")
-    kafka.add_argument("action", choices=["up", "down", "status"])
-    kafka.add_argument("--purge", action="store_true", help="with down: delete the broker's data")
-    _config_option(kafka)
-    return parser
+    expire.add_argument("id", metavar="ID", help="the silence's id, as `silence list` shows it")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -348,24 +620,40 @@ def _simulate(args: argparse.Namespace, config: Config) -> int:
     from streamheal.scenarios import SCENARIOS, csv_scenario
 
     options = {
-        "events": args.events,
         "seed": args.seed,
         "label_delay": args.label_delay,
         "unlabeled": args.unlabeled,
         "drift_at": args.drift_at,
     }
+    if args.width is not None:
+        options["width"] = args.width
     if args.scenario == "csv":
         if args.csv is None:
-            build_parser().error("simulate csv needs --csv FILE (and --label COLUMN)")
+            args.usage_error("simulate csv needs --csv FILE (and --label COLUMN)")
         try:
-            scenario = csv_scenario(args.csv, args.label, **options)
+            scenario = csv_scenario(
+                args.csv,
+                args.label,
+                events=args.events,
+                drift=args.drift_kind,
+                feature=args.drift_feature,
+                **options,
+            )
         except (OSError, ValueError) as err:
             print(f"streamheal simulate: {err}", file=sys.stderr)
             return 1
+        length = scenario.length
     else:
-        if args.width is not None:
-            options["width"] = args.width
-        scenario = SCENARIOS[args.scenario](**options)
+        if args.drift_kind != "covariate" or args.drift_feature or args.csv:
+            args.usage_error("--csv, --drift-kind and --drift-feature go with scenario csv")
+        length = args.events or DEFAULT_EVENTS
+        scenario = SCENARIOS[args.scenario](events=length, **options)
+    beyond = [i for i in args.drift_at or [] if i >= length]
+    if beyond:
+        args.usage_error(
+            f"argument --drift-at: {', '.join(map(str, beyond))} lies past the stream "
+            f"({length} feature events, indices 0 to {length - 1})"
+        )
     truth_path = args.truth or (args.out.with_suffix(".truth.json") if args.out else None)
     count = 0
     if args.out:
@@ -409,10 +697,14 @@ def _simulate(args: argparse.Namespace, config: Config) -> int:
 
 
 def _replay(args: argparse.Namespace, config: Config) -> int:
+    from confluent_kafka import KafkaException
+
     from streamheal.evaluation import build_report
-    from streamheal.replay import expand_configs, file_records, replay, topic_records
+    from streamheal.replay import count_file_records, expand_configs, file_records, replay
     from streamheal.report_html import render_html
 
+    if args.file is not None and (args.from_offset is not None or args.from_time or args.to_time):
+        args.usage_error("--from-offset, --from-time and --to-time go with --topic")
     try:
         configs = expand_configs(args.config)
         for name, candidate in configs:
@@ -420,21 +712,26 @@ def _replay(args: argparse.Namespace, config: Config) -> int:
                 check_model(candidate)
             except ConfigError as err:
                 raise ConfigError(f"{err} (config {name!r})") from err
-        truth = json.loads(args.truth.read_text()) if args.truth else None
+        truth = _read_truth(args.truth) if args.truth else None
     except ConfigError as err:
         print(f"streamheal: config error: {err}", file=sys.stderr)
         return EXIT_CONFIG
     except (OSError, ValueError) as err:
         print(f"streamheal replay: {err}", file=sys.stderr)
         return 1
+    total: Any
     if args.file is not None:
-        if not args.file.is_file():
-            print(f"streamheal replay: no such file {args.file}", file=sys.stderr)
-            return 1
         records = file_records(args.file)
+        total = count_file_records(args.file)
         described = {"kind": "file", "path": str(args.file)}
     else:
-        records = topic_records(config, args.topic, args.from_offset, args.from_time, args.to_time)
+        # The topic is read with the Kafka settings of the first -c file (its cluster, its
+        # security settings), environment overrides applied, as `run` would connect.
+        source = apply_env(configs[0][1]) if args.config else config
+        opened = _open_topic(source, args)
+        if isinstance(opened, int):
+            return opened
+        records, total = opened
         described = {
             "kind": "topic",
             "topic": args.topic,
@@ -442,7 +739,11 @@ def _replay(args: argparse.Namespace, config: Config) -> int:
             "from_time": args.from_time,
             "to_time": args.to_time,
         }
-    runs, baseline, meta = replay(records, configs)
+    try:
+        runs, baseline, meta = replay(records, configs, total=total)
+    except KafkaException as err:  # the cluster went away mid-replay
+        print(f"streamheal replay: reading {args.topic!r} failed: {err}", file=sys.stderr)
+        return 1
     report = build_report(runs, baseline, meta, described, truth, args.max_delay)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
@@ -464,6 +765,47 @@ def _replay(args: argparse.Namespace, config: Config) -> int:
         f"({report['events_per_second']:,} events/s)"
     )
     return 0
+
+
+def _read_truth(path: Path) -> dict[str, Any]:
+    """The truth file, checked for the shape replay scores against."""
+    try:
+        truth = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--truth {path}: not JSON ({err})") from None
+    drifts = truth.get("drifts") if isinstance(truth, dict) else None
+    if not isinstance(drifts, list) or not all(
+        isinstance(d, dict) and isinstance(d.get("index"), int) for d in drifts
+    ):
+        raise ValueError(
+            f'--truth {path}: expected {{"drifts": [{{"index": I, "width": W, ...}}]}}, '
+            "as simulate writes it"
+        )
+    return truth
+
+
+def _open_topic(source: Config, args: argparse.Namespace) -> tuple[Any, Any] | int:
+    """The topic's records and a way to learn their count, or an exit code (said why)."""
+    from streamheal.kafka.connect import BrokerUnavailable, wait_for_cluster
+    from streamheal.replay import topic_records
+
+    try:
+        metadata = wait_for_cluster(source)
+    except BrokerUnavailable as err:
+        print(f"streamheal replay: {err}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    if args.topic not in metadata.topics:
+        print(
+            f"streamheal replay: topic {args.topic!r} does not exist on the cluster at "
+            f"{source.kafka.bootstrap_servers}",
+            file=sys.stderr,
+        )
+        return 1
+    size: dict[str, int] = {}
+    records = topic_records(
+        source, args.topic, args.from_offset, args.from_time, args.to_time, on_size=size.update
+    )
+    return records, lambda: size.get("records")
 
 
 def _compare(args: argparse.Namespace, config: Config) -> int:
@@ -557,10 +899,17 @@ def _registry(args: argparse.Namespace, config: Config) -> int:
     from streamheal.registry import CHAMPION, RegistryError, open_registry
     from streamheal.signing import CONTROL_KEY_ENV, Signer
 
-    registry = open_registry(config.registry)
     try:
+        registry = open_registry(config.registry)
         if args.verb == "list":
-            for entry in registry.versions():
+            entries = registry.versions()
+            if not entries:
+                where = config.registry.tracking_uri or config.registry.path
+                print(
+                    f"model {config.registry.model_name!r} has no versions yet in the "
+                    f"{config.registry.backend} registry at {where}"
+                )
+            for entry in entries:
                 meta = entry.meta
                 aliases = f" [{', '.join(entry.aliases)}]" if entry.aliases else ""
                 when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(meta["created_at"]))
@@ -682,7 +1031,20 @@ def _kafka(args: argparse.Namespace, config: Config) -> int:
 
 # ----------------------------------------------------------------------- helpers
 def _config_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-c", "--config", type=Path, default=None, help="TOML config file")
+    parser.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        default=None,
+        help="TOML config file (default: config/streamheal.toml when present; "
+        "STREAMHEAL_<SECTION>__<KEY> variables override either)",
+    )
+
+
+def _csv_drift_kinds() -> tuple[str, ...]:
+    from streamheal.scenarios import CSV_DRIFT_KINDS
+
+    return CSV_DRIFT_KINDS
 
 
 def _scenario_names() -> list[str]:
@@ -692,10 +1054,71 @@ def _scenario_names() -> list[str]:
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _integer(text, "an integer >= 1")
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
     return value
+
+
+def _integer(text: str, expect: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expect}, got {text!r}") from None
+
+
+def _number(text: str, expect: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expect}, got {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected {expect}, got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = _number(text, "a fraction 0 <= F < 1")
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction 0 <= F < 1, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _number(text, "a number > 0")
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _integer(text, "a TCP port 1-65535")
+    if not 0 < value < 65536:
+        raise argparse.ArgumentTypeError(f"expected a TCP port 1-65535, got {text}")
+    return value
+
+
+def _existing_file(text: str) -> Path:
+    path = Path(text)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"no such file: {text}")
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"not a file: {text}")
+    return path
+
+
+def _iso_time(text: str) -> str:
+    from streamheal.replay import parse_time
+
+    try:
+        parse_time(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(
+            f"expected an ISO-8601 time with a zone, e.g. 2026-11-27T10:00Z, got {text!r}"
+            if "time zone" not in str(err)
+            else str(err)
+        ) from None
+    return text
 
 
 def _cron(text: str) -> str:
@@ -727,7 +1150,7 @@ def _index_list(text: str) -> list[int]:
 
 
 def _non_negative_int(text: str) -> int:
-    value = int(text)
+    value = _integer(text, "an integer >= 0")
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
     return value

@@ -654,6 +654,16 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
     return _build(Config, _merge(table, overrides), "")
 
 
+def apply_env(config: Config, env: Mapping[str, str] | None = None) -> Config:
+    """``config`` with the ``STREAMHEAL_*`` overrides applied, as :func:`load_config` would.
+
+    >>> apply_env(Config(), {"STREAMHEAL_KAFKA__GROUP_ID": "replayer"}).kafka.group_id
+    'replayer'
+    """
+    overrides = _env_overrides(os.environ if env is None else env)
+    return config.replace(**overrides) if overrides else config
+
+
 def config_hash(config: Config) -> str:
     """A short fingerprint of the whole config but its secrets (16 hex digits of SHA-256).
 

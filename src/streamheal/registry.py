@@ -198,7 +198,7 @@ class Registry:
             aliases = self._aliases()
             previous = aliases.get(PREVIOUS)
             if previous is None:
-                raise RegistryError(f"{self.name}: no previous champion to roll back to")
+                raise RegistryError(f"model {self.name!r} has no previous champion to roll back to")
             self._require(previous)  # never point champion at a version that is gone
             current = aliases.get(CHAMPION)
             aliases[CHAMPION] = previous
@@ -290,7 +290,7 @@ class Registry:
             return path.read_bytes()
         except FileNotFoundError:
             if not os.path.lexists(path.parent):
-                raise RegistryError(f"{self.name}: no version {version}") from None
+                raise RegistryError(f"model {self.name!r} has no version {version}") from None
             raise RegistryError(f"{self.name} v{version}: {what} {path} is missing") from None
         except OSError as err:  # a directory, no permission, versions/<n> a plain file, ...
             raise RegistryError(

@@ -118,7 +118,7 @@ class MlflowRegistry:
         try:
             found = self.client.get_model_version(self.name, str(version))
         except self._missing as err:
-            raise RegistryError(f"{self.name}: no version {version}") from err
+            raise RegistryError(f"model {self.name!r} has no version {version}") from err
         where, source = f"{self.name} v{version}", "the MLflow model version's description"
         try:
             meta = orjson.loads(found.description or "")
@@ -189,7 +189,7 @@ class MlflowRegistry:
     def rollback(self) -> AliasState:
         previous, current = self.alias(PREVIOUS), self.alias(CHAMPION)
         if previous is None:
-            raise RegistryError(f"{self.name}: no previous champion to roll back to")
+            raise RegistryError(f"model {self.name!r} has no previous champion to roll back to")
         self.meta(previous)  # never point champion at a version that is gone or broken
         self.client.set_registered_model_alias(self.name, CHAMPION, str(previous))
         if current is not None:

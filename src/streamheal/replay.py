@@ -16,7 +16,7 @@ import time
 import tomllib
 import uuid
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -32,6 +32,7 @@ BATCH = 500
 MAX_TIMELINE_POINTS = 1000
 MAX_CHECK_LOG = 200_000
 MAX_PROFILED_FEATURES = 500
+PROGRESS_LINE_SECONDS = 10.0  # a plain progress line this often when stderr is no terminal
 
 Record = tuple[bytes | None, Source, bytes | None]
 
@@ -49,6 +50,15 @@ def file_records(path: str | Path) -> Iterator[Record]:
                 yield line, Source(name, 0, number), None
 
 
+def count_file_records(path: str | Path) -> int:
+    """How many records :func:`file_records` will yield (non-blank lines), for progress."""
+    count = 0
+    with open(path, "rb") as handle:
+        for line in handle:
+            count += bool(line.strip())
+    return count
+
+
 def parse_time(text: str) -> int:
     """ISO-8601 (``2026-11-27T10:00:00Z``) to epoch milliseconds."""
     moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -64,8 +74,13 @@ def topic_records(
     from_time: str | None = None,
     to_time: str | None = None,
     max_buffered: int = 50_000,
+    on_size: Callable[[dict[str, int]], None] | None = None,
 ) -> Iterator[Record]:
-    """The topic's records up to its end at the time of the call (or ``to_time``)."""
+    """The topic's records up to its end at the time of the call (or ``to_time``).
+
+    ``on_size`` is told ``{"records": n}`` once the offsets are known: an upper bound
+    (transaction markers take offsets too), for a progress line.
+    """
     from confluent_kafka import Consumer, TopicPartition
 
     consumer = Consumer(
@@ -107,6 +122,8 @@ def topic_records(
         else:
             first = {p: max(from_offset or 0, low) for p, (low, _) in marks.items()}
         starts = [TopicPartition(topic, p, first[p]) for p in partitions]
+        if on_size is not None:
+            on_size({"records": sum(max(ends[p] - first[p], 0) for p in partitions)})
         consumer.assign(starts)
         yield from _merge_partitions(consumer, topic, starts, ends, max_buffered)
     finally:
@@ -171,8 +188,12 @@ def expand_configs(paths: list[str | Path]) -> list[tuple[str, Config]]:
         file = Path(path)
         try:
             table = tomllib.loads(file.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as err:
-            raise ConfigError(f"{file}: {err}") from err
+        except FileNotFoundError:
+            raise ConfigError(f"config file {str(file)!r} does not exist") from None
+        except OSError as err:
+            raise ConfigError(f"config file {str(file)!r} cannot be read: {err.strerror}") from None
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"{file}: not valid TOML: {err}") from err
         grid = table.pop("grid", None)
         base = load_config(file if grid is None else None, env={})
         if grid is None:
@@ -324,8 +345,15 @@ def replay(
     records: Iterable[Record],
     configs: list[tuple[str, Config]],
     progress: bool | None = None,
+    total: int | Callable[[], int | None] | None = None,
 ) -> tuple[list[Run], Run, dict[str, Any]]:
-    """Drive one Engine per config (plus a no-adaptation baseline) over the records."""
+    """Drive one Engine per config (plus a no-adaptation baseline) over the records.
+
+    Progress goes to stderr (``progress=None``: a redrawn line on a terminal, a plain line
+    every :data:`PROGRESS_LINE_SECONDS` otherwise; ``False``: none). ``total``, the number
+    of records or a function that learns it once reading started, adds a percentage and
+    an estimated time left.
+    """
     runs = [Run(name, _engine(cfg, log_checks=True)) for name, cfg in configs]
     base_config = configs[0][1].replace(detectors={"enabled": False}, policy={"enabled": False})
     baseline = Run("no_adaptation", Engine(base_config))
@@ -333,7 +361,7 @@ def replay(
     # Decode once for every config when they share the event limits (the usual case).
     limits = {cfg.events for _, cfg in configs}
     shared_limits = limits.pop() if len(limits) == 1 else None
-    meter = _Progress(sys.stderr.isatty() if progress is None else progress)
+    meter = _Progress(progress, total)
     profile = DatasetProfile()
     count = 0
     started = time.perf_counter()
@@ -374,20 +402,50 @@ def _engine(config: Config, log_checks: bool) -> Engine:
 
 
 class _Progress:
-    """A one-line progress bar on a terminal (records, rate); silent otherwise."""
+    """Records done, rate, and (with a known total) share done and time left, on stderr.
 
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
+    On a terminal one line is redrawn twice a second; elsewhere (a log file, CI) a plain
+    line is printed every PROGRESS_LINE_SECONDS, so a long replay still shows it is alive.
+    """
+
+    def __init__(self, enabled: bool | None, total: int | Callable[[], int | None] | None):
+        self.terminal = sys.stderr.isatty()
+        self.enabled = enabled is not False
+        self.every = 0.5 if self.terminal else PROGRESS_LINE_SECONDS
+        self.total = total
         self.started = self.last = time.perf_counter()
 
     def update(self, count: int) -> None:
         now = time.perf_counter()
-        if self.enabled and now - self.last >= 0.5:
-            rate = count / (now - self.started)
-            print(f"\rreplay: {count:,} records, {rate:,.0f}/s", end="", file=sys.stderr)
+        if self.enabled and now - self.last >= self.every:
+            self._show(count, now, "")
             self.last = now
 
     def done(self, count: int) -> None:
-        if self.enabled:
-            rate = count / max(time.perf_counter() - self.started, 1e-9)
-            print(f"\rreplay: {count:,} records, {rate:,.0f}/s, done", file=sys.stderr)
+        if self.enabled and (self.terminal or self.last > self.started):
+            self._show(count, time.perf_counter(), "done")
+
+    def _show(self, count: int, now: float, state: str) -> None:
+        elapsed = max(now - self.started, 1e-9)
+        rate = count / elapsed
+        total = self.total() if callable(self.total) else self.total
+        text = f"replay: {count:,} records"
+        if total and not state:
+            share = min(count / total, 1.0)
+            left = (total - count) / rate if rate > 0 and count < total else 0.0
+            text = f"replay: {count:,} of {total:,} records ({share:.0%}), ETA {_duration(left)}"
+        text += f", {rate:,.0f}/s" + (f", {state} in {_duration(elapsed)}" if state else "")
+        if self.terminal:
+            print(f"\r{text}\x1b[K", end="\n" if state else "", file=sys.stderr, flush=True)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    """``42s``, ``3m05s``, ``1h02m``: short enough for a progress line."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"

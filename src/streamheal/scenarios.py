@@ -48,6 +48,7 @@ class Scenario:
     name: str
     stream: Callable[[], Iterator[dict[str, Any]]]
     truth: dict[str, Any]
+    length: int | None = None  # feature events, when known before streaming
 
     @cached_property
     def events(self) -> list[dict[str, Any]]:
@@ -250,6 +251,9 @@ SCENARIOS: dict[str, Callable[..., Scenario]] = {
 }
 
 
+CSV_DRIFT_KINDS = ("covariate", "concept", "none")
+
+
 def csv_scenario(
     path: str | Path,
     label: str,
@@ -258,35 +262,123 @@ def csv_scenario(
     drift_at: Drifts = None,
     unlabeled: float = 0.0,
     seed: int = 42,
+    width: int = 1,
+    drift: str = "covariate",
+    feature: str | None = None,
 ) -> Scenario:
     """Stream any CSV file with a header and a label column (bring your own data).
 
     Cells that parse as numbers are numeric features, other non-empty cells categorical,
-    empty cells missing. ``drift_at`` (known change points, if any) goes to the truth.
+    empty cells missing. Every row is streamed unless ``events`` caps them.
+
+    At each index of ``drift_at`` (0-based among rows; none by default) a drift of kind
+    ``drift`` is injected, over ``width`` rows as the other scenarios do:
+
+    - ``"covariate"``: the numeric column ``feature`` (default: the first numeric one) is
+      shifted by ``+N(2, 1)`` of its standard deviations per drift, labels unchanged;
+    - ``"concept"``: the labels are rotated (each class becomes the next one in sorted
+      order; a binary label flips), features unchanged;
+    - ``"none"``: nothing is changed; the indices only go to the truth file, as kind
+      ``"unknown"`` (for change points already known to be in the data).
+
+    >>> import tempfile, pathlib
+    >>> file = pathlib.Path(tempfile.mkdtemp()) / "tiny.csv"
+    >>> _ = file.write_text("x,colour,y\\n" + "".join(f"{i},red,{i % 2}\\n" for i in range(6)))
+    >>> s = csv_scenario(file, "y", drift_at=3, drift="concept")
+    >>> [e["label"] for e in s.events], s.truth["drifts"][0]["kind"]
+    ([0, 1, 0, 0, 1, 0], 'concept')
     """
     source = Path(path)
-    with source.open(newline="") as handle:
-        header = next(csv.reader(handle), [])
-    if label not in header:
-        raise ValueError(f"{source}: no column {label!r}; columns are {', '.join(header)}")
+    shape = _csv_shape(source, label)
+    if drift not in CSV_DRIFT_KINDS:
+        raise ValueError(f"drift kind {drift!r}: expected one of {', '.join(CSV_DRIFT_KINDS)}")
+    rows_total = shape.rows if events is None else min(events, shape.rows)
+    points = _drift_points(rows_total, [] if drift_at is None else drift_at)
+    column = _shifted_column(shape, feature) if drift == "covariate" and points else None
+    classes = sorted(shape.labels, key=lambda v: (isinstance(v, str), v))
 
     def rows() -> Iterator[Row]:
+        rng = np.random.default_rng(seed)
+        mix = np.random.default_rng(seed + 104729)
         with source.open(newline="") as handle:
             for i, record in enumerate(csv.DictReader(handle)):
-                if events is not None and i >= events:
+                if i >= rows_total:
                     return
-                target = parse_cell(record.pop(label))
-                if isinstance(target, float) and target.is_integer():
-                    target = int(target)
-                yield {k: parse_cell(v) for k, v in record.items()}, target
+                target = _label_value(record.pop(label))
+                features = {k: parse_cell(v) for k, v in record.items()}
+                concept = _concept(points, width, i, mix) if points else 0
+                if concept and drift == "concept" and target in classes:
+                    target = classes[(classes.index(target) + concept) % len(classes)]
+                shift = rng.normal(2.0, 1.0)  # drawn for every row: the stream stays seeded
+                if concept and column is not None and isinstance(features[column], float):
+                    features[column] += shift * concept * shape.spread[column]
+                yield features, target
 
     def stream() -> Iterator[dict[str, Any]]:
         return with_labels(rows(), label_delay, "csv", unlabeled, seed)
 
-    points = (
-        [] if drift_at is None else sorted([drift_at] if isinstance(drift_at, int) else drift_at)
-    )
-    return Scenario(f"csv:{source.name}", stream, _truth(points, 1, "unknown"))
+    kind = "unknown" if drift == "none" else drift
+    extra = {"feature": column} if column is not None else {}
+    truth = _truth(points, width, kind, **extra)
+    return Scenario(f"csv:{source.name}", stream, truth, rows_total)
+
+
+@dataclass
+class _CsvShape:
+    header: list[str]
+    rows: int
+    labels: set[Any]
+    spread: dict[str, float]  # standard deviation of every all-numeric column
+
+
+def _csv_shape(source: Path, label: str) -> _CsvShape:
+    """One pass over the file: its rows, classes, and each numeric column's spread."""
+    with source.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        header = list(reader.fieldnames or [])
+        if label not in header:
+            raise ValueError(f"{source}: no column {label!r}; columns are {', '.join(header)}")
+        sums: dict[str, list[float]] = {name: [0.0, 0.0, 0.0] for name in header if name != label}
+        labels: set[Any] = set()
+        rows = 0
+        for record in reader:
+            rows += 1
+            if len(labels) <= 1000:  # bounded: a regression target is not rotated anyway
+                labels.add(_label_value(record[label]))
+            for name in list(sums):
+                value = parse_cell(record.get(name))
+                if isinstance(value, str):
+                    del sums[name]  # text in it: not a numeric column
+                elif value is not None:
+                    total = sums[name]
+                    total[0] += 1
+                    total[1] += value
+                    total[2] += value * value
+    spread = {
+        name: math.sqrt(max(s2 / n - (s1 / n) ** 2, 0.0)) or 1.0
+        for name, (n, s1, s2) in sums.items()
+        if n
+    }
+    labels.discard(None)
+    return _CsvShape(header, rows, labels, spread)
+
+
+def _shifted_column(shape: _CsvShape, feature: str | None) -> str:
+    if feature is None:
+        if not shape.spread:
+            raise ValueError("a covariate drift needs a numeric column; this file has none")
+        return next(name for name in shape.header if name in shape.spread)
+    if feature not in shape.spread:
+        numeric = ", ".join(name for name in shape.header if name in shape.spread) or "none"
+        raise ValueError(f"column {feature!r} is not numeric here; numeric columns: {numeric}")
+    return feature
+
+
+def _label_value(text: str | None) -> Any:
+    target = parse_cell(text)
+    if isinstance(target, float) and target.is_integer():
+        return int(target)
+    return target
 
 
 def parse_cell(text: str | None) -> float | str | None:
