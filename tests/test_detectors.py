@@ -410,3 +410,27 @@ def test_a_cusum_drift_record_carries_reference_and_current_window_summaries() -
     record = firing(found, feature="mean radius", detector="cusum")[0]
     assert set(record.reference) >= {"mean", "std", "q05", "q50", "q95"}
     assert record.current["mean"] > record.reference["mean"]  # +N(2, 1) on mean radius
+
+
+def test_a_stored_reference_profile_keeps_the_model_and_confidence_tests(tmp_path) -> None:
+    import json
+
+    learned = Engine(Config())
+    run_events = events_from(gaussian_rows(1500, seed=21, features=5))
+    for i in range(0, len(run_events), 500):
+        learned.process(run_events[i : i + 500])
+    profile = tmp_path / "profile.json"
+    profile.write_text(json.dumps(learned.drift.profile()))
+    config = Config().replace(detectors={"reference_profile": str(profile)})
+    later = events_from(gaussian_rows(3000, seed=22, features=5))
+    references = []
+    for batch in (500, 137):  # the reference rows do not depend on how the stream was cut
+        engine = Engine(config)
+        for i in range(0, len(later), batch):
+            engine.process(later[i : i + batch])
+        predictions = engine.drift.predictions
+        assert predictions.warm  # the windowed model tests run: their budget is not wasted
+        references.append(predictions.reference_rows)
+    assert (
+        references[0] == references[1] and len(references[0]) == config.detectors.model_sample_size
+    )

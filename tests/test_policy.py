@@ -98,3 +98,42 @@ def test_a_ddm_warning_starts_the_challenger_early() -> None:
     outputs = run(Engine(config), stagger())
     forks = actions(outputs, "fork")
     assert forks and forks[0].cause.startswith("warning")
+
+
+def test_warm_start_zero_keeps_no_rows_to_warm_start_on() -> None:
+    events = scenario_events(SCENARIOS["stationary"](events=600, seed=5))
+    cold = Engine(Config().replace(policy={"challenger": "warm", "warm_start": 0}))
+    warm = Engine(Config().replace(policy={"challenger": "warm", "warm_start": 5}))
+    run(cold, events)
+    run(warm, events)
+    assert len(cold.policy.recent) == 0
+    assert len(warm.policy.recent) == 5
+    # A "warm" model on zero rows is a fresh one: the same bytes as an untrained model.
+    assert models.dumps(cold.policy._fresh(cold)) == models.dumps(cold.policy.make_model())
+
+
+def test_a_rollback_discards_the_live_challenger_with_an_action() -> None:
+    config = Config().replace(
+        policy={
+            "covariate": ["fork"],
+            "challenger": "copy",
+            "challenger_timeout": 100_000,
+            "promotion_margin": 0.9,  # the challenger never wins: it is still racing
+        }
+    )
+    events = scenario_events(SCENARIOS["breast-cancer"](events=7000, drift_at=1500, seed=2))
+    engine = Engine(config)
+    outputs = run(engine, events[:3500])
+    assert actions(outputs, "fork") and engine.policy.challenger is not None
+    good_version = engine.model_version
+    bad = models.build_model(config.model, seed=1)
+    for event in events[:500]:  # learns the labels upside down
+        bad.learn_one(event.features, not event.label)
+    engine.install(bad, 7, "promote by test: a bad model")
+    outputs = run(engine, events[3500:])
+    rollback = actions(outputs, "rollback")[0]
+    discard = actions(outputs, "discard")[0]
+    assert rollback.model_version == good_version
+    assert discard.index == rollback.index and discard.detail["reason"] == "rollback"
+    assert discard.detail["raced"] == 7 and "rolled back" in discard.message
+    assert engine.policy.challenger is None

@@ -78,6 +78,13 @@ def read_back(config: Config, topic: str, count: int, timeout: float = 120.0) ->
     return messages
 
 
+def read_alerts(config: Config) -> list[dict[str, Any]]:
+    """Every committed record of the alerts topic, up to its end (not only the first)."""
+    from streamheal.replay import topic_records
+
+    return [orjson.loads(value) for value, _, _ in topic_records(config, config.topics.alerts)]
+
+
 def metrics_summary(worker: Worker, scored: int, timeout: float = 15.0) -> str:
     """Where the worker's metrics are, and what a scrape says once it saw every event."""
     port = worker.metrics.port
@@ -135,7 +142,6 @@ def main() -> int:
     thread.start()
     predictions = read_back(config, config.topics.predictions, EVENTS)
     dead = read_back(config, config.topics.dlq, len(BAD_RECORDS))
-    alerts = read_back(config, config.topics.alerts, 1, timeout=30)
     total = len(scenario.events) + len(BAD_RECORDS)
     deadline = time.monotonic() + 60
     while worker.stats.consumed < total and time.monotonic() < deadline:
@@ -143,6 +149,8 @@ def main() -> int:
     scraped = metrics_summary(worker, EVENTS)
     worker.stop()
     thread.join(timeout=60)
+    # Read once the worker has stopped: every alert it committed is on the topic by now.
+    alert_records = read_alerts(config)
     sent = notifications(config)
 
     correct = {"before": 0, "after": 0}
@@ -159,7 +167,6 @@ def main() -> int:
     for message in predictions:
         value = orjson.loads(message.value())
         position[(value["partition"], value["offset"])] = order[value["id"]]
-    alert_records = [orjson.loads(m.value()) for m in alerts]
     firing = [r for r in alert_records if r["type"] == "drift" and r["status"] == "firing"]
     actions = Counter(r["action"] for r in alert_records if r["type"] == "action")
     elapsed = time.monotonic() - started

@@ -62,7 +62,13 @@ class Action:
             "reset": f"model reset: v{self.model_version} now serves",
             "fork": f"challenger started beside model v{self.model_version}",
             "promote": f"challenger promoted: model v{self.model_version} now serves",
-            "discard": "challenger discarded (did not beat the champion in time)",
+            "discard": "challenger discarded ("
+            + (
+                "its champion was rolled back"
+                if self.detail.get("reason") == "rollback"
+                else "did not beat the champion in time"
+            )
+            + ")",
             "rollback": f"rolled back: model v{self.model_version} serves again",
             "install": f"model v{self.model_version} installed",
             "restore": f"model v{self.model_version} restored to its "
@@ -78,7 +84,8 @@ class Policy(Stateful):
         self.cfg = cfg
         self.make_model = make_model
         self.binary = binary
-        self.recent: deque[tuple[dict[str, Any], Any]] = deque(maxlen=max(cfg.warm_start, 1))
+        # warm_start = 0 keeps nothing: a "warm" model then starts as a fresh one.
+        self.recent: deque[tuple[dict[str, Any], Any]] = deque(maxlen=cfg.warm_start)
         self.challenger: Any = None
         self.challenger_cause = ""
         self.challenger_seen = 0
@@ -234,13 +241,23 @@ class Policy(Stateful):
         shadow, version, cause = self.shadow, self.shadow_version, self.shadow_cause
         self.shadow = None
         if shadow_accuracy - new_accuracy >= self.cfg.rollback_margin:
+            index = engine.counters.feature_events
+            dropped = engine.model_version
             engine.model, engine.model_version = shadow, version
-            self.challenger = None
-            return [
-                Action(
-                    "rollback", engine.counters.feature_events, version, f"after {cause}", detail
+            actions = [Action("rollback", index, version, f"after {cause}", detail)]
+            if self.challenger is not None:
+                # It raced the champion just rolled back: every model change is an action.
+                actions.append(
+                    Action(
+                        "discard",
+                        index,
+                        version,
+                        self.challenger_cause,
+                        {"reason": "rollback", "raced": dropped, "samples": self.challenger_seen},
+                    )
                 )
-            ]
+                self.challenger = None
+            return actions
         return []  # the new champion held: the shadow is dropped
 
     def _hand_over(self, engine: Engine, model: Any, version: int, cause: str) -> None:

@@ -208,6 +208,7 @@ class DriftSuite(Stateful):
             self.predictions.observe_outcomes(correct)
             start = end
             if chunk and self.index % cfg.check_every == 0:
+                self._adopt_prediction_reference()
                 offset = offsets[end - 1] if offsets else None
                 drifts += self._check(model, model_version, offset, seen.partition)
             if not chunk and o >= len(outcomes):
@@ -266,6 +267,19 @@ class DriftSuite(Stateful):
         tests_per_10k = (self.covariate.windowed_tests + 1) * 10_000 / cfg.window_check_every
         tests_per_10k += self.predictions.windowed_tests * 10_000 / cfg.model_check_every
         self.alpha = WINDOWED_SHARE * cfg.false_alarms_per_10k / tests_per_10k
+
+    def _adopt_prediction_reference(self) -> None:
+        # A stored reference_profile describes the features, not this model's predictions:
+        # the first rows scored after it become the predictions' reference (taken at a
+        # check, so the same rows however the stream was cut). Without one, the model and
+        # confidence tests would never run while their share of the budget is set aside.
+        predictions = self.predictions
+        if (
+            self.covariate is not None
+            and not predictions.reference_rows
+            and len(predictions.current_rows) == predictions.sample_size
+        ):
+            predictions.set_reference(list(predictions.current_rows))
 
     def _check(
         self, model: Any, version: int, offset: int | None, partition: int | None
