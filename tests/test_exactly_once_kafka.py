@@ -36,7 +36,7 @@ from streamheal.producer import EventProducer
 from streamheal.replay import topic_records
 from streamheal.scenarios import SCENARIOS
 from streamheal.signing import STATE_KEY_ENV, Signer
-from streamheal.state.checkpoint import assemble, encode, stream_name
+from streamheal.state.checkpoint import Part, assemble, assemble_parts, encode, stream_name
 from tests.conftest import read_all, running_worker, wait_for
 
 pytestmark = pytest.mark.kafka
@@ -163,9 +163,11 @@ def final_models(config: Config, partitions: int) -> dict[int, Engine]:
     try:
         engines = {}
         for p in range(partitions):
-            manifest, chunks = reader.latest(config.topics.events, p, timeout=60)
+            manifest, chunks, parts = reader.latest(config.topics.events, p, timeout=60)
             engine = Engine(config)
-            engine.load_bytes(assemble(manifest, chunks, None))
+            engine.load_bytes(
+                assemble(manifest, chunks, None), parts=assemble_parts(manifest, parts, None)
+            )
             engines[p] = engine
         return engines
     finally:
@@ -391,7 +393,7 @@ def test_a_state_larger_than_a_record_is_chunked_and_restored_whole(config: Conf
     producer.commit_transaction(30)
     reader = CheckpointReader(config)
     try:
-        manifest, chunks = reader.latest(config.topics.events, 1, timeout=60)
+        manifest, chunks, _ = reader.latest(config.topics.events, 1, timeout=60)
     finally:
         reader.close()
     restored = Engine(arf)
@@ -489,3 +491,55 @@ def test_bench_measures_the_worker_against_the_hand_written_loop_through_the_bro
     ):
         assert figures[key] > 0, key
     assert figures["kafka_over_engine"] > 0 and figures["kafka_two_workers_speedup"] > 0
+
+
+def test_unchanged_references_are_written_once_and_restored_from_an_earlier_checkpoint(
+    config: Config,
+) -> None:
+    # The detectors' references are most of a checkpoint and change rarely: a second
+    # checkpoint names them (written by the first) instead of writing them again.
+    engine = Engine(config)
+    events = bench_events(3000)
+    for i in range(0, 3000, 500):
+        engine.process(events[i : i + 500])
+    stream = stream_name(config.kafka.group_id, config.topics.events)
+    parts = {
+        name: Part.of(pickle.dumps(obj), None, 512 * 1024)
+        for name, obj in engine.stable_parts().items()
+    }
+    assert set(parts) == {"covariate_reference", "prediction_reference"}
+    first = encode(stream, 0, 3000, engine.to_bytes(True), config, None, 512 * 1024, 1, parts)
+    more = bench_events(500, seed=5)
+    engine.process(more)
+    named = {name: part.written() for name, part in parts.items()}
+    second = encode(stream, 0, 3500, engine.to_bytes(True), config, None, 512 * 1024, 1, named)
+    full = len(engine.to_bytes())
+    assert sum(len(v) for _, v, _ in second) < 0.6 * full
+    producer = Producer(
+        {"bootstrap.servers": config.kafka.bootstrap_servers, "transactional.id": f"t-{uuid4()}"}
+    )
+    producer.init_transactions(30)
+    for checkpoint_records in (first, second):
+        producer.begin_transaction()
+        for key, value, headers in checkpoint_records:
+            producer.produce(config.topics.state, value, key, headers=headers, partition=0)
+        producer.commit_transaction(30)
+    reader = CheckpointReader(config)
+    try:
+        manifest, chunks, found = reader.latest(config.topics.events, 0, timeout=60)
+    finally:
+        reader.close()
+    assert manifest.offset == 3500 and set(manifest.parts) == set(parts)
+    restored = Engine(config)
+    restored.load_bytes(
+        assemble(manifest, chunks, None), parts=assemble_parts(manifest, found, None)
+    )
+    assert restored.state_dict()["drift"]["covariate"].reference.profile() == (
+        engine.drift.covariate.reference.profile()
+    )
+    later = bench_events(2000, seed=11)
+    outputs = [
+        [o.to_record() for o in e.process(later) if hasattr(o, "to_record")]
+        for e in (engine, restored)
+    ]
+    assert outputs[0] == outputs[1]

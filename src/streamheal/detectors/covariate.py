@@ -37,6 +37,11 @@ class CovariateMonitor(Stateful):
     def warm(self) -> bool:
         return self.seen >= self.window_size
 
+    def __getstate__(self) -> dict[str, Any]:
+        # The vectorized tests' caches are derived from the reference (as large as it):
+        # rebuilt on first use, never carried in a checkpoint.
+        return {**vars(self), "_dense": None, "_bins": None}
+
     # ---------------------------------------------------------------- updates
     def encode(self, rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Numeric matrix, normal scores and category codes for a batch of rows."""

@@ -18,6 +18,7 @@ M-of-N confirmation only lowers the rate further.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections import deque
 from dataclasses import dataclass, field
@@ -48,6 +49,13 @@ SPLIT_HALF_ALPHA = 0.01  # a reference whose halves differ at this level (all fe
 LEARNING_EVENTS = 4
 # The predicted-class reference rolls forward every this many windows while it is quiet.
 CLASS_MIX_ROLL = 5
+
+
+@dataclass(frozen=True)
+class PartRef:
+    """Where a stable part (see :meth:`DriftSuite.stable_parts`) sits in a saved state."""
+
+    name: str
 
 
 @dataclass
@@ -228,6 +236,38 @@ class DriftSuite(Stateful):
         self.labels.reset()
         self.label_mix.reset()
         self.class_mix.reset()
+
+    # ------------------------------------------------------------ checkpoint parts
+    def stable_parts(self) -> dict[str, Any]:
+        """The largest pieces of this state, replaced only when a new reference is taken
+        (a checkpoint writes them again only when they are other objects than last time)."""
+        parts: dict[str, Any] = {"prediction_reference": self.predictions.reference_rows}
+        if self.covariate is not None:
+            parts["covariate_reference"] = self.covariate.reference
+        return parts
+
+    def state_without_parts(self) -> dict[str, Any]:
+        """This suite's live state with each stable part as a :class:`PartRef` (shallow
+        copies of the two monitors that hold them; nothing live is changed)."""
+        state = dict(vars(self))
+        predictions = copy.copy(self.predictions)
+        predictions.reference_rows = PartRef("prediction_reference")
+        state["predictions"] = predictions
+        if self.covariate is not None:
+            covariate = copy.copy(self.covariate)
+            covariate.reference = PartRef("covariate_reference")
+            state["covariate"] = covariate
+        return state
+
+    def resolve_parts(self, parts: dict[str, Any]) -> None:
+        """Put the parts back where a state from :meth:`state_without_parts` named them."""
+        try:
+            if type(self.predictions.reference_rows) is PartRef:
+                self.predictions.reference_rows = parts["prediction_reference"]
+            if self.covariate is not None and type(self.covariate.reference) is PartRef:
+                self.covariate.reference = parts["covariate_reference"]
+        except KeyError as err:
+            raise ValueError(f"the state names part {err.args[0]!r}, which was not given") from None
 
     @property
     def firing(self) -> list[tuple]:

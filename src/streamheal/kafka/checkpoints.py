@@ -46,11 +46,11 @@ class CheckpointReader:
 
     def latest(
         self, topic: str, partition: int, timeout: float
-    ) -> tuple[Manifest, dict[int, bytes]] | None:
-        """The newest manifest of this group for ``topic:partition`` and its chunks, or
-        None when there is no checkpoint. Raises CheckpointError when the state partition
-        cannot be read to its end within ``timeout`` (e.g. a dead worker's transaction is
-        still open)."""
+    ) -> tuple[Manifest, dict[int, bytes], dict[str, dict[int, bytes]]] | None:
+        """The newest manifest of this group for ``topic:partition``, its chunks and the
+        chunks of the state parts it names, or None when there is no checkpoint. Raises
+        CheckpointError when the state partition cannot be read to its end within
+        ``timeout`` (e.g. a dead worker's transaction is still open)."""
         tp = TopicPartition(self.topic, self.state_partition(partition))
         low, high = self._consumer.get_watermark_offsets(tp, timeout=min(timeout, 30))
         if high <= low:
@@ -58,8 +58,10 @@ class CheckpointReader:
         stream = stream_name(self.group, topic)
         wanted_manifest = manifest_key(stream, partition)
         prefix = chunk_key(stream, partition, 0)[:-1]  # b"group/topic:p#"
+        part_prefix = manifest_key(stream, partition) + b"$"  # b"group/topic:p$name#i"
         manifest_value: bytes | None = None
         chunks: dict[int, tuple[bytes, bytes]] = {}  # index -> (checkpoint id, value)
+        part_chunks: dict[tuple[str, int], tuple[bytes, bytes]] = {}  # (name, index) -> ...
         self._consumer.assign([TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING)])
         deadline = time.monotonic() + timeout
         try:
@@ -74,6 +76,11 @@ class CheckpointReader:
                         index = int(key[len(prefix) :])
                         headers = dict(message.headers() or [])
                         chunks[index] = (headers.get(CHECKPOINT_HEADER, b""), message.value())
+                    elif key.startswith(part_prefix):
+                        name, _, index = key[len(part_prefix) :].decode().rpartition("#")
+                        headers = dict(message.headers() or [])
+                        tag = headers.get(CHECKPOINT_HEADER, b"")
+                        part_chunks[(name, int(index))] = (tag, message.value())
                 [position] = self._consumer.position([tp])
                 if position.offset >= high:
                     break
@@ -95,7 +102,12 @@ class CheckpointReader:
             for index, (checkpoint, value) in chunks.items()
             if checkpoint == manifest.checkpoint.encode()
         }
-        return manifest, own
+        parts: dict[str, dict[int, bytes]] = {}
+        for (name, index), (digest, value) in part_chunks.items():
+            spec = manifest.parts.get(name)
+            if spec is not None and digest == spec["sha256"].encode():
+                parts.setdefault(name, {})[index] = value
+        return manifest, own, parts
 
     def close(self) -> None:
         self._consumer.close()

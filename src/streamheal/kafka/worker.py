@@ -19,6 +19,7 @@ transaction.
 from __future__ import annotations
 
 import logging
+import pickle
 import socket
 import threading
 import time
@@ -108,6 +109,8 @@ class Worker:
         self._next: dict[int, int] = {}  # partition -> next input offset to process
         self._catch_up: dict[int, int] = {}  # partition -> outputs below here are committed
         self._unsaved: dict[int, int] = {}  # partition -> batches since its last checkpoint
+        # partition -> part name -> (the object, the Part a committed checkpoint wrote)
+        self._parts: dict[int, dict[str, tuple[Any, checkpoint.Part]]] = {}
         self._outbox: list[tuple[str, bytes, bytes]] = []  # records for the next transaction
         self._fatal: WorkerError | None = None
         self._restoring = False
@@ -286,6 +289,7 @@ class Worker:
         except TransactionAborted as err:
             log.warning("transaction aborted (%s): rewinding partitions %s", err, partitions)
             self.stats.aborted += 1
+            self._parts.clear()  # what the aborted transaction wrote is not there to refer to
             self._rewind(partitions)
             return
         except CommitFailed as err:
@@ -414,15 +418,29 @@ class Worker:
             return  # nothing consumed yet: the registry champion or a fresh model is the state
         engine = self.engines[partition]
         config, reader = self.config, self._reader
+        chunk_bytes = config.worker.checkpoint_chunk_bytes
+        # The detectors' references change rarely: written again only when they are other
+        # objects than the ones an earlier checkpoint of this partition wrote.
+        written = self._parts.setdefault(partition, {})
+        stable = engine.stable_parts()
+        parts = {}
+        for name, obj in stable.items():
+            known = written.get(name)
+            if known is not None and known[0] is obj:
+                parts[name] = known[1]
+            else:
+                blob = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+                parts[name] = checkpoint.Part.of(blob, self._state_signer, chunk_bytes)
         for key, value, headers in checkpoint.encode(
             checkpoint.stream_name(config.kafka.group_id, config.topics.events),
             partition,
             offset,
-            engine.to_bytes(),
+            engine.to_bytes(without_parts=True),
             config,
             self._state_signer,
-            config.worker.checkpoint_chunk_bytes,
+            chunk_bytes,
             engine.model_version,
+            parts,
         ):
             self._committer.produce(
                 config.topics.state,
@@ -432,6 +450,9 @@ class Worker:
                 partition=reader.state_partition(partition),
             )
         self._unsaved[partition] = 0
+        # Kept as written (the objects held, so their identity cannot be reused): if the
+        # transaction aborts, the whole table is forgotten.
+        written.update({name: (obj, parts[name].written()) for name, obj in stable.items()})
 
     def _restore(self, partition: int) -> tuple[Engine, int | None]:
         """The partition's Engine from its latest usable checkpoint, and the offset it
@@ -444,13 +465,14 @@ class Worker:
                 config.topics.events, partition, config.worker.transaction_timeout_seconds + 30
             )
             if found is not None:
-                manifest, chunks = found
+                manifest, chunks, part_chunks = found
                 payload = checkpoint.assemble(manifest, chunks, self._state_signer)
                 rule = checkpoint.usable(manifest.sections, config)
                 if rule == "none":
                     why = "its checkpoint was made under another model config (model.*)"
                 else:
-                    engine.load_bytes(payload, detectors=rule == "all")
+                    parts = checkpoint.assemble_parts(manifest, part_chunks, self._state_signer)
+                    engine.load_bytes(payload, detectors=rule == "all", parts=parts)
                     self.stats.restored += 1
                     note = "" if rule == "all" else "; detectors and policy start fresh (config)"
                     log.info(
@@ -627,7 +649,7 @@ class Worker:
 
     def _forget(self, partitions: list[int]) -> None:
         for partition in partitions:
-            for table in (self.engines, self._next, self._catch_up, self._unsaved):
+            for table in (self.engines, self._next, self._catch_up, self._unsaved, self._parts):
                 table.pop(partition, None)
 
     def _raise_fatal(self) -> None:

@@ -13,10 +13,19 @@ the *stream* ``<group_id>/<input topic>`` (:func:`stream_name`: state belongs to
 consumer group, so two groups reading the same topic never share it):
 
 - chunk ``i`` of partition ``p``: ``s:p#i``;
+- chunk ``i`` of the state *part* ``name`` of partition ``p``: ``s:p$name#i``;
 - the manifest: ``s:p``.
 
 A shorter checkpoint leaves older chunks with higher indexes behind; they carry another
 checkpoint id and are ignored.
+
+**Parts.** The largest pieces of an Engine's state change rarely: the detectors'
+references (hundreds of kB) change only when a detector takes a new reference. They are
+written as *parts*, each under its own keys, only when they changed; the manifest names
+every part the checkpoint needs with its SHA-256, size and signature, and the newest
+record of each part key (compaction keeps it) is the one the newest manifest names. A
+part written in an aborted transaction is never read (read_committed), and the worker
+forgets what it wrote when a transaction aborts, so the next checkpoint writes it again.
 
 >>> from streamheal.config import Config
 >>> records = encode("events", 3, 1200, b"x" * 2500, Config(), signer=None, chunk_bytes=1024)
@@ -37,8 +46,9 @@ import hashlib
 import json
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import orjson
 
@@ -46,7 +56,8 @@ from streamheal.config import Config
 from streamheal.errors import StreamhealError
 from streamheal.signing import STATE_KEY_ENV, Signer
 
-FORMAT = 1
+FORMAT = 2
+READABLE_FORMATS = (1, 2)  # format 1: no parts
 CHECKPOINT_HEADER = "streamheal.checkpoint"
 CHUNK_HEADER = "streamheal.chunk"
 # Config sections whose change decides what a checkpoint can still give (see `usable`).
@@ -75,6 +86,8 @@ class Manifest:
     model_version: int
     created_at: float
     format: int = FORMAT
+    # part name -> {"sha256", "size", "chunks", "signature"}
+    parts: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(dataclasses.asdict(self))
@@ -86,9 +99,48 @@ class Manifest:
             manifest = cls(**fields)
         except (orjson.JSONDecodeError, TypeError) as err:
             raise CheckpointError(f"unreadable checkpoint manifest: {err}") from None
-        if manifest.format != FORMAT:
-            raise CheckpointError(f"checkpoint format {manifest.format}, expected {FORMAT}")
+        if manifest.format not in READABLE_FORMATS:
+            raise CheckpointError(
+                f"checkpoint format {manifest.format}, expected one of {READABLE_FORMATS}"
+            )
         return manifest
+
+
+@dataclass(frozen=True)
+class Part:
+    """A state part as the manifest names it; ``payload`` is None when an earlier committed
+    checkpoint of this partition already wrote exactly these bytes."""
+
+    sha256: str
+    size: int
+    chunks: int
+    signature: str | None
+    payload: bytes | None = None
+
+    @classmethod
+    def of(cls, payload: bytes, signer: Signer | None, chunk_bytes: int) -> Part:
+        return cls(
+            hashlib.sha256(payload).hexdigest(),
+            len(payload),
+            max(1, -(-len(payload) // chunk_bytes)),
+            signer.sign(payload) if signer is not None else None,
+            payload,
+        )
+
+    def written(self) -> Part:
+        """The same part, as later checkpoints refer to it (no bytes to write again)."""
+        return dataclasses.replace(self, payload=None)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "sha256": self.sha256,
+            "size": self.size,
+            "chunks": self.chunks,
+            "signature": self.signature,
+        }
+
+
+Record = tuple[bytes, bytes, list[tuple[str, bytes]]]
 
 
 def encode(
@@ -100,32 +152,81 @@ def encode(
     signer: Signer | None,
     chunk_bytes: int,
     model_version: int = 1,
-) -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
-    """The records of one checkpoint, ``(key, value, headers)``, the manifest last."""
+    parts: dict[str, Part] | None = None,
+) -> list[Record]:
+    """The records of one checkpoint, ``(key, value, headers)``, the manifest last; parts
+    with a payload are written, the others only named."""
     checkpoint = secrets.token_hex(8)
-    pieces = [payload[i : i + chunk_bytes] for i in range(0, len(payload), chunk_bytes)] or [b""]
-    records = []
-    for index, piece in enumerate(pieces):
-        headers = [
-            (CHECKPOINT_HEADER, checkpoint.encode()),
-            (CHUNK_HEADER, f"{index}/{len(pieces)}".encode()),
-        ]
-        records.append((chunk_key(topic, partition, index), piece, headers))
+    records = _chunks(payload, chunk_bytes, checkpoint, lambda i: chunk_key(topic, partition, i))
+    pieces = len(records)
+    for name, part in (parts or {}).items():
+        if part.payload is not None:
+            records += _chunks(
+                part.payload,
+                chunk_bytes,
+                part.sha256,
+                lambda i, name=name: part_key(topic, partition, name, i),
+            )
     manifest = Manifest(
         topic=topic,
         partition=partition,
         checkpoint=checkpoint,
         offset=offset,
-        chunks=len(pieces),
+        chunks=pieces,
         size=len(payload),
         sha256=hashlib.sha256(payload).hexdigest(),
         signature=signer.sign(payload) if signer is not None else None,
         sections=section_hashes(config),
         model_version=model_version,
         created_at=time.time(),
+        parts={name: part.describe() for name, part in (parts or {}).items()},
     )
     records.append((manifest_key(topic, partition), manifest.to_bytes(), []))
     return records
+
+
+def _chunks(
+    payload: bytes, chunk_bytes: int, tag: str, key: Callable[[int], bytes]
+) -> list[Record]:
+    """``payload`` cut under the record limit; each chunk tagged (checkpoint id or part
+    digest) so a reader can tell it from a stale chunk under the same key."""
+    pieces = [payload[i : i + chunk_bytes] for i in range(0, len(payload), chunk_bytes)] or [b""]
+    return [
+        (
+            key(index),
+            piece,
+            [
+                (CHECKPOINT_HEADER, tag.encode()),
+                (CHUNK_HEADER, f"{index}/{len(pieces)}".encode()),
+            ],
+        )
+        for index, piece in enumerate(pieces)
+    ]
+
+
+def assemble_parts(
+    manifest: Manifest, found: dict[str, dict[int, bytes]], signer: Signer | None
+) -> dict[str, bytes]:
+    """Every part the manifest names, whole and checked (``found``: part -> index -> chunk
+    whose tag is the part's digest)."""
+    parts = {}
+    for name, spec in manifest.parts.items():
+        chunks = found.get(name, {})
+        where = f"checkpoint {manifest.checkpoint} of {manifest.topic}:{manifest.partition}"
+        if any(i not in chunks for i in range(spec["chunks"])):
+            raise CheckpointError(f"{where}: state part {name!r} is missing")
+        payload = b"".join(chunks[i] for i in range(spec["chunks"]))
+        if len(payload) != spec["size"] or hashlib.sha256(payload).hexdigest() != spec["sha256"]:
+            raise CheckpointError(f"{where}: state part {name!r} does not match its SHA-256")
+        if signer is not None and (
+            spec["signature"] is None or not signer.verify(payload, spec["signature"])
+        ):
+            raise CheckpointError(
+                f"{where}: state part {name!r} unsigned or badly signed while "
+                f"{STATE_KEY_ENV} is set; refusing to unpickle it"
+            )
+        parts[name] = payload
+    return parts
 
 
 def assemble(manifest: Manifest, chunks: dict[int, bytes], signer: Signer | None) -> bytes:
@@ -193,3 +294,7 @@ def manifest_key(topic: str, partition: int) -> bytes:
 
 def chunk_key(topic: str, partition: int, index: int) -> bytes:
     return f"{topic}:{partition}#{index}".encode()
+
+
+def part_key(topic: str, partition: int, name: str, index: int) -> bytes:
+    return f"{topic}:{partition}${name}#{index}".encode()
