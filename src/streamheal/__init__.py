@@ -38,6 +38,11 @@ _EXPORTS = {
     "ConfigError": "streamheal.config",
     "Engine": "streamheal.engine",
     "compare": "streamheal.compare",
+    # The notebook API; its replay function is streamheal.notebook.replay (the name
+    # streamheal.replay is the module that drives Kafka topics and files).
+    "ReplayResult": "streamheal.notebook",
+    "grid": "streamheal.notebook",
+    "scenario_frame": "streamheal.notebook",
     "InvalidEvent": "streamheal.events",
     "RegistryError": "streamheal.registry",
     "CheckpointError": "streamheal.state.checkpoint",

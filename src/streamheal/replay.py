@@ -199,19 +199,33 @@ def expand_configs(paths: list[str | Path]) -> list[tuple[str, Config]]:
         if grid is None:
             configs.append((file.stem, base))
             continue
-        base = base.replace(**table)
-        keys = sorted(grid)
-        for values in itertools.product(*(grid[k] for k in keys)):
-            changes: dict[str, dict[str, Any]] = {}
-            for key, value in zip(keys, values, strict=True):
-                section, _, name = key.partition(".")
-                if not name:
-                    raise ConfigError(
-                        f"grid.{key}: expected 'section.key', e.g. 'detectors.cusum_k'"
-                    )
-                changes.setdefault(section, {})[name] = value
-            label = ",".join(f"{k}={v}" for k, v in zip(keys, values, strict=True))
-            configs.append((f"{file.stem}[{label}]", base.replace(**changes)))
+        configs += grid_configs(base.replace(**table), grid, file.stem)
+    return configs
+
+
+def grid_configs(
+    base: Config, grid: dict[str, list[Any]], name: str = "grid"
+) -> list[tuple[str, Config]]:
+    """Every combination of ``grid`` (``{"section.key": [values]}``) over ``base``, each
+    named ``name[key=value,...]``; the same expansion as a ``[grid]`` table in a file.
+
+    >>> [n for n, _ in grid_configs(Config(), {"detectors.cusum_k": [0.25, 0.5]}, "k")]
+    ['k[detectors.cusum_k=0.25]', 'k[detectors.cusum_k=0.5]']
+    """
+    keys = sorted(grid)
+    configs = []
+    for key in keys:
+        if not isinstance(grid[key], list | tuple) or not grid[key]:
+            raise ConfigError(f"grid.{key}: expected a non-empty list of values")
+    for values in itertools.product(*(grid[k] for k in keys)):
+        changes: dict[str, dict[str, Any]] = {}
+        for key, value in zip(keys, values, strict=True):
+            section, _, field_name = key.partition(".")
+            if not field_name:
+                raise ConfigError(f"grid.{key}: expected 'section.key', e.g. 'detectors.cusum_k'")
+            changes.setdefault(section, {})[field_name] = value
+        label = ",".join(f"{k}={v}" for k, v in zip(keys, values, strict=True))
+        configs.append((f"{name}[{label}]", base.replace(**changes)))
     return configs
 
 
@@ -233,6 +247,8 @@ class Run:
     timeline: list[tuple[int, int, int, float, float]] = field(default_factory=list)
     # (events, {series: CUSUM peak since the last check / its threshold}) per batch.
     cusum_trace: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+    # Every prediction, for a notebook's table (None: not kept, the bounded default).
+    predictions: list[Prediction] | None = None
     seconds: float = 0.0
     top_sum: float = 0.0
     top_var_sum: float = 0.0
@@ -244,6 +260,8 @@ class Run:
                 top = max(output.probabilities.values()) if output.probabilities else 0.0
                 self.top_sum += top
                 self.top_var_sum += top * (1.0 - top)
+                if self.predictions is not None:
+                    self.predictions.append(output)
             elif kind is Action:
                 self.actions.append(
                     {
@@ -346,15 +364,20 @@ def replay(
     configs: list[tuple[str, Config]],
     progress: bool | None = None,
     total: int | Callable[[], int | None] | None = None,
+    keep_predictions: bool = False,
 ) -> tuple[list[Run], Run, dict[str, Any]]:
     """Drive one Engine per config (plus a no-adaptation baseline) over the records.
 
     Progress goes to stderr (``progress=None``: a redrawn line on a terminal, a plain line
     every :data:`PROGRESS_LINE_SECONDS` otherwise; ``False``: none). ``total``, the number
     of records or a function that learns it once reading started, adds a percentage and
-    an estimated time left.
+    an estimated time left. ``keep_predictions`` keeps every config's predictions in
+    ``Run.predictions`` (memory grows with the input: for notebooks, not topics).
     """
     runs = [Run(name, _engine(cfg, log_checks=True)) for name, cfg in configs]
+    if keep_predictions:
+        for run in runs:
+            run.predictions = []
     base_config = configs[0][1].replace(detectors={"enabled": False}, policy={"enabled": False})
     baseline = Run("no_adaptation", Engine(base_config))
     everyone = [*runs, baseline]

@@ -123,6 +123,36 @@ def timeline_figure(report: dict[str, Any], config: dict[str, Any]) -> Figure:
     return figure
 
 
+def accuracy_figure(report: dict[str, Any], config: dict[str, Any]) -> Figure:
+    """Realized accuracy against the label-free estimate (with its band) and the
+    no-adaptation baseline, over time: the top panel of :func:`timeline_figure`."""
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(WIDTH, 3.0))
+    figure.subplots_adjust(left=0.08, right=RIGHT, top=0.95, bottom=0.16)
+    _accuracy_axis(axis, report, config)
+    _mark_truth(axis, report)
+    axis.set_xlabel("feature event index")
+    axis.set_xlim(0, max(config["events"], 1))
+    return figure
+
+
+def p_value_figure(report: dict[str, Any], config: dict[str, Any]) -> Figure | None:
+    """The windowed KS / chi-square p-values per feature as a heat map (None before the
+    first windowed check): the bottom panel of :func:`timeline_figure`."""
+    import matplotlib.pyplot as plt
+
+    pvalues = config.get("windowed_p_values") or {}
+    if not pvalues.get("indices"):
+        return None
+    figure, axis = plt.subplots(figsize=(WIDTH, 1.2 + 0.22 * len(pvalues["features"])))
+    figure.subplots_adjust(left=0.16, right=RIGHT, top=0.95, bottom=0.2)
+    _pvalue_axis(axis, pvalues)
+    _mark_truth(axis, report)
+    axis.set_xlabel("feature event index")
+    return figure
+
+
 def distribution_figure(config: dict[str, Any]) -> Figure | None:
     """Reference against current window for every feature with a covariate drift (the
     summaries its first declaration carried): quantile boxes, or category shares."""
