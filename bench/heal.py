@@ -1,4 +1,5 @@
-"""Self-healing against peers: prequential accuracy and speed on drifting streams, one run.
+"""Self-healing against peers: prequential accuracy, recovery after drifts and speed on
+drifting streams, one run.
 
     .venv/bin/python bench/heal.py [--events 100000] [--json]
 
@@ -11,7 +12,12 @@ features. Methods, each with the same base model:
 - ``drift_retraining``: River's ``DriftRetrainingClassifier`` (DDM; background model on
   warning, swapped on drift);
 - ``streamheal``: the Engine with the default detectors and policy;
-- ``arf``: River's ``ARFClassifier`` (its own base learners, for reference).
+- ``arf``: River's ``ARFClassifier`` and ``hat``: River's ``HoeffdingAdaptiveTreeClassifier``
+  (their own learners, for reference).
+
+Recovery: prequential accuracy over the first 1,000 and the first 5,000 events after each
+drift starts, averaged over the drifts (``after_1k``, ``after_5k``): how fast a method is
+right again, which is what self-healing is for.
 """
 
 from __future__ import annotations
@@ -22,17 +28,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from river import drift, forest
+from river import drift, forest, tree
 
 from streamheal import models
 from streamheal.config import Config
-from streamheal.engine import Engine
+from streamheal.engine import Engine, Prediction
 from streamheal.events import Event, Source
 from streamheal.scenarios import SCENARIOS
 
 
 def stream(name: str, events: int) -> list[Event]:
-    points = [events // 4, events // 2, 3 * events // 4]
+    points = drift_points(events)
     width = events // 10 if name == "hyperplane" else 1
     scenario = SCENARIOS[name](events=events, drift_at=points, width=width, seed=7)
     source = Source(name, 0, 0)
@@ -42,25 +48,41 @@ def stream(name: str, events: int) -> list[Event]:
     ]
 
 
-def prequential(model: Any, events: list[Event], binary: bool) -> tuple[float, float]:
-    right = 0
+Measured = tuple[list[bool], float]  # right or wrong per event, events per second
+
+
+def prequential(model: Any, events: list[Event], binary: bool) -> Measured:
+    right = []
     start = time.process_time()
     for event in events:
         label = bool(event.label) if binary else event.label
-        right += model.predict_one(event.features) == label
+        right.append(model.predict_one(event.features) == label)
         model.learn_one(event.features, label)
-    return right / len(events), len(events) / (time.process_time() - start)
+    return right, len(events) / (time.process_time() - start)
 
 
-def through_engine(config: Config, events: list[Event]) -> tuple[float, float]:
+def through_engine(config: Config, events: list[Event]) -> Measured:
     engine = Engine(config)
+    labels = {e.id: e.label for e in events}
+    right = []
     start = time.process_time()
     for i in range(0, len(events), 500):
-        engine.process(events[i : i + 500])
-    return engine.counters.accuracy, len(events) / (time.process_time() - start)
+        for output in engine.process(events[i : i + 500]):
+            if type(output) is Prediction:
+                right.append(output.prediction == labels[output.id])
+    return right, len(events) / (time.process_time() - start)
 
 
-def methods(base: str, data: list[Event]) -> dict[str, Callable[[], tuple[float, float]]]:
+def drift_points(events: int) -> list[int]:
+    return [events // 4, events // 2, 3 * events // 4]
+
+
+def recovery(right: list[bool], points: list[int], span: int) -> float:
+    """Mean accuracy over the ``span`` events after each drift point."""
+    return sum(sum(right[p : p + span]) / len(right[p : p + span]) for p in points) / len(points)
+
+
+def methods(base: str, data: list[Event]) -> dict[str, Callable[[], Measured]]:
     config = Config().replace(model={"name": base})
 
     def make() -> Any:
@@ -78,30 +100,31 @@ def methods(base: str, data: list[Event]) -> dict[str, Callable[[], tuple[float,
 
 def run(events: int) -> list[dict[str, Any]]:
     rows = []
+    points = drift_points(events)
+
+    def row(name: str, base: str, method: str, measured: Measured) -> dict[str, Any]:
+        right, eps = measured
+        return {
+            "stream": name,
+            "base": base,
+            "method": method,
+            "accuracy": round(sum(right) / len(right), 4),
+            "after_1k": round(recovery(right, points, 1000), 4),
+            "after_5k": round(recovery(right, points, 5000), 4),
+            "events_per_second": round(eps),
+        }
+
     for name in ("sea", "agrawal", "stagger", "hyperplane"):
         data = stream(name, events)
         for base in ("logistic_regression", "hoeffding_tree"):
             for method, measure in methods(base, data).items():
-                accuracy, eps = measure()
-                rows.append(
-                    {
-                        "stream": name,
-                        "base": base,
-                        "method": method,
-                        "accuracy": round(accuracy, 4),
-                        "events_per_second": round(eps),
-                    }
-                )
-        accuracy, eps = prequential(forest.ARFClassifier(seed=1), data, False)
-        rows.append(
-            {
-                "stream": name,
-                "base": "arf",
-                "method": "arf",
-                "accuracy": round(accuracy, 4),
-                "events_per_second": round(eps),
-            }
-        )
+                rows.append(row(name, base, method, measure()))
+        peers = {
+            "arf": forest.ARFClassifier(seed=1),
+            "hat": tree.HoeffdingAdaptiveTreeClassifier(seed=1),
+        }
+        for method, model in peers.items():
+            rows.append(row(name, method, method, prequential(model, data, False)))
     return rows
 
 
@@ -114,11 +137,14 @@ def main() -> None:
     if args.json:
         print(json.dumps(rows))
         return
-    print(f"{'stream':<11}{'base':<21}{'method':<18}{'accuracy':>9}{'events/s':>10}")
+    print(
+        f"{'stream':<11}{'base':<21}{'method':<18}{'accuracy':>9}{'1k after':>9}"
+        f"{'5k after':>9}{'events/s':>10}"
+    )
     for r in rows:
         print(
             f"{r['stream']:<11}{r['base']:<21}{r['method']:<18}{r['accuracy']:>9.4f}"
-            f"{r['events_per_second']:>10}"
+            f"{r['after_1k']:>9.4f}{r['after_5k']:>9.4f}{r['events_per_second']:>10}"
         )
 
 
