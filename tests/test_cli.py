@@ -80,7 +80,7 @@ def test_help_shows_defaults(capsys):
         (["simulate", "sea", "--out", "x.jsonl", "--rate", "0"], "a number > 0, got 0"),
         (["simulate", "sea", "--out", "x.jsonl", "--events", "abc"], "integer >= 1, got 'abc'"),
         (["simulate", "sea", "--out", "x.jsonl", "--drift-at", "-3"], "expected integers >= 0"),
-        (["notify", "--interactive-port", "70000"], "TCP port 1-65535, got 70000"),
+        (["notify", "--interactive-port", "70000"], "TCP port 0-65535, got 70000"),
         (["bench", "--rounds", "0"], "expected an integer >= 1, got 0"),
         (["replay", "--topic", "t", "--from-time", "yesterday", "--out", "o"], "ISO-8601"),
         (["registry", "show", "0"], "expected an integer >= 1, got 0"),

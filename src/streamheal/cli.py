@@ -1,6 +1,7 @@
 """The ``streamheal`` command.
 
-Exit codes: 0 ok, 1 runtime failure, 2 bad arguments, 69 Kafka unreachable at start
+Exit codes: 0 ok, 1 runtime failure, 2 bad arguments or a missing input file (usage and
+the option at fault are printed), 69 Kafka unreachable at start
 (``kafka.connect_timeout_seconds``), 78 bad config (including a ``model.params`` River
 refuses, and a missing topic with ``topics.create = false``).
 """
@@ -133,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_port,
         default=None,
         metavar="P",
-        help="serve Slack button clicks on this TCP port, 1-65535 "
+        help="serve Slack button clicks on this TCP port, 0-65535, 0 = any free port "
         "(needs SLACK_SIGNING_SECRET; default: no buttons served)",
     )
 
@@ -1092,9 +1093,10 @@ def _positive_float(text: str) -> float:
 
 
 def _port(text: str) -> int:
-    value = _integer(text, "a TCP port 1-65535")
-    if not 0 < value < 65536:
-        raise argparse.ArgumentTypeError(f"expected a TCP port 1-65535, got {text}")
+    # 0 asks the system for any free port (the address served is logged): tests rely on it.
+    value = _integer(text, "a TCP port 0-65535")
+    if not 0 <= value < 65536:
+        raise argparse.ArgumentTypeError(f"expected a TCP port 0-65535, got {text}")
     return value
 
 

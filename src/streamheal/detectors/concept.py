@@ -42,8 +42,6 @@ class ErrorMonitor(Stateful):
         self.delta = delta
         self.window: deque[int] = deque(maxlen=window)
         self.recent: deque[int] = deque(maxlen=self.RECENT)
-        self.window_errors = 0
-        self.recent_errors = 0
         self.fired_at: int | None = None
         self.warned = False  # DDM / HDDM_A warning level since the last take_warning()
         self.error_before = 0.0
@@ -54,29 +52,24 @@ class ErrorMonitor(Stateful):
     def observe(self, errors: list[int], learned_at: list[int]) -> None:
         """``errors[i]`` is 1 for a wrong prediction, learned after ``learned_at[i]`` feature
         events (so a firing is dated by its own event, however the stream was cut)."""
-        detector, window, recent = self.detector, self.window, self.recent
+        detector, falls = self.detector, self.falls
+        warns = hasattr(detector, "warning_detected")
+        window, recent = self.window, self.recent
         for error, at in zip(errors, learned_at, strict=True):
-            if len(window) == window.maxlen:
-                self.window_errors -= window[0]
-            if len(recent) == recent.maxlen:
-                self.recent_errors -= recent[0]
             window.append(error)
             recent.append(error)
-            self.window_errors += error
-            self.recent_errors += error
             detector.update(error)
-            falls = self.falls
             if falls is not None:
                 before = falls.estimation
                 falls.update(error)
                 if falls.drift_detected and falls.estimation < before - MIN_FALL:
                     self.fell_at = at
                     self.error_before_fall = before
-            if getattr(detector, "warning_detected", False):
+            if warns and detector.warning_detected:
                 self.warned = True
-            if detector.drift_detected:
-                before = self.window_errors / len(window)
-                if self.recent_errors / len(recent) > before:  # a rise, not an improvement
+            if detector.drift_detected:  # rare: the window sums are taken only here
+                before = sum(window) / len(window)
+                if sum(recent) / len(recent) > before:  # a rise, not an improvement
                     self.fired_at = at
                     self.error_before = before
 
@@ -98,7 +91,7 @@ class ErrorMonitor(Stateful):
         evidence = self._rise(watched)
         fell, self.fell_at = self.fell_at, None
         if fell is not None or watched_fall:
-            rate = self.window_errors / max(len(self.window), 1)
+            rate = sum(self.window) / max(len(self.window), 1)
             evidence.append(
                 Evidence(
                     "concept",
@@ -121,7 +114,7 @@ class ErrorMonitor(Stateful):
         fired, self.fired_at = self.fired_at, None
         if fired is None and not watched:
             return []
-        rate = self.window_errors / max(len(self.window), 1)
+        rate = sum(self.window) / max(len(self.window), 1)
         return [
             Evidence(
                 "concept",
