@@ -1,4 +1,6 @@
-"""Shared fixtures: a real Kafka broker and per-test topics.
+"""Shared fixtures: a real Kafka broker and per-test topics; and, at the end, the helpers
+several test modules use (events from rows, a drifted Engine, alert records, a notifier
+on a thread), so no test module imports another.
 
 The broker comes from, in order: ``STREAMHEAL_TEST_BOOTSTRAP`` (``make test`` starts the
 local KRaft broker and sets it), a testcontainers Kafka where a Docker engine answers,
@@ -8,6 +10,7 @@ consumer group of its own, so tests never see each other's records.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import threading
@@ -22,15 +25,29 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from hypothesis import settings
 
-from streamheal.config import Config, LocalKafkaConfig
+from streamheal import models
+from streamheal.alerts.notifier import Notifier
+from streamheal.alerts.sink import Sink
+from streamheal.alerts.slack import SlackWebSink
+from streamheal.config import TOPIC_KEYS, Config, LocalKafkaConfig
+from streamheal.detectors.suite import Drift
+from streamheal.engine import Engine
+from streamheal.events import Event, Source, decode, encode
 from streamheal.kafka.admin import ensure_topics
 from streamheal.kafka.worker import Worker
+from streamheal.policy import Action
+from streamheal.scenarios import breast_cancer
+from tests.slack_web_api import CHANNEL, TOKEN, SlackWebApi
 
 # A busy CI machine must not turn a slow example into a failure; correctness is what we test.
 # Derandomized: a CI run explores the same examples every time (reproducible), while a
 # developer can widen the search with --hypothesis-seed or a larger max_examples.
 settings.register_profile("streamheal", deadline=None, max_examples=200, derandomize=True)
 settings.load_profile("streamheal")
+
+# Waits on the broker are deadlines that only catch a hang: on a busy machine things come
+# later, never wrong, so no wait gives up sooner than this whatever a test asks for.
+WAIT_FLOOR_SECONDS = 600.0
 
 
 def _docker_available() -> bool:
@@ -104,6 +121,7 @@ def read_topic(
     )
     consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
     messages: list[Any] = []
+    timeout = max(timeout, WAIT_FLOOR_SECONDS)
     deadline = time.monotonic() + timeout
     try:
         while not until(messages):
@@ -136,6 +154,7 @@ def read_all(bootstrap: str, topic: str, partitions: int = 2, timeout: float = 6
             for p in range(partitions)
         }
         consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+        timeout = max(timeout, WAIT_FLOOR_SECONDS)
         deadline = time.monotonic() + timeout
         while True:
             for message in consumer.consume(num_messages=1000, timeout=0.2):
@@ -151,7 +170,9 @@ def read_all(bootstrap: str, topic: str, partitions: int = 2, timeout: float = 6
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 60.0, what: str = "") -> None:
-    """Poll ``condition`` until it holds or the deadline passes."""
+    """Poll ``condition`` until it holds or the deadline (at least WAIT_FLOOR_SECONDS)
+    passes."""
+    timeout = max(timeout, WAIT_FLOOR_SECONDS)
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
@@ -177,6 +198,174 @@ def running_worker(cfg: Config) -> Iterator[Worker]:
         yield worker
     finally:
         worker.stop()
-        thread.join(timeout=60)
+        thread.join(timeout=WAIT_FLOOR_SECONDS)
         if failure:
             raise failure[0]
+
+
+# ------------------------------------------------ helpers shared by several test modules
+
+
+def events_from(rows: Iterator[tuple[dict, object]], label_delay: int = 0) -> list[Event]:
+    """(features, label) rows -> events; with a delay, labels come as label events."""
+    events, waiting = [], []
+    for i, (x, y) in enumerate(rows):
+        src = Source("t", 0, i)
+        if label_delay == 0:
+            events.append(Event(f"e{i}", float(i), x, y, (), src, b""))
+            continue
+        events.append(Event(f"e{i}", float(i), x, None, (), src, b""))
+        waiting.append((f"e{i}", y))
+        if len(waiting) > label_delay:
+            late, label = waiting.pop(0)
+            events.append(Event(late, float(i), None, label, (), src, b""))
+    return events
+
+
+def scenario_events(scenario) -> list[Event]:
+    return [
+        Event(e["id"], e["ts"], e.get("features"), e.get("label"), (), Source("t", 0, i), b"")
+        for i, e in enumerate(scenario.events)
+    ]
+
+
+@functools.cache  # the same bytes every time: build the model once per process
+def model_bytes() -> bytes:
+    model = models.build_model(Config().model, seed=1)
+    model.learn_one({"x": 1.0}, True)
+    return models.dumps(model)
+
+
+SMALL_DETECTORS = {
+    "reference_size": 100,
+    "window_size": 100,
+    "check_every": 50,
+    "window_check_every": 100,
+    "model_check_every": 500,
+    "model_sample_size": 50,
+    "psi_threshold": 5.0,
+}
+
+
+def drifted_engine(config: Config) -> tuple[Engine, list[Any]]:
+    """One partition's Engine after a covariate shift on `mean radius`, and its outputs."""
+    scenario = breast_cancer(events=1200, drift_at=600, label_delay=10, seed=3)
+    engine = Engine(config)
+    outputs: list[Any] = []
+    events = scenario.events
+    for start in range(0, len(events), 100):
+        batch = [
+            decode(encode(e), Source("t", 0, start + i), 65536, None, config.events)
+            for i, e in enumerate(events[start : start + 100])
+        ]
+        outputs += engine.process(batch)
+    # A bad record and an outlier: dead letters and clipped values have numbers to show.
+    odd = [
+        decode(b"not json", Source("t", 0, 9000), 65536, None, config.events),
+        decode(
+            encode({"id": "odd", "ts": 1e9, "features": {"mean radius": 1e12}}),
+            Source("t", 0, 9001),
+            65536,
+            None,
+            config.events,
+        ),
+    ]
+    outputs += engine.process(odd)
+    return engine, outputs
+
+
+TIMING = ("events_per_second", "seconds")
+
+
+def without_timing(value):
+    if isinstance(value, dict):
+        return {k: without_timing(v) for k, v in value.items() if k not in TIMING}
+    if isinstance(value, list):
+        return [without_timing(v) for v in value]
+    return value
+
+
+def drift(
+    feature: str | None = "mean radius",
+    partition: int = 0,
+    status: str = "firing",
+    kind: str = "covariate",
+    signal: str = "feature",
+    detector: str = "cusum",
+    statistic: float = 50.0,
+    threshold: float = 20.0,
+    p_value: float | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    record = Drift(
+        status,
+        kind,
+        signal,
+        feature,
+        detector,
+        statistic,
+        p_value,
+        threshold,
+        100,
+        200,
+        1234,
+        partition,
+        1,
+        reference={"n": 500, "mean": 14.1, "std": 3.5},
+        current={"n": 500, "mean": 16.2, "std": 3.4},
+        extra={"estimated_accuracy": 0.93, "realized_accuracy": 0.92, **extra},
+    ).to_record()
+    return record
+
+
+def action(name: str, cause: str, partition: int, version: int = 1) -> dict[str, Any]:
+    record = Action(name, 500, version, cause)
+    record.partition = partition
+    return record.to_record()
+
+
+def notifier_config(config: Config, partitions: int = 2) -> Config:
+    """Short windows for tests; with ``partitions`` != 2, topics of its own with that many."""
+    topics: dict[str, Any] = {}
+    if partitions != 2:
+        topics = {n: f"{getattr(config.topics, n)}{partitions}" for n in TOPIC_KEYS}
+        topics["partitions"] = partitions
+    config = config.replace(
+        topics=topics,
+        alerts={
+            "group_window_seconds": 2.0,
+            "resolve_hold_seconds": 0.5,
+            "retry_max_seconds": 1.0,
+            "grafana_url": "http://grafana.example/d/streamheal",
+            "runbook_url": "http://runbooks.example/drift",
+        },
+    )
+    if partitions != 2:
+        ensure_topics(config)
+    return config
+
+
+@contextmanager
+def running_notifier(config: Config, sink: Sink) -> Iterator[Notifier]:
+    notifier = Notifier(config, sink=sink)
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            notifier.run()
+        except BaseException as err:
+            failure.append(err)
+
+    thread = threading.Thread(target=target, name="notifier", daemon=True)
+    thread.start()
+    try:
+        yield notifier
+    finally:
+        notifier.stop()
+        thread.join(timeout=WAIT_FLOOR_SECONDS)
+        if failure:
+            raise failure[0]
+
+
+def web_sink(api: SlackWebApi) -> SlackWebSink:
+    return SlackWebSink(TOKEN, CHANNEL, api.base_url)

@@ -11,49 +11,9 @@ from streamheal.alerts.blocks import Links, render
 from streamheal.alerts.book import AlertBook
 from streamheal.alerts.silences import Silence, Silences, parse_matchers
 from streamheal.config import AlertsConfig
-from streamheal.detectors.suite import Drift
-from streamheal.policy import Action
+from tests.conftest import action, drift
 
 CFG = AlertsConfig(group_window_seconds=30, resolve_hold_seconds=60, repeat_interval_seconds=3600)
-
-
-def drift(
-    feature: str | None = "mean radius",
-    partition: int = 0,
-    status: str = "firing",
-    kind: str = "covariate",
-    signal: str = "feature",
-    detector: str = "cusum",
-    statistic: float = 50.0,
-    threshold: float = 20.0,
-    p_value: float | None = None,
-    **extra: Any,
-) -> dict[str, Any]:
-    record = Drift(
-        status,
-        kind,
-        signal,
-        feature,
-        detector,
-        statistic,
-        p_value,
-        threshold,
-        100,
-        200,
-        1234,
-        partition,
-        1,
-        reference={"n": 500, "mean": 14.1, "std": 3.5},
-        current={"n": 500, "mean": 16.2, "std": 3.4},
-        extra={"estimated_accuracy": 0.93, "realized_accuracy": 0.92, **extra},
-    ).to_record()
-    return record
-
-
-def action(name: str, cause: str, partition: int, version: int = 1) -> dict[str, Any]:
-    record = Action(name, 500, version, cause)
-    record.partition = partition
-    return record.to_record()
 
 
 def book(cfg: AlertsConfig = CFG, silences: Silences | None = None) -> AlertBook:

@@ -75,6 +75,7 @@ def test_a_fall_of_the_error_rate_is_an_improvement_that_is_not_healed() -> None
     assert not firing(found, kind="concept", signal="error")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 3])
 def test_stationary_streams_raise_no_share_alarms(seed: int) -> None:
     raw = list(SCENARIOS["stationary"](events=30_000, seed=seed).stream())
@@ -83,6 +84,7 @@ def test_stationary_streams_raise_no_share_alarms(seed: int) -> None:
     assert not firing(found, kind="prior")
 
 
+@pytest.mark.slow
 def test_the_false_alarm_budget_trades_false_alarms_for_delay_monotonically() -> None:
     # One knob, false_alarms_per_10k: more budget, more false alarms on a stationary stream
     # and no later detection of a real drift (SEA, abrupt, at 10,000).

@@ -23,31 +23,9 @@ from streamheal.engine import Engine
 from streamheal.events import Event, Source
 from streamheal.policy import Action
 from streamheal.scenarios import breast_cancer, prior_shift
+from tests.conftest import events_from, scenario_events
 
 # ---------------------------------------------------------------- helpers
-
-
-def events_from(rows: Iterator[tuple[dict, object]], label_delay: int = 0) -> list[Event]:
-    """(features, label) rows -> events; with a delay, labels come as label events."""
-    events, waiting = [], []
-    for i, (x, y) in enumerate(rows):
-        src = Source("t", 0, i)
-        if label_delay == 0:
-            events.append(Event(f"e{i}", float(i), x, y, (), src, b""))
-            continue
-        events.append(Event(f"e{i}", float(i), x, None, (), src, b""))
-        waiting.append((f"e{i}", y))
-        if len(waiting) > label_delay:
-            late, label = waiting.pop(0)
-            events.append(Event(late, float(i), None, label, (), src, b""))
-    return events
-
-
-def scenario_events(scenario) -> list[Event]:
-    return [
-        Event(e["id"], e["ts"], e.get("features"), e.get("label"), (), Source("t", 0, i), b"")
-        for i, e in enumerate(scenario.events)
-    ]
 
 
 def drifts(events: list[Event], config: Config | None = None, batch: int = 500) -> list[Drift]:
@@ -284,6 +262,7 @@ def test_a_learning_model_on_a_stationary_stream_keeps_model_and_confidence_sile
     assert not firing(found, kind="concept")
 
 
+@pytest.mark.slow
 def test_200k_stationary_events_with_all_detectors_declare_at_most_10_drifts() -> None:
     # 0.5 false alarms per 10,000 events is the default budget: at most 10 in 200,000.
     found = drifts(events_from(gaussian_rows(200_000, seed=11)), batch=1000)

@@ -15,48 +15,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from streamheal.config import Config
 from streamheal.detectors.suite import Drift
 from streamheal.engine import Engine
-from streamheal.events import Source, decode, encode
 from streamheal.metrics import WorkerMetrics
 from streamheal.policy import Action
-from streamheal.scenarios import breast_cancer
+from tests.conftest import SMALL_DETECTORS, drifted_engine
 
 # Small windows, so 1,200 events have a reference, a warm-up and a shift at 600.
-SMALL_DETECTORS = {
-    "reference_size": 100,
-    "window_size": 100,
-    "check_every": 50,
-    "window_check_every": 100,
-    "model_check_every": 500,
-    "model_sample_size": 50,
-    "psi_threshold": 5.0,
-}
-
-
-def drifted_engine(config: Config) -> tuple[Engine, list[Any]]:
-    """One partition's Engine after a covariate shift on `mean radius`, and its outputs."""
-    scenario = breast_cancer(events=1200, drift_at=600, label_delay=10, seed=3)
-    engine = Engine(config)
-    outputs: list[Any] = []
-    events = scenario.events
-    for start in range(0, len(events), 100):
-        batch = [
-            decode(encode(e), Source("t", 0, start + i), 65536, None, config.events)
-            for i, e in enumerate(events[start : start + 100])
-        ]
-        outputs += engine.process(batch)
-    # A bad record and an outlier: dead letters and clipped values have numbers to show.
-    odd = [
-        decode(b"not json", Source("t", 0, 9000), 65536, None, config.events),
-        decode(
-            encode({"id": "odd", "ts": 1e9, "features": {"mean radius": 1e12}}),
-            Source("t", 0, 9001),
-            65536,
-            None,
-            config.events,
-        ),
-    ]
-    outputs += engine.process(odd)
-    return engine, outputs
 
 
 @pytest.fixture(scope="module")

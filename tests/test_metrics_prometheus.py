@@ -18,8 +18,7 @@ import yaml
 from streamheal.config import Config
 from streamheal.producer import EventProducer
 from streamheal.scenarios import breast_cancer
-from tests.conftest import running_worker, wait_for
-from tests.test_metrics import SMALL_DETECTORS
+from tests.conftest import SMALL_DETECTORS, running_worker, wait_for
 
 pytestmark = pytest.mark.kafka
 

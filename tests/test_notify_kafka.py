@@ -8,10 +8,7 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,39 +17,16 @@ import pytest
 from confluent_kafka import Producer
 
 from streamheal.alerts.notifier import Notifier
-from streamheal.alerts.sink import Receipt, Sink
+from streamheal.alerts.sink import Receipt
 from streamheal.alerts.slack import SlackWebSink
 from streamheal.config import Config
-from streamheal.kafka.admin import ensure_topics
 from streamheal.metrics import sample_value
-from tests.conftest import wait_for
-from tests.slack_web_api import CHANNEL, TOKEN, SlackWebApi, slack_web_api
-from tests.test_alerts_book import action, drift
+from tests.conftest import action, drift, notifier_config, running_notifier, wait_for, web_sink
+from tests.slack_web_api import slack_web_api
 
 pytestmark = pytest.mark.kafka
 
 NAMES = ("events", "predictions", "alerts", "metrics", "dlq", "state", "control")
-
-
-def notifier_config(config: Config, partitions: int = 2) -> Config:
-    """Short windows for tests; with ``partitions`` != 2, topics of its own with that many."""
-    topics: dict[str, Any] = {}
-    if partitions != 2:
-        topics = {n: f"{getattr(config.topics, n)}{partitions}" for n in NAMES}
-        topics["partitions"] = partitions
-    config = config.replace(
-        topics=topics,
-        alerts={
-            "group_window_seconds": 2.0,
-            "resolve_hold_seconds": 0.5,
-            "retry_max_seconds": 1.0,
-            "grafana_url": "http://grafana.example/d/streamheal",
-            "runbook_url": "http://runbooks.example/drift",
-        },
-    )
-    if partitions != 2:
-        ensure_topics(config)
-    return config
 
 
 def produce_alerts(config: Config, records: list[dict[str, Any]]) -> None:
@@ -62,32 +36,6 @@ def produce_alerts(config: Config, records: list[dict[str, Any]]) -> None:
         key = record.get("key") or f"{record['type']}:{record.get('action')}"
         producer.produce(config.topics.alerts, orjson.dumps(record), key.encode())
     assert producer.flush(30) == 0
-
-
-@contextmanager
-def running_notifier(config: Config, sink: Sink) -> Iterator[Notifier]:
-    notifier = Notifier(config, sink=sink)
-    failure: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            notifier.run()
-        except BaseException as err:
-            failure.append(err)
-
-    thread = threading.Thread(target=target, name="notifier", daemon=True)
-    thread.start()
-    try:
-        yield notifier
-    finally:
-        notifier.stop()
-        thread.join(timeout=60)
-        if failure:
-            raise failure[0]
-
-
-def web_sink(api: SlackWebApi) -> SlackWebSink:
-    return SlackWebSink(TOKEN, CHANNEL, api.base_url)
 
 
 def field_texts(message: dict[str, Any]) -> list[str]:

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from streamheal.detectors.suite import Drift
 from streamheal.metrics import MetricsServer, NotifierMetrics, WorkerMetrics
 from streamheal.policy import Action
-from tests.test_metrics import drifted_engine
+from tests.conftest import drifted_engine
 
 CONFIG = Path(__file__).resolve().parent.parent / "config"
 PROMETHEUS = CONFIG / "prometheus"
@@ -78,7 +78,7 @@ def exposed() -> set[str]:
     """Every sample name a worker with an embedded notifier exposes once it has seen a
     drift, acted, lagged and sent (and failed to send) notifications: scraped over HTTP."""
     from streamheal.config import Config
-    from tests.test_metrics import SMALL_DETECTORS
+    from tests.conftest import SMALL_DETECTORS
 
     config = Config().replace(detectors=SMALL_DETECTORS)
     engine, outputs = drifted_engine(config)

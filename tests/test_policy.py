@@ -9,7 +9,7 @@ from streamheal.config import Config
 from streamheal.engine import Engine, Prediction
 from streamheal.policy import Action
 from streamheal.scenarios import SCENARIOS
-from tests.test_detectors import scenario_events
+from tests.conftest import scenario_events
 
 
 def run(engine: Engine, events: list, batch: int = 500) -> list:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import multiprocessing
 import os
@@ -14,17 +13,9 @@ from typing import Any
 import orjson
 import pytest
 
-from streamheal import models
-from streamheal.config import Config
 from streamheal.registry import CHAMPION, PREVIOUS, Registry, RegistryError
 from streamheal.signing import REGISTRY_KEY_ENV, Signer
-
-
-@functools.cache  # the same bytes every time: build the model once per process
-def model_bytes() -> bytes:
-    model = models.build_model(Config().model, seed=1)
-    model.learn_one({"x": 1.0}, True)
-    return models.dumps(model)
+from tests.conftest import model_bytes
 
 
 def test_versions_count_from_1_and_carry_their_metadata(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import pytest
 from streamheal.config import RegistryConfig
 from streamheal.registry import CHAMPION, PREVIOUS, RegistryError, open_registry
 from streamheal.signing import REGISTRY_KEY_ENV, Signer
-from tests.test_registry import model_bytes
+from tests.conftest import model_bytes
 
 
 @pytest.fixture

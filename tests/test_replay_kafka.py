@@ -16,8 +16,7 @@ from streamheal.kafka.connect import committed_offsets
 from streamheal.producer import EventProducer
 from streamheal.replay import file_records, replay, topic_records
 from streamheal.scenarios import SCENARIOS
-from tests.conftest import read_topic, running_worker, wait_for
-from tests.test_replay import without_timing
+from tests.conftest import read_topic, running_worker, wait_for, without_timing
 
 pytestmark = pytest.mark.kafka
 

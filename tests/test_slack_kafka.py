@@ -25,10 +25,17 @@ from streamheal.metrics import NotifierMetrics, sample_value
 from streamheal.producer import EventProducer
 from streamheal.registry import Registry
 from streamheal.scenarios import SCENARIOS, breast_cancer
-from tests.conftest import read_all, read_topic, running_worker, wait_for
+from tests.conftest import (
+    drift,
+    notifier_config,
+    read_all,
+    read_topic,
+    running_notifier,
+    running_worker,
+    wait_for,
+    web_sink,
+)
 from tests.slack_web_api import CHANNEL, slack_web_api
-from tests.test_alerts_book import drift
-from tests.test_notify_kafka import notifier_config, running_notifier, web_sink
 
 pytestmark = pytest.mark.kafka
 

@@ -13,8 +13,8 @@ from streamheal.alerts.console import ConsoleSink
 from streamheal.alerts.sink import DeliveryFailed
 from streamheal.alerts.slack import SlackWebhookSink, SlackWebSink, sink_from_env
 from streamheal.config import AlertsConfig, ConfigError
+from tests.conftest import drift
 from tests.slack_web_api import CHANNEL, TOKEN, slack_web_api
-from tests.test_alerts_book import drift
 
 
 def a_message(features: int = 1):
