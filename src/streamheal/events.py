@@ -98,7 +98,18 @@ class Rejection:
 
 
 class InvalidEvent(StreamhealError, ValueError):
-    """Raised by :func:`validate` (the producer side) for an event that would be rejected."""
+    """Raised by :func:`validate` (the producer side) for an event that would be rejected.
+
+    ``reason`` is the machine-readable dead-letter reason the worker would give it.
+
+    Examples
+    --------
+    >>> try:
+    ...     validate({"id": "e1", "ts": 0, "features": {"x": [1, 2]}})
+    ... except InvalidEvent as err:
+    ...     print(err.reason)
+    bad_feature_value
+    """
 
     def __init__(self, reason: Reason, detail: str) -> None:
         detail = _short(detail)

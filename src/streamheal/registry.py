@@ -80,7 +80,19 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class RegistryError(StreamhealError, RuntimeError):
-    """The registry refused an operation (unknown version, corrupt file, ...)."""
+    """The registry refused an operation (unknown version, corrupt file, ...).
+
+    The message names the model, so ``registry show`` reads unambiguously.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> try:
+    ...     Registry(tempfile.mkdtemp(), "fraud").meta(3)
+    ... except RegistryError as err:
+    ...     print(err)
+    model 'fraud' has no version 3
+    """
 
 
 @dataclass
