@@ -14,7 +14,10 @@ its own, one after the other in the same run:
 Rates are wall-clock events per second from the first consumed record to the last
 committed one (the broker shares the machine's cores, so CPU time would flatter).
 ``kafka_two_workers_speedup`` runs ``streamheal run`` as one process and as two processes
-in one group on the same topic, and divides their rates.
+in one group on the same topic, and divides their rates, each measured from 20% to 90% of
+the topic committed (after the group formed). ``kafka_cpu_share`` says how much of the
+machine the worker process and the broker took during the one-process run: with the
+broker on the same cores, a second process can only add what is left.
 """
 
 from __future__ import annotations
@@ -209,7 +212,9 @@ def _through_processes(config: Config, total: int, count: int) -> float:
 
     failure: list[BaseException] = []
     try:
-        return _rate(committed, total, failure, process)
+        # Between 20% and 90% committed: the group has formed (the processes' joins and
+        # the rebalance they cause are start-up, not throughput) and no member idles yet.
+        return _rate(committed, total, failure, process, between=(0.2, 0.9))
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(120)
@@ -217,10 +222,19 @@ def _through_processes(config: Config, total: int, count: int) -> float:
         log.close()
 
 
-def _rate(progress: Any, total: int, failure: list[BaseException], process: Any = None) -> float:
+def _rate(
+    progress: Any,
+    total: int,
+    failure: list[BaseException],
+    process: Any = None,
+    between: tuple[float, float] = (0.0, 1.0),
+) -> float:
+    """Records per second from when ``progress()`` passes ``between[0]`` of ``total`` (the
+    first record by default) to when it reaches ``between[1]`` of it."""
     deadline = time.monotonic() + 900
     started: float | None = None
     first = 0
+    begin, end = max(1, int(between[0] * total)), int(between[1] * total)
     while True:
         if failure:
             raise BenchError(f"bench worker failed: {failure[0]}") from failure[0]
@@ -228,9 +242,9 @@ def _rate(progress: Any, total: int, failure: list[BaseException], process: Any 
             raise BenchError(f"bench workers exited with {process.returncode}")
         done = progress()
         now = time.perf_counter()
-        if started is None and done > 0:
+        if started is None and done >= begin:
             started, first = now, done
-        if done >= total:
+        if started is not None and done >= end and done > first:
             return round((done - first) / (now - started), 1)
         if time.monotonic() > deadline:
             raise BenchError(f"bench stalled at {done} of {total} records")
