@@ -15,9 +15,7 @@ Rates are wall-clock events per second from the first consumed record to the las
 committed one (the broker shares the machine's cores, so CPU time would flatter).
 ``kafka_two_workers_speedup`` runs ``streamheal run`` as one process and as two processes
 in one group on the same topic, and divides their rates, each measured from 20% to 90% of
-the topic committed (after the group formed). ``kafka_cpu_share`` says how much of the
-machine the worker process and the broker took during the one-process run: with the
-broker on the same cores, a second process can only add what is left.
+the topic committed (after the group formed).
 """
 
 from __future__ import annotations
