@@ -155,7 +155,7 @@ def _bare_loop(config: Config, total: int) -> float:
             messages = consumer.consume(num_messages=config.engine.batch_size, timeout=1.0)
             if not messages:
                 continue
-            if started is None:
+            if started is None:  # from the first batch received, as for the worker
                 started, first = time.perf_counter(), len(messages)
             for message in messages:
                 event = orjson.loads(message.value())
@@ -169,7 +169,10 @@ def _bare_loop(config: Config, total: int) -> float:
             producer.flush()
             consumer.commit(asynchronous=False)
             consumed += len(messages)
-        return round((consumed - first) / (time.perf_counter() - started), 1)
+        # The records after the first batch over the time since it arrived (the worker's
+        # rule); all of them when the first batch was the whole topic.
+        counted = consumed - first if consumed > first else consumed
+        return round(counted / (time.perf_counter() - started), 1)
     finally:
         consumer.close()
 
@@ -228,11 +231,13 @@ def _rate(
     between: tuple[float, float] = (0.0, 1.0),
 ) -> float:
     """Records per second from when ``progress()`` passes ``between[0]`` of ``total`` (the
-    first record by default) to when it reaches ``between[1]`` of it."""
+    first record by default) to when it reaches ``between[1]`` of it. Progress comes in
+    steps (a batch commits at once): when one step crosses the whole interval, the rate
+    is taken from the first progress instead, or from the start."""
     deadline = time.monotonic() + 900
-    started: float | None = None
-    first = 0
-    begin, end = max(1, int(between[0] * total)), int(between[1] * total)
+    start = time.perf_counter()
+    marks: list[tuple[float, int]] = []  # (time, done) at the first progress, at `begin`
+    begin, end = max(1, int(between[0] * total)), max(1, int(between[1] * total))
     while True:
         if failure:
             raise BenchError(f"bench worker failed: {failure[0]}") from failure[0]
@@ -240,10 +245,13 @@ def _rate(
             raise BenchError(f"bench workers exited with {process.returncode}")
         done = progress()
         now = time.perf_counter()
-        if started is None and done >= begin:
-            started, first = now, done
-        if started is not None and done >= end and done > first:
-            return round((done - first) / (now - started), 1)
+        if (not marks and done > 0) or (len(marks) == 1 and between[0] > 0 and done >= begin):
+            marks.append((now, done))
+        if done >= end:
+            for at, first in reversed(marks):
+                if done > first and now > at:
+                    return round((done - first) / (now - at), 1)
+            return round(done / (now - start), 1)
         if time.monotonic() > deadline:
             raise BenchError(f"bench stalled at {done} of {total} records")
         time.sleep(0.02)
