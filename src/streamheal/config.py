@@ -252,7 +252,7 @@ class DetectorsConfig:
     model_sample_size: int = field(
         default=200, metadata=_rule("an integer >= 20", lambda v: v >= 20)
     )
-    model_check_every: int = field(default=2500, metadata=_positive())
+    model_check_every: int = field(default=5000, metadata=_positive())
     reference_profile: str = ""  # a profile JSON written by DriftSuite.profile(); "" = learn it
     roll_reference_on_drift: bool = False
     # A new reference whose two halves differ (KS, any numeric feature) slides: its first
