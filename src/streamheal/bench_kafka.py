@@ -32,14 +32,15 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from streamheal import models
 from streamheal.bench import bench_events
 from streamheal.config import Config
 from streamheal.errors import StreamhealError
 from streamheal.kafka.admin import ensure_topics
-from streamheal.kafka.connect import committed_offsets
+from streamheal.kafka.connect import admin_settings, committed_offsets
 from streamheal.kafka.worker import Worker
 
 
@@ -213,14 +214,41 @@ def _through_processes(config: Config, total: int, count: int) -> float:
 
     failure: list[BaseException] = []
     try:
-        # Between 20% and 90% committed: the group has formed (the processes' joins and
-        # the rebalance they cause are start-up, not throughput) and no member idles yet.
-        return _rate(committed, total, failure, process, between=(0.2, 0.9))
+        # From when every process holds partitions (and 20% is committed) to 90%: the joins
+        # and the rebalance they cause are start-up, not throughput, and no member idles.
+        return _rate(
+            committed,
+            total,
+            failure,
+            process,
+            between=(0.2, 0.9),
+            ready=_formed(config, group, count),
+        )
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(120)
         probe.close()
         log.close()
+
+
+def _formed(config: Config, group: str, count: int) -> Any:
+    """A check that ``group`` has ``count`` members holding partitions (true from then on)."""
+    admin = AdminClient(admin_settings(config))
+    formed = False
+
+    def check() -> bool:
+        nonlocal formed
+        if not formed:
+            try:
+                [future] = admin.describe_consumer_groups([group], request_timeout=5).values()
+                members = future.result().members
+            except KafkaException:
+                return False
+            holding = [m for m in members if m.assignment and m.assignment.topic_partitions]
+            formed = len(holding) >= count
+        return formed
+
+    return check
 
 
 def _rate(
@@ -229,6 +257,7 @@ def _rate(
     failure: list[BaseException],
     process: Any = None,
     between: tuple[float, float] = (0.0, 1.0),
+    ready: Any = None,
 ) -> float:
     """Records per second from when ``progress()`` passes ``between[0]`` of ``total`` (the
     first record by default) to when it reaches ``between[1]`` of it. Progress comes in
@@ -245,7 +274,9 @@ def _rate(
             raise BenchError(f"bench workers exited with {process.returncode}")
         done = progress()
         now = time.perf_counter()
-        if (not marks and done > 0) or (len(marks) == 1 and between[0] > 0 and done >= begin):
+        if (not marks and done > 0) or (
+            len(marks) == 1 and between[0] > 0 and done >= begin and (ready is None or ready())
+        ):
             marks.append((now, done))
         if done >= end:
             for at, first in reversed(marks):
