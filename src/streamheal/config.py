@@ -199,7 +199,7 @@ class EngineConfig:
     # librdkafka's consume() refuses more than 1,000,000 records; a batch is also one
     # transaction and one Engine call, so far fewer make sense.
     # 2,000: one transaction (and checkpoint) per 2,000 records; two worker processes on
-    # two cores reach 1.9x one at 2,000 and 1.2x at 500 (bench/README.md).
+    # two cores reached 1.3-1.9x one at 2,000 and 1.2x at 500 (bench/README.md).
     batch_size: int = field(default=2000, metadata=_between(1, 100_000))
     seed: int = 42
     join_buffer_size: int = field(default=100_000, metadata=_between(1, 1_000_000))
