@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -49,4 +51,20 @@ def ensure_topics(config: Config, timeout: float = 30.0) -> list[str]:
                 ) from None
             if code != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
+    if created:
+        _wait_until_listed(admin, created, timeout)
     return created
+
+
+def _wait_until_listed(admin: AdminClient, names: list[str], timeout: float) -> None:
+    """A created topic reaches the brokers' metadata a moment after the controller accepts
+    it: wait until every one is listed with its partitions, so a client that checks for it
+    right after (``topics.create = false``, a fresh consumer) finds it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        listed = admin.list_topics(timeout=timeout).topics
+        if all(n in listed and listed[n].error is None and listed[n].partitions for n in names):
+            return
+        if time.monotonic() > deadline:
+            return  # created all the same; a later check says what is missing
+        time.sleep(0.1)
