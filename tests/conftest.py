@@ -16,11 +16,12 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 from hypothesis import settings
@@ -36,6 +37,7 @@ from streamheal.events import Event, Source, decode, encode
 from streamheal.kafka.admin import ensure_topics
 from streamheal.kafka.worker import Worker
 from streamheal.policy import Action
+from streamheal.producer import EventProducer
 from streamheal.scenarios import breast_cancer
 from tests.slack_web_api import CHANNEL, TOKEN, SlackWebApi
 
@@ -181,26 +183,31 @@ def wait_for(condition: Callable[[], bool], timeout: float = 60.0, what: str = "
 
 
 @contextmanager
-def running_worker(cfg: Config) -> Iterator[Worker]:
-    """A worker on a thread; stopped (batch finished, committed, group left) on exit."""
-    worker = Worker(cfg)
+def running_on_thread(service: Any, name: str) -> Iterator[Any]:
+    """``service.run()`` on a thread; ``service.stop()`` on exit, and whatever ``run``
+    raised is raised here."""
     failure: list[BaseException] = []
 
     def target() -> None:
         try:
-            worker.run()
+            service.run()
         except BaseException as err:
             failure.append(err)
 
-    thread = threading.Thread(target=target, name="streamheal-worker", daemon=True)
+    thread = threading.Thread(target=target, name=name, daemon=True)
     thread.start()
     try:
-        yield worker
+        yield service
     finally:
-        worker.stop()
+        service.stop()
         thread.join(timeout=WAIT_FLOOR_SECONDS)
         if failure:
             raise failure[0]
+
+
+def running_worker(cfg: Config) -> AbstractContextManager[Worker]:
+    """A worker on a thread; stopped (batch finished, committed, group left) on exit."""
+    return running_on_thread(Worker(cfg), "streamheal-worker")
 
 
 # ------------------------------------------------ helpers shared by several test modules
@@ -222,10 +229,27 @@ def events_from(rows: Iterator[tuple[dict, object]], label_delay: int = 0) -> li
     return events
 
 
+def produce(config: Config, events: list[dict]) -> None:
+    """Event-schema dicts onto the events topic."""
+    with EventProducer(config.kafka.bootstrap_servers, config.topics.events) as producer:
+        for event in events:
+            producer.send_event(event)
+
+
+def values(messages: list) -> list[dict]:
+    """The JSON values of consumed messages."""
+    return [orjson.loads(m.value()) for m in messages]
+
+
 def scenario_events(scenario) -> list[Event]:
+    return decoded_events(scenario.events)
+
+
+def decoded_events(raw: Iterable[dict[str, Any]]) -> list[Event]:
+    """Event-schema dicts as the Engine receives them (offset = position)."""
     return [
         Event(e["id"], e["ts"], e.get("features"), e.get("label"), (), Source("t", 0, i), b"")
-        for i, e in enumerate(scenario.events)
+        for i, e in enumerate(raw)
     ]
 
 
@@ -236,6 +260,8 @@ def model_bytes() -> bytes:
     return models.dumps(model)
 
 
+# Small windows, so a 2,400-event stream has its reference, its warm-up and a shift; PSI
+# off (noisy on 100-row windows): the shift of `mean radius` is what fires.
 SMALL_DETECTORS = {
     "reference_size": 100,
     "window_size": 100,
@@ -345,26 +371,8 @@ def notifier_config(config: Config, partitions: int = 2) -> Config:
     return config
 
 
-@contextmanager
-def running_notifier(config: Config, sink: Sink) -> Iterator[Notifier]:
-    notifier = Notifier(config, sink=sink)
-    failure: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            notifier.run()
-        except BaseException as err:
-            failure.append(err)
-
-    thread = threading.Thread(target=target, name="notifier", daemon=True)
-    thread.start()
-    try:
-        yield notifier
-    finally:
-        notifier.stop()
-        thread.join(timeout=WAIT_FLOOR_SECONDS)
-        if failure:
-            raise failure[0]
+def running_notifier(config: Config, sink: Sink) -> AbstractContextManager[Notifier]:
+    return running_on_thread(Notifier(config, sink=sink), "notifier")
 
 
 def web_sink(api: SlackWebApi) -> SlackWebSink:

@@ -14,16 +14,13 @@ from river.datasets import synth
 from streamheal.alerts.severity import severity
 from streamheal.config import AlertsConfig, Config
 from streamheal.engine import Engine
-from streamheal.events import Event, Source
 from streamheal.scenarios import SCENARIOS, prior_shift, with_labels
+from tests.conftest import decoded_events
 
 
 def records(raw: list[dict[str, Any]], config: Config | None = None) -> list[dict[str, Any]]:
     """Drift and action records of an Engine run over ``raw`` (batches of 500)."""
-    events = [
-        Event(e["id"], e["ts"], e.get("features"), e.get("label"), (), Source("t", 0, i), b"")
-        for i, e in enumerate(raw)
-    ]
+    events = decoded_events(raw)
     engine, out = Engine(config or Config()), []
     for i in range(0, len(events), 500):
         out += engine.process(events[i : i + 500])

@@ -158,6 +158,28 @@ def reference_alerts(outputs: list) -> Counter:
     return found
 
 
+def write_checkpoints(config: Config, partition: int, *checkpoints: list) -> None:
+    """Each checkpoint's records into state partition ``partition``, one transaction each
+    (as a worker writes them)."""
+    producer = Producer(
+        {"bootstrap.servers": config.kafka.bootstrap_servers, "transactional.id": f"t-{uuid4()}"}
+    )
+    producer.init_transactions(30)
+    for records_of_one in checkpoints:
+        producer.begin_transaction()
+        for key, value, headers in records_of_one:
+            producer.produce(config.topics.state, value, key, headers=headers, partition=partition)
+        producer.commit_transaction(30)
+
+
+def latest_checkpoint(config: Config, partition: int) -> tuple:
+    reader = CheckpointReader(config)
+    try:
+        return reader.latest(config.topics.events, partition, timeout=60)
+    finally:
+        reader.close()
+
+
 def final_models(config: Config, partitions: int) -> dict[int, Engine]:
     reader = CheckpointReader(config)
     try:
@@ -383,19 +405,8 @@ def test_a_state_larger_than_a_record_is_chunked_and_restored_whole(config: Conf
     stream = stream_name(config.kafka.group_id, config.topics.events)
     parts = encode(stream, 1, 20_000, payload, arf, None, 512 * 1024)
     assert len(parts) > 4
-    producer = Producer(
-        {"bootstrap.servers": config.kafka.bootstrap_servers, "transactional.id": f"t-{uuid4()}"}
-    )
-    producer.init_transactions(30)
-    producer.begin_transaction()
-    for key, value, headers in parts:
-        producer.produce(config.topics.state, value, key, headers=headers, partition=1)
-    producer.commit_transaction(30)
-    reader = CheckpointReader(config)
-    try:
-        manifest, chunks, _ = reader.latest(config.topics.events, 1, timeout=60)
-    finally:
-        reader.close()
+    write_checkpoints(config, 1, parts)
+    manifest, chunks, _ = latest_checkpoint(config, 1)
     restored = Engine(arf)
     restored.load_bytes(assemble(manifest, chunks, None))
     probes = [e.features for e in bench_events(200, seed=99)]
@@ -515,20 +526,8 @@ def test_unchanged_references_are_written_once_and_restored_from_an_earlier_chec
     second = encode(stream, 0, 3500, engine.to_bytes(True), config, None, 512 * 1024, 1, named)
     full = len(engine.to_bytes())
     assert sum(len(v) for _, v, _ in second) < 0.6 * full
-    producer = Producer(
-        {"bootstrap.servers": config.kafka.bootstrap_servers, "transactional.id": f"t-{uuid4()}"}
-    )
-    producer.init_transactions(30)
-    for checkpoint_records in (first, second):
-        producer.begin_transaction()
-        for key, value, headers in checkpoint_records:
-            producer.produce(config.topics.state, value, key, headers=headers, partition=0)
-        producer.commit_transaction(30)
-    reader = CheckpointReader(config)
-    try:
-        manifest, chunks, found = reader.latest(config.topics.events, 0, timeout=60)
-    finally:
-        reader.close()
+    write_checkpoints(config, 0, first, second)
+    manifest, chunks, found = latest_checkpoint(config, 0)
     assert manifest.offset == 3500 and set(manifest.parts) == set(parts)
     restored = Engine(config)
     restored.load_bytes(

@@ -8,15 +8,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import orjson
 import pytest
 
 from streamheal import models
 from streamheal.config import Config
-from streamheal.producer import EventProducer
 from streamheal.registry import Registry
 from streamheal.scenarios import SCENARIOS
-from tests.conftest import read_all, read_topic, running_worker, wait_for
+from tests.conftest import produce, read_all, read_topic, running_worker, values, wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -35,16 +33,6 @@ def with_registry(config: Config, tmp_path: Path) -> tuple[Config, Path]:
         + f'partitions = 2\n[registry]\npath = "{tmp_path / "registry"}"\n'
     )
     return config, path
-
-
-def produce(config: Config, events: list[dict]) -> None:
-    with EventProducer(config.kafka.bootstrap_servers, config.topics.events) as producer:
-        for event in events:
-            producer.send_event(event)
-
-
-def values(messages: list) -> list[dict]:
-    return [orjson.loads(m.value()) for m in messages]
 
 
 def test_a_concept_drift_makes_the_worker_fork_promote_and_keep_serving(

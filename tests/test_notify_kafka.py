@@ -29,6 +29,18 @@ pytestmark = pytest.mark.kafka
 NAMES = ("events", "predictions", "alerts", "metrics", "dlq", "state", "control")
 
 
+def config_toml(config: Config, folder: Path, extra: str = "") -> Path:
+    """A TOML file with ``config``'s broker, group and topics (and ``extra``), for the CLI."""
+    path = folder / "streamheal.toml"
+    path.write_text(
+        f'[kafka]\nbootstrap_servers = "{config.kafka.bootstrap_servers}"\n'
+        f'group_id = "{config.kafka.group_id}"\n[topics]\n'
+        + "".join(f'{n} = "{getattr(config.topics, n)}"\n' for n in NAMES)
+        + extra
+    )
+    return path
+
+
 def produce_alerts(config: Config, records: list[dict[str, Any]]) -> None:
     """As the worker writes them: keyed by drift key (or action), JSON values."""
     producer = Producer({"bootstrap.servers": config.kafka.bootstrap_servers, "acks": "all"})
@@ -150,12 +162,7 @@ def test_a_silence_on_the_control_topic_holds_notifications_back(
     config: Config, tmp_path: Path
 ) -> None:
     config = notifier_config(config)
-    config_file = tmp_path / "streamheal.toml"
-    config_file.write_text(
-        f'[kafka]\nbootstrap_servers = "{config.kafka.bootstrap_servers}"\n'
-        f'group_id = "{config.kafka.group_id}"\n[topics]\n'
-        + "".join(f'{n} = "{getattr(config.topics, n)}"\n' for n in NAMES)
-    )
+    config_file = config_toml(config, tmp_path)
 
     def cli(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -187,12 +194,10 @@ def test_streamheal_notify_sends_serves_its_metrics_and_stops_cleanly_on_sigterm
     config: Config, tmp_path: Path
 ) -> None:
     config = notifier_config(config)
-    config_file = tmp_path / "streamheal.toml"
-    config_file.write_text(
-        f'[kafka]\nbootstrap_servers = "{config.kafka.bootstrap_servers}"\n'
-        f'group_id = "{config.kafka.group_id}"\n[topics]\n'
-        + "".join(f'{n} = "{getattr(config.topics, n)}"\n' for n in NAMES)
-        + '[alerts]\ngroup_window_seconds = 1\nnotifier_port = 0\nnotifier_address = "127.0.0.1"\n'
+    config_file = config_toml(
+        config,
+        tmp_path,
+        '[alerts]\ngroup_window_seconds = 1\nnotifier_port = 0\nnotifier_address = "127.0.0.1"\n',
     )
     produce_alerts(config, [drift(partition=p) for p in (0, 1)])
     with slack_web_api() as api:

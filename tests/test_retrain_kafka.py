@@ -28,13 +28,12 @@ from streamheal import models
 from streamheal.config import Config
 from streamheal.detectors.suite import Drift
 from streamheal.kafka import records
-from streamheal.producer import EventProducer
 from streamheal.registry import CHAMPION, Registry
 from streamheal.retrain import EXIT_BUSY, EXIT_REJECTED, RetrainService, retrain_once
 from streamheal.retrain.lock import RetrainLock, TriggerState, lock_path, state_path
 from streamheal.retrain.schedule import CronSchedule
 from streamheal.scenarios import SCENARIOS
-from tests.conftest import read_all, read_topic, running_worker, wait_for
+from tests.conftest import produce, read_all, read_topic, running_worker, values, wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -62,16 +61,6 @@ def retrain_config(config: Config, tmp_path: Path) -> tuple[Config, Path]:
         + "[policy]\nenabled = false\n[detectors]\nenabled = false\n"
     )
     return config, path
-
-
-def produce(config: Config, events: list[dict]) -> None:
-    with EventProducer(config.kafka.bootstrap_servers, config.topics.events) as producer:
-        for event in events:
-            producer.send_event(event)
-
-
-def values(messages: list) -> list[dict]:
-    return [orjson.loads(m.value()) for m in messages]
 
 
 def trained(events: list[dict], flip: bool = False) -> bytes:

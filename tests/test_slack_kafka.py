@@ -22,12 +22,13 @@ from streamheal.alerts.interactive import ClickActions, InteractiveEndpoint
 from streamheal.alerts.silences import Silences
 from streamheal.config import Config
 from streamheal.metrics import NotifierMetrics, sample_value
-from streamheal.producer import EventProducer
 from streamheal.registry import Registry
 from streamheal.scenarios import SCENARIOS, breast_cancer
 from tests.conftest import (
+    SMALL_DETECTORS,
     drift,
     notifier_config,
+    produce,
     read_all,
     read_topic,
     running_notifier,
@@ -40,23 +41,6 @@ from tests.slack_web_api import CHANNEL, slack_web_api
 pytestmark = pytest.mark.kafka
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
-# Small windows, so a 2,400-event stream has its reference, its warm-up and a shift; PSI
-# off (noisy on 100-row windows): the shift of `mean radius` is what fires.
-SMALL_DETECTORS = {
-    "reference_size": 100,
-    "window_size": 100,
-    "check_every": 50,
-    "window_check_every": 100,
-    "model_check_every": 500,
-    "model_sample_size": 50,
-    "psi_threshold": 5.0,
-}
-
-
-def produce(config: Config, events: list[dict[str, Any]]) -> None:
-    with EventProducer(config.kafka.bootstrap_servers, config.topics.events) as producer:
-        for event in events:
-            producer.send_event(event)
 
 
 def test_with_slack_down_for_the_whole_run_nothing_is_lost_and_everything_arrives_once_after(

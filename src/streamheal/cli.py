@@ -381,10 +381,10 @@ def _compare_parser(commands: Any) -> None:
         "numbers and text; 2 bad arguments or a missing input file",
     )
     compare.add_argument(
-        "reference", type=_compare_input, metavar="REF", help="reference batch: CSV or JSONL"
+        "reference", type=_existing_file, metavar="REF", help="reference batch: CSV or JSONL"
     )
     compare.add_argument(
-        "current", type=_compare_input, metavar="CUR", help="current batch: CSV or JSONL"
+        "current", type=_existing_file, metavar="CUR", help="current batch: CSV or JSONL"
     )
     compare.add_argument(
         "--out", type=Path, required=True, metavar="DIR", help="directory for the reports"
@@ -426,7 +426,7 @@ def _compare_parser(commands: Any) -> None:
     )
     compare.add_argument(
         "--effect-threshold",
-        type=_compare_positive,
+        type=_positive_float,
         default=0.1,
         metavar="D",
         help="effect size at which a column drifts: normed Wasserstein distance or "
@@ -853,41 +853,18 @@ def _compare(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-def _compare_input(text: str) -> Path:
-    path = Path(text)
-    if not path.is_file():
-        raise argparse.ArgumentTypeError(
-            f"no such file: {text}" if not path.exists() else f"not a file: {text}"
-        )
-    return path
-
-
 def _compare_p_value(text: str) -> float:
-    value = _compare_float(text)
+    value = _number(text, "a number")
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"a p-value threshold is between 0 and 1, got {text}")
     return value
 
 
 def _compare_share(text: str) -> float:
-    value = _compare_float(text)
+    value = _number(text, "a number")
     if not 0 < value <= 1:
         raise argparse.ArgumentTypeError(f"expected a share with 0 < S <= 1, got {text}")
     return value
-
-
-def _compare_positive(text: str) -> float:
-    value = _compare_float(text)
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
-    return value
-
-
-def _compare_float(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 
 def _compare_columns(text: str) -> list[str]:

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import time
 
-from confluent_kafka import OFFSET_BEGINNING, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
 from streamheal.alerts import silences as silence_records
 from streamheal.alerts.silences import Silence, Silences
 from streamheal.config import Config
-from streamheal.errors import NotDelivered
-from streamheal.kafka.connect import partitions_of, topic_reader, with_logging
+from streamheal.kafka.connect import deliver, partitions_of, topic_reader
 from streamheal.signing import CONTROL_KEY_ENV, Signer
 
 
@@ -57,23 +56,4 @@ def read_silences(config: Config, timeout: float = 30.0) -> Silences:
 
 
 def _publish(config: Config, value: bytes) -> None:
-    producer = Producer(
-        with_logging(
-            {
-                "bootstrap.servers": config.kafka.bootstrap_servers,
-                "acks": "all",
-                **config.kafka.common,
-            }
-        )
-    )
-    errors: list[str] = []
-    producer.produce(
-        config.topics.control,
-        value,
-        b"silence",
-        on_delivery=lambda err, _: errors.append(str(err)) if err else None,
-    )
-    if producer.flush(15) or errors:
-        raise NotDelivered(
-            f"silence not delivered to {config.topics.control}: {errors or 'timeout'}"
-        )
+    deliver(config, config.topics.control, value, b"silence", "silence")

@@ -110,7 +110,8 @@ class ShareMonitor(Stateful):
         cusum.end_check()
         if level == Level.CLEAR and not watched:
             return []
-        names = [str(c) for c in sorted(self.reference, key=str)]
+        classes = sorted(self.reference, key=str)
+        names = [str(c) for c in classes]
         current = Counter(self.recent)
         moved = self.classes[j]
         return [
@@ -124,8 +125,8 @@ class ShareMonitor(Stateful):
                 None,
                 cusum.threshold,
                 started_index=started,
-                reference=_shares(names, np.array([self.reference[c] for c in self._sorted()])),
-                current=_shares(names, np.array([current[c] for c in self._sorted()])),
+                reference=_shares(names, np.array([self.reference[c] for c in classes])),
+                current=_shares(names, np.array([current[c] for c in classes])),
                 extra={
                     "moved_class": str(moved),
                     "direction": "up" if cusum.upper[j] >= cusum.lower[j] else "down",
@@ -140,9 +141,6 @@ class ShareMonitor(Stateful):
                 self.cusum.reset_series(j)
 
     # ---------------------------------------------------------------- internals
-    def _sorted(self) -> list[Any]:
-        return sorted(self.reference, key=str)
-
     @property
     def _code(self) -> dict[Any, int]:
         return {c: i for i, c in enumerate(self.classes)}

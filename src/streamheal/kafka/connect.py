@@ -22,11 +22,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ClusterMetadata
 
 from streamheal.config import REDACTED, TOPIC_KEYS, Config, ConfigError, is_secret
-from streamheal.errors import StreamhealError
+from streamheal.errors import NotDelivered, StreamhealError
 
 LIBRDKAFKA_LOG = logging.getLogger("streamheal.librdkafka")
 
@@ -147,6 +147,31 @@ def topic_reader(config: Config, name: str) -> Consumer:
             }
         )
     )
+
+
+def deliver(config: Config, topic: str, value: bytes, key: bytes | None, what: str) -> None:
+    """Produce one record (acks=all) and wait for the broker to have it; raises
+    NotDelivered naming ``what`` when it does not within 15 s. For the one-off records of
+    the command line and of retraining (commands, silences, alerts), not the worker's hot
+    path, which writes in transactions."""
+    producer = Producer(
+        with_logging(
+            {
+                "bootstrap.servers": config.kafka.bootstrap_servers,
+                "acks": "all",
+                **config.kafka.common,
+            }
+        )
+    )
+    errors: list[str] = []
+    producer.produce(
+        topic,
+        value,
+        key,
+        on_delivery=lambda err, _: errors.append(str(err)) if err else None,
+    )
+    if producer.flush(15) or errors:
+        raise NotDelivered(f"{what} not delivered to {topic}: {errors or 'timeout'}")
 
 
 def partitions_of(client: Any, topic: str, timeout: float = 30.0) -> list[int]:

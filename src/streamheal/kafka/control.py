@@ -13,14 +13,13 @@ from __future__ import annotations
 import getpass
 import logging
 
-from confluent_kafka import OFFSET_END, Producer, TopicPartition
+from confluent_kafka import OFFSET_END, TopicPartition
 
 from streamheal import commands
 from streamheal.alerts.silences import is_silence_record
 from streamheal.commands import Command, Refusal
 from streamheal.config import Config
-from streamheal.errors import NotDelivered
-from streamheal.kafka.connect import partitions_of, topic_reader, with_logging
+from streamheal.kafka.connect import deliver, partitions_of, topic_reader
 from streamheal.signing import CONTROL_KEY_ENV, Signer
 
 log = logging.getLogger("streamheal.control")
@@ -63,24 +62,8 @@ def publish(
 ) -> None:
     """Send a command to every running worker (signed when ``STREAMHEAL_CONTROL_KEY`` is
     set); raises RuntimeError if not delivered."""
-    producer = Producer(
-        with_logging(
-            {
-                "bootstrap.servers": config.kafka.bootstrap_servers,
-                "acks": "all",
-                **config.kafka.common,
-            }
-        )
-    )
-    errors: list[str] = []
     record = commands.encode(
         Command(command, version, by or getpass.getuser(), reason),
         Signer.from_env(CONTROL_KEY_ENV),
     )
-    producer.produce(
-        config.topics.control,
-        record,
-        on_delivery=lambda err, _: errors.append(str(err)) if err else None,
-    )
-    if producer.flush(15) or errors:
-        raise NotDelivered(f"control command not delivered: {errors or 'timeout'}")
+    deliver(config, config.topics.control, record, None, "control command")

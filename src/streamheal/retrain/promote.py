@@ -15,12 +15,10 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from confluent_kafka import Producer
 
 from streamheal import models
 from streamheal.config import Config, config_hash
-from streamheal.errors import NotDelivered
-from streamheal.kafka.connect import with_logging
+from streamheal.kafka.connect import deliver
 from streamheal.kafka.control import publish
 from streamheal.registry import RegistryBackend
 
@@ -95,21 +93,10 @@ def alert_rejection(config: Config, summary: dict[str, Any]) -> None:
             "gate": summary["gate"],
         },
     }
-    producer = Producer(
-        with_logging(
-            {
-                "bootstrap.servers": config.kafka.bootstrap_servers,
-                "acks": "all",
-                **config.kafka.common,
-            }
-        )
-    )
-    errors: list[str] = []
-    producer.produce(
+    deliver(
+        config,
         config.topics.alerts,
         orjson.dumps(record),
         f"notice:{REJECTED_NOTICE}".encode(),
-        on_delivery=lambda err, _: errors.append(str(err)) if err else None,
+        "rejection alert",
     )
-    if producer.flush(15) or errors:
-        raise NotDelivered(f"rejection alert not delivered: {errors or 'timeout'}")
