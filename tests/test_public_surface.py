@@ -36,8 +36,6 @@ def test_every_project_error_derives_from_streamheal_error():
     package = streamheal.__path__
     classes = []
     for info in pkgutil.walk_packages(package, "streamheal."):
-        if info.name.endswith("registry_mlflow"):  # needs the optional MLflow extra
-            continue
         module = importlib.import_module(info.name)
         for _, cls in inspect.getmembers(module, inspect.isclass):
             if issubclass(cls, BaseException) and cls.__module__ == info.name:

@@ -392,3 +392,199 @@ def test_the_signature_is_checked_after_the_checksum(tmp_path: Path) -> None:
     (folder / "model.pkl").write_bytes(model_bytes()[:-3])
     with pytest.raises(RegistryError, match="truncated"):
         registry.load_bytes(1)
+
+
+# ------------------------------------------------------------- the version authority
+# Every version number, stored or issued for a model made online, comes from one sequence.
+
+
+def test_issued_and_registered_numbers_share_one_increasing_sequence(tmp_path: Path) -> None:
+    registry = Registry(tmp_path, "m")
+    numbers = [
+        registry.register(model_bytes(), cause="start"),
+        registry.issue_version(parent=1, cause="drift", partition=0, action="reset"),
+        registry.issue_version(parent=1, cause="drift", partition=1, action="reset"),
+        registry.register(model_bytes(), cause="snapshot"),
+        registry.issue_version(parent=2, cause="challenger won", partition=0, action="promote"),
+    ]
+    assert numbers == [1, 2, 3, 4, 5]
+    assert [v.version for v in registry.versions()] == [1, 4]  # issued numbers store nothing
+    assert Registry(tmp_path, "m").register(model_bytes(), cause="another process") == 6
+
+
+def test_lineage_round_trips_and_is_none_for_other_numbers(tmp_path: Path) -> None:
+    registry = Registry(tmp_path, "m")
+    registry.register(model_bytes(), cause="start")
+    issued = registry.issue_version(parent=1, cause="concept drift", partition=3, action="reset")
+    fresh = registry.issue_version(parent=None, cause="start", partition=None, action="reset")
+    entry = Registry(tmp_path, "m").lineage(issued)
+    assert entry is not None and isinstance(entry.pop("created_at"), float)
+    assert entry == {
+        "version": issued,
+        "parent": 1,
+        "cause": "concept drift",
+        "partition": 3,
+        "action": "reset",
+    }
+    assert registry.lineage(fresh)["parent"] is None  # type: ignore[index]
+    assert registry.lineage(1) is None  # a stored version has no lineage entry
+    assert registry.lineage(99) is None
+
+
+def test_a_removed_counter_or_version_never_lets_a_number_be_reused(tmp_path: Path) -> None:
+    registry = Registry(tmp_path, "m")
+    registry.register(model_bytes(), cause="x")
+    registry.issue_version(parent=1, cause="drift", partition=0, action="reset")
+    (tmp_path / "m" / "last_version").unlink()
+    assert registry.issue_version(parent=2, cause="drift", partition=0, action="reset") == 3
+    for leftover in (tmp_path / "m" / "versions" / "1").iterdir():
+        leftover.unlink()
+    (tmp_path / "m" / "versions" / "1").rmdir()
+    (tmp_path / "m" / "lineage.jsonl").unlink()
+    assert registry.register(model_bytes(), cause="y") == 4  # last_version still says 3
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda r, v: r.issue_version(parent=v, cause="x", partition=0, action="reset"),
+        lambda r, v: r.issue_version(parent=None, cause="x", partition=-1, action="reset"),
+        lambda r, v: r.issue_version(parent=None, cause="x", partition=True, action="reset"),
+        lambda r, v: r.issue_version(parent=None, cause=None, partition=0, action="reset"),
+        lambda r, v: r.issue_version(parent=None, cause="x", partition=0, action=""),
+        lambda r, v: r.lineage(v),
+    ],
+)
+def test_bad_issue_arguments_are_registry_errors_that_issue_nothing(tmp_path: Path, call) -> None:
+    registry = Registry(tmp_path, "m")
+    with pytest.raises(RegistryError, match=r"^m: an? \w+ is "):
+        call(registry, 0)
+    assert registry.issue_version(parent=None, cause="x", partition=0, action="reset") == 1
+
+
+def _issue_many(root: str, partition: int, barrier: Any, results: Any) -> None:
+    registry = Registry(root, "m")
+    barrier.wait()  # both processes start together, so their calls really interleave
+    got = []
+    for i in range(55):
+        if i % 11 == 10:
+            got.append(("stored", registry.register(model_bytes(), cause=f"p{partition}")))
+        else:
+            issued = registry.issue_version(
+                parent=None, cause="drift", partition=partition, action="reset"
+            )
+            got.append(("issued", issued))
+    results.put((partition, got))
+
+
+def test_two_processes_never_get_the_same_number(tmp_path: Path) -> None:
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(2), context.Queue()
+    workers = [
+        context.Process(target=_issue_many, args=(str(tmp_path), p, barrier, results))
+        for p in (0, 1)
+    ]
+    for worker in workers:
+        worker.start()
+    by_partition = dict(results.get(timeout=600) for _ in workers)
+    for worker in workers:
+        worker.join()
+        assert worker.exitcode == 0
+    numbers = [n for got in by_partition.values() for _, n in got]
+    assert sorted(numbers) == list(range(1, 111))  # no number twice, none skipped
+    registry = Registry(tmp_path, "m")
+    for partition, got in by_partition.items():
+        assert [n for _, n in got] == sorted(n for _, n in got)  # each one's own increase
+        for kind, number in got:
+            entry = registry.lineage(number)
+            if kind == "issued":
+                assert entry is not None and entry["partition"] == partition
+            else:
+                assert entry is None and registry.meta(number)["cause"] == f"p{partition}"
+    assert (tmp_path / "m" / "last_version").read_text() == "110\n"
+
+
+@pytest.mark.parametrize("content", [b"seven\n", b"-1\n", b"", b"3.5\n", b"\xff\xfe"])
+def test_a_corrupt_counter_file_is_a_registry_error_naming_it(
+    tmp_path: Path, content: bytes
+) -> None:
+    registry, _ = one_version(tmp_path)
+    path = tmp_path / "m" / "last_version"
+    path.write_bytes(content)
+    match = rf"m: version counter file {re.escape(str(path))} holds .*fix it, or remove it"
+    with pytest.raises(RegistryError, match=match):
+        registry.issue_version(parent=1, cause="drift", partition=0, action="reset")
+    with pytest.raises(RegistryError, match=match):
+        registry.register(model_bytes(), cause="y")
+    assert path.read_bytes() == content  # never papered over
+    path.unlink()
+    assert registry.issue_version(parent=1, cause="drift", partition=0, action="reset") == 2
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        (b"not json", "is not valid JSON"),
+        (b"[1, 2]", "is an array, expected a JSON object"),
+        (b'{"version": 2}', "is malformed: 'parent' is missing"),
+        (
+            b'{"version": 2, "parent": 0, "cause": "x", "partition": 0, "action": "reset",'
+            b' "created_at": 1.0}',
+            "is malformed: 'parent' is 0, expected an integer >= 1 or null",
+        ),
+    ],
+)
+def test_a_corrupt_lineage_file_is_a_registry_error_naming_file_and_line(
+    tmp_path: Path, line: bytes, problem: str
+) -> None:
+    registry, _ = one_version(tmp_path)
+    registry.issue_version(parent=1, cause="drift", partition=0, action="reset")
+    path = tmp_path / "m" / "lineage.jsonl"
+    path.write_bytes(path.read_bytes() + line + b"\n")
+    match = rf"m: lineage file {re.escape(str(path))} line 2 {re.escape(problem)}"
+    with pytest.raises(RegistryError, match=match):
+        registry.lineage(2)
+    with pytest.raises(RegistryError, match=match):
+        registry.issue_version(parent=2, cause="drift", partition=0, action="reset")
+
+
+def test_an_issued_number_has_no_model_to_load_tag_alias_or_promote(tmp_path: Path) -> None:
+    registry, _ = one_version(tmp_path)
+    issued = registry.issue_version(parent=1, cause="concept drift", partition=2, action="reset")
+    match = (
+        r"model 'm' v2 is a serving version made online \(reset of v1 on partition 2, "
+        r"cause: concept drift\); it has no stored model, so it cannot be .*promoted"
+    )
+    for call in (registry.meta, registry.load_bytes, registry.load, registry.promote):
+        with pytest.raises(RegistryError, match=match):
+            call(issued)
+    with pytest.raises(RegistryError, match=match):
+        registry.set_alias("shadow", issued)
+    with pytest.raises(RegistryError, match=match):
+        registry.tag(issued, "k", "v")
+    assert registry.aliases == {}
+
+
+def test_the_command_line_shows_an_issued_number_and_refuses_to_promote_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from streamheal.cli import main
+
+    monkeypatch.setenv("STREAMHEAL_REGISTRY__PATH", str(tmp_path))
+    monkeypatch.setenv("STREAMHEAL_REGISTRY__MODEL_NAME", "m")
+    registry, _ = one_version(tmp_path)
+    registry.issue_version(parent=1, cause="concept drift", partition=2, action="reset")
+    assert main(["registry", "show", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(
+        "model 'm' v2 is a serving version made online (reset of v1 on partition 2, "
+        "cause: concept drift); it has no stored model\n"
+    )
+    assert '"parent": 1' in out
+    assert main(["registry", "list"]) == 0
+    assert capsys.readouterr().out.startswith("v1  ")
+    assert main(["registry", "promote", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "streamheal registry: model 'm' v2 is a serving version made online" in err
+    assert "cannot be loaded, tagged or promoted" in err
+    assert registry.aliases == {}

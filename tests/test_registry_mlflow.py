@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import pickle
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -100,3 +102,70 @@ def test_a_malformed_description_and_bad_versions_are_registry_errors(registry) 
     for bad in (0, -1, True, "2"):
         with pytest.raises(RegistryError, match="a version is an integer >= 1"):
             registry.meta(bad)
+
+
+def test_issued_numbers_come_from_mlflow_s_sequence_and_carry_their_lineage(registry) -> None:
+    assert registry.register(model_bytes(), cause="start") == 1
+    issued = registry.issue_version(parent=1, cause="concept drift", partition=2, action="reset")
+    assert issued == 2
+    assert registry.register(model_bytes(), cause="snapshot") == 3
+    assert registry.issue_version(parent=None, cause="x", partition=None, action="promote") == 4
+    entry = registry.lineage(issued)
+    assert entry is not None and isinstance(entry.pop("created_at"), float)
+    assert entry == {
+        "version": 2,
+        "parent": 1,
+        "cause": "concept drift",
+        "partition": 2,
+        "action": "reset",
+    }
+    assert registry.lineage(1) is None and registry.lineage(99) is None
+    assert [v.version for v in registry.versions()] == [1, 3]  # issued numbers store nothing
+    match = r"model 'heal' v2 is a serving version made online \(reset of v1 on partition 2"
+    for call in (registry.meta, registry.load_bytes, registry.promote):
+        with pytest.raises(RegistryError, match=match):
+            call(issued)
+    with pytest.raises(RegistryError, match=match):
+        registry.tag(issued, "k", "v")
+    assert registry.aliases == {}
+    with pytest.raises(RegistryError, match="a partition is an integer >= 0"):
+        registry.issue_version(parent=None, cause="x", partition=-1, action="reset")
+
+
+def test_a_malformed_lineage_description_is_a_registry_error(registry) -> None:
+    issued = registry.issue_version(parent=None, cause="x", partition=0, action="reset")
+    registry.client.update_model_version("heal", str(issued), '{"parent": "one"}')
+    with pytest.raises(RegistryError, match=r"heal v1: the MLflow .*lineage.* is malformed"):
+        registry.lineage(issued)
+
+
+def _issue_many(uri: str, artifacts: str, partition: int, barrier: Any, results: Any) -> None:
+    cfg = RegistryConfig(backend="mlflow", tracking_uri=uri, path=artifacts, model_name="heal")
+    registry = open_registry(cfg)
+    barrier.wait()  # both processes start together, so their calls really interleave
+    issued = [
+        registry.issue_version(parent=None, cause="drift", partition=partition, action="reset")
+        for _ in range(25)
+    ]
+    results.put((partition, issued))
+
+
+def test_two_processes_never_get_the_same_number(registry, tmp_path: Path) -> None:
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(2), context.Queue()
+    uri, artifacts = f"sqlite:///{tmp_path / 'mlflow.db'}", str(tmp_path / "artifacts")
+    workers = [
+        context.Process(target=_issue_many, args=(uri, artifacts, p, barrier, results))
+        for p in (0, 1)
+    ]
+    for worker in workers:
+        worker.start()
+    by_partition = dict(results.get(timeout=600) for _ in workers)
+    for worker in workers:
+        worker.join()
+        assert worker.exitcode == 0
+    assert sorted(n for issued in by_partition.values() for n in issued) == list(range(1, 51))
+    for partition, issued in by_partition.items():
+        assert issued == sorted(issued)
+        assert {registry.lineage(n)["partition"] for n in issued} == {partition}  # type: ignore[index]
+    assert registry.register(model_bytes(), cause="after") == 51

@@ -874,7 +874,7 @@ def _compare_columns(text: str) -> list[str]:
 def _registry(args: argparse.Namespace, config: Config) -> int:
     from streamheal import models
     from streamheal.kafka.control import publish
-    from streamheal.registry import CHAMPION, RegistryError, open_registry
+    from streamheal.registry import CHAMPION, RegistryError, describe_online, open_registry
     from streamheal.signing import CONTROL_KEY_ENV, Signer
 
     try:
@@ -893,7 +893,12 @@ def _registry(args: argparse.Namespace, config: Config) -> int:
                 when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(meta["created_at"]))
                 print(f"v{entry.version}{aliases}  {when}Z  {meta['cause']}")
         elif args.verb == "show":
-            print(json.dumps(registry.meta(args.version), indent=2))
+            entry = registry.lineage(args.version)
+            if entry is None:
+                print(json.dumps(registry.meta(args.version), indent=2))
+            else:  # a number issued for a model made online: its lineage is all there is
+                print(describe_online(registry.name, entry))
+                print(json.dumps(entry, indent=2))
         elif args.verb == "tag":
             registry.tag(args.version, *args.pair)
             print(f"v{args.version}: {args.pair[0]}={args.pair[1]}")
@@ -1101,7 +1106,7 @@ def _iso_time(text: str) -> str:
 
 
 def _cron(text: str) -> str:
-    from streamheal.retrain.schedule import CronSchedule, ScheduleError
+    from streamheal.cron import CronSchedule, ScheduleError
 
     try:
         return CronSchedule(text).expression

@@ -7,7 +7,18 @@ Layout under ``root/<model name>/``::
                            versions, tags, the model file's size and SHA-256, and its
                            HMAC signature when a registry key is set
     aliases.json           {"champion": 3, "previous": 2, ...}
+    last_version           the highest version number handed out so far (text, e.g. "7")
+    lineage.jsonl          one JSON line per number issued for a model made online
     .lock                  flock()ed by every writer
+
+Version numbers come from one sequence, under the lock: :meth:`Registry.register` stores
+a model under the next number, :meth:`Registry.issue_version` reserves the next number for
+a model made online (a reset, a promotion) and appends its lineage entry (parent version,
+cause, partition, action, created_at) to ``lineage.jsonl``. The next number is one more
+than the highest found in ``versions/``, ``last_version`` and ``lineage.jsonl``, so a
+number is never handed out twice, even when a version directory or one of the two files
+is removed. ``lineage.jsonl`` only grows; each append rewrites it whole into a temporary
+file renamed into place, so a crash never leaves half a line.
 
 Every write goes to a temporary file that is fsync'ed and renamed into place, so a crash
 leaves the old state or the new one, never half of either. A version directory appears
@@ -34,7 +45,15 @@ version and the file, never a bare ``KeyError``, ``OSError`` or ``ValueError``:
   raise, so the worker falls back to a fresh model and an operator fixes or removes the
   file the message names; a write never silently replaces it;
 - a version argument that is not an ``int`` >= 1 (``0``, ``-1``, ``True``, ``"3"``);
+- a corrupt ``last_version`` (not a number >= 0) or ``lineage.jsonl`` (a line that is not
+  a well-typed JSON lineage entry): numbering and lineage look-ups raise, naming the file
+  (and the line), rather than risk handing out a number twice;
+- a version argument that is not an ``int`` >= 1 (``0``, ``-1``, ``True``, ``"3"``);
 - a registry root that cannot be created or locked.
+
+A number issued by :meth:`Registry.issue_version` has no stored model: loading, tagging,
+aliasing or promoting it is a :class:`RegistryError` that says so, with its parent and
+cause.
 
 :meth:`Registry.versions` (``streamheal registry list``) does not stop at one broken
 version: it lists it with ``ModelVersion.error`` set and a stand-in ``meta`` of
@@ -49,73 +68,46 @@ the listing shows every version and says which ones cannot be served.
 >>> registry.meta(0)
 Traceback (most recent call last):
 ...
-streamheal.registry.RegistryError: demo: a version is an integer >= 1, got 0
+streamheal.registry.base.RegistryError: demo: a version is an integer >= 1, got 0
+>>> registry.issue_version(parent=1, cause="concept drift", partition=0, action="reset")
+2
+>>> registry.lineage(2)["parent"]
+1
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import os
-import platform
-import re
 import tempfile
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
-from streamheal.config import RegistryConfig
-from streamheal.errors import StreamhealError
+from streamheal.registry.base import (
+    CHAMPION,
+    PREVIOUS,
+    AliasState,
+    ModelVersion,
+    RegistryError,
+    build_meta,
+    check_lineage,
+    check_meta,
+    check_version,
+    lineage_entry,
+    not_stored,
+    parse_aliases,
+    show_value,
+    unreadable_meta,
+    verified,
+)
 from streamheal.signing import REGISTRY_KEY_ENV, Signer
 
-CHAMPION = "champion"
-PREVIOUS = "previous"
-
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-
-
-class RegistryError(StreamhealError, RuntimeError):
-    """The registry refused an operation (unknown version, corrupt file, ...).
-
-    The message names the model, so ``registry show`` reads unambiguously.
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> try:
-    ...     Registry(tempfile.mkdtemp(), "fraud").meta(3)
-    ... except RegistryError as err:
-    ...     print(err)
-    model 'fraud' has no version 3
-    """
-
-
-@dataclass
-class ModelVersion:
-    """One version as listed: its number, metadata and the aliases pointing at it.
-
-    A version whose files cannot be read is still listed; its ``meta`` then carries an
-    ``"error"`` entry (see :attr:`error`) instead of the stored metadata.
-    """
-
-    version: int
-    meta: dict[str, Any]
-    aliases: list[str] = field(default_factory=list)
-
-    @property
-    def error(self) -> str | None:
-        """Why this version cannot be served, or None when it looks whole."""
-        return self.meta.get("error")
-
-
-@dataclass
-class AliasState:
-    aliases: dict[str, int]
+COUNTER_FILE = "last_version"
+LINEAGE_FILE = "lineage.jsonl"
 
 
 class Registry:
@@ -183,6 +175,36 @@ class Registry:
                 _remove_tree(staging)
                 raise
             _fsync_dir(self.root / "versions")
+            self._write_counter(version)
+        return version
+
+    def issue_version(
+        self, *, parent: int | None, cause: str, partition: int | None, action: str
+    ) -> int:
+        """Reserve the next version number for a model made online and record its lineage.
+
+        Parameters
+        ----------
+        parent
+            The version the new model replaces or descends from (None: a fresh start).
+        cause
+            Why it was made, e.g. the drift that triggered a reset.
+        partition
+            The input partition whose worker made it (None: not tied to one).
+        action
+            What made it: ``"reset"``, ``"promote"``, ...
+
+        No model is stored under the number; :meth:`lineage` returns the entry.
+        """
+        with self._locked():
+            raw = self._lineage_bytes()
+            version = self._next_version(self._lineage(raw))
+            entry = lineage_entry(
+                self.name, version, parent=parent, cause=cause, partition=partition, action=action
+            )
+            # The lineage first: should the counter write fail, the entry still holds the number.
+            _write_atomic(self._lineage_path(), raw + orjson.dumps(entry) + b"\n")
+            self._write_counter(version)
         return version
 
     def set_alias(self, alias: str, version: int) -> AliasState:
@@ -269,6 +291,11 @@ class Registry:
 
         return models.loads(self.load_bytes(version))
 
+    def lineage(self, version: int) -> dict[str, Any] | None:
+        """The entry :meth:`issue_version` recorded for ``version``; None for any other number."""
+        version = check_version(self.name, version)
+        return next((e for e in self._lineage() if e["version"] == version), None)
+
     def alias(self, alias: str) -> int | None:
         return self._aliases().get(alias)
 
@@ -302,7 +329,7 @@ class Registry:
             return path.read_bytes()
         except FileNotFoundError:
             if not os.path.lexists(path.parent):
-                raise RegistryError(f"model {self.name!r} has no version {version}") from None
+                raise self._unknown(version) from None
             raise RegistryError(f"{self.name} v{version}: {what} {path} is missing") from None
         except OSError as err:  # a directory, no permission, versions/<n> a plain file, ...
             raise RegistryError(
@@ -344,8 +371,69 @@ class Registry:
         # Only names register() writes ("1", "2", ...): not ".staging-*", "007" or "٣".
         return [int(n) for n in names if n.isascii() and n.isdigit() and not n.startswith("0")]
 
-    def _next_version(self) -> int:
-        return max(self._numbers(), default=0) + 1
+    def _next_version(self, entries: list[dict[str, Any]] | None = None) -> int:
+        """One more than any number stored, counted or issued: never one handed out before."""
+        if entries is None:
+            entries = self._lineage()
+        issued = max((e["version"] for e in entries), default=0)
+        return max(max(self._numbers(), default=0), self._counter(), issued) + 1
+
+    def _unknown(self, version: int) -> RegistryError:
+        entry = self.lineage(version)
+        if entry is not None:
+            return not_stored(self.name, entry)
+        return RegistryError(f"model {self.name!r} has no version {version}")
+
+    def _counter(self) -> int:
+        path = self.root / COUNTER_FILE
+        try:
+            text = path.read_bytes().decode("ascii", "replace").strip()
+        except FileNotFoundError:
+            return 0
+        except OSError as err:
+            raise RegistryError(
+                f"{self.name}: version counter file {path} cannot be read: {err.strerror or err}"
+            ) from err
+        if not (text.isascii() and text.isdigit()):
+            raise RegistryError(
+                f"{self.name}: version counter file {path} holds {show_value(text)}, expected the "
+                "highest version number handed out (an integer >= 0); fix it, or remove it "
+                "to count from versions/ and lineage.jsonl"
+            )
+        return int(text)
+
+    def _write_counter(self, version: int) -> None:
+        if version > self._counter():
+            _write_atomic(self.root / COUNTER_FILE, f"{version}\n".encode())
+
+    def _lineage_path(self) -> Path:
+        return self.root / LINEAGE_FILE
+
+    def _lineage_bytes(self) -> bytes:
+        path = self._lineage_path()
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            return b""
+        except OSError as err:
+            raise RegistryError(
+                f"{self.name}: lineage file {path} cannot be read: {err.strerror or err}"
+            ) from err
+
+    def _lineage(self, raw: bytes | None = None) -> list[dict[str, Any]]:
+        """Every lineage entry, checked; RegistryError naming the file and line when corrupt."""
+        path = self._lineage_path()
+        if raw is None:
+            raw = self._lineage_bytes()
+        entries = []
+        for number, line in enumerate(raw.splitlines(), start=1):
+            where = f"{self.name}: lineage file {path} line {number}"
+            try:
+                entry = orjson.loads(line)
+            except orjson.JSONDecodeError as err:
+                raise RegistryError(f"{where} is not valid JSON ({err}); fix it") from err
+            entries.append(check_lineage(entry, where))
+        return entries
 
     def _require(self, version: int) -> None:
         """RegistryError unless ``version`` exists with sound metadata and a model file."""
@@ -365,228 +453,6 @@ class Registry:
 
     def _write_aliases(self, aliases: dict[str, int]) -> None:
         _write_atomic(self.root / "aliases.json", orjson.dumps(aliases, option=orjson.OPT_INDENT_2))
-
-
-def check_version(name: str, version: object) -> int:
-    """``version`` if it is an ``int`` >= 1 (not a bool), else RegistryError.
-
-    A bool is an int to Python, and ``"3"`` would build the right path by accident; both
-    are refused so a caller's mistake surfaces here, not as a wrong or missing version.
-    """
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise RegistryError(f"{name}: a version is an integer >= 1, got {_show(version)}")
-    return version
-
-
-def parse_aliases(raw: bytes | str, where: str) -> dict[str, int]:
-    """``{alias: version}`` from aliases.json bytes; RegistryError naming ``where`` if corrupt.
-
-    A ``null`` value means "no alias" (files written before rollback dropped it).
-    """
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as err:
-        raise RegistryError(f"{where} is not valid JSON ({err}); fix or remove it") from err
-    if not isinstance(data, dict):
-        raise RegistryError(
-            f"{where} is {_json_type(data)}, expected a JSON object; fix or remove it"
-        )
-    bad = [
-        f"{_show(k, True)}: {_show(v, True)}"
-        for k, v in data.items()
-        if v is not None and not _is_version(v)
-    ]
-    if bad:
-        raise RegistryError(
-            f"{where} maps aliases to things that are not version numbers >= 1 "
-            f"({', '.join(bad)}); fix or remove it"
-        )
-    return {k: v for k, v in data.items() if v is not None}
-
-
-def check_meta(meta: object, where: str, source: str, version: int | None = None) -> dict[str, Any]:
-    """``meta`` if it has every field loading and listing use, well typed; else RegistryError.
-
-    Parameters
-    ----------
-    meta
-        The decoded metadata.
-    where
-        ``"<name> v<version>"``, the start of every message.
-    source
-        Where the metadata came from (a file path, an MLflow description), for messages.
-    version
-        The version the caller asked for; the metadata must say the same (a meta.json
-        copied into the wrong directory would otherwise describe another model).
-    """
-    if not isinstance(meta, dict):
-        raise RegistryError(f"{where}: {source} is {_json_type(meta)}, expected a JSON object")
-    problems = []
-    for key, (is_ok, expected) in _META_SHAPE.items():
-        if key not in meta:
-            problems.append(f"'{key}' is missing")
-        elif not is_ok(meta[key]):
-            problems.append(f"'{key}' is {_show(meta[key], True)}, expected {expected}")
-    signature = meta.get("signature")
-    if signature is not None and not isinstance(signature, str):
-        problems.append(f"'signature' is {_show(signature, True)}, expected a hex string")
-    if problems:
-        raise RegistryError(f"{where}: {source} is malformed: {'; '.join(problems)}")
-    if version is not None and meta["version"] != version:
-        raise RegistryError(
-            f"{where}: {source} describes version {meta['version']}, not {version} "
-            "(copied from another version?)"
-        )
-    return meta
-
-
-_META_SHAPE: dict[str, tuple[Any, str]] = {
-    "name": (lambda v: isinstance(v, str), "a string"),
-    "version": (lambda v: _is_version(v), "an integer >= 1"),
-    "size": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
-    "sha256": (lambda v: isinstance(v, str) and _SHA256.fullmatch(v), "64 lowercase hex digits"),
-    "tags": (lambda v: isinstance(v, dict), "a JSON object"),
-    "created_at": (lambda v: _is_int(v) or isinstance(v, float), "a number"),
-    "cause": (lambda v: isinstance(v, str), "a string"),
-}
-
-
-def unreadable_meta(name: str, version: int, error: str, created_at: float) -> dict[str, Any]:
-    """The stand-in metadata :meth:`Registry.versions` lists for a version it cannot read.
-
-    ``cause`` and ``created_at`` are filled so a listing that prints them shows the
-    problem instead of failing on a missing key.
-    """
-    return {
-        "name": name,
-        "version": version,
-        "error": error,
-        "cause": f"UNREADABLE: {error}",
-        "created_at": created_at,
-        "tags": {},
-    }
-
-
-def build_meta(
-    name: str,
-    version: int,
-    model: bytes,
-    cause: str,
-    metrics: dict[str, Any] | None,
-    offsets: dict[str, Any] | None,
-    config_hash: str | None,
-    tags: dict[str, str] | None,
-    signer: Signer | None = None,
-) -> dict[str, Any]:
-    """A version's metadata, with the size, SHA-256 and (keyed) signature that loading checks."""
-    meta = {
-        "version": version,
-        "name": name,
-        "created_at": time.time(),
-        "cause": cause,
-        "metrics": metrics or {},
-        "offsets": offsets or {},
-        "config_hash": config_hash,
-        "libraries": _libraries(),
-        "tags": dict(tags or {}),
-        "size": len(model),
-        "sha256": hashlib.sha256(model).hexdigest(),
-    }
-    if signer is not None:
-        meta["signature"] = signer.sign(model)
-    return meta
-
-
-def verified(blob: bytes, meta: dict[str, Any], signer: Signer | None = None) -> bytes:
-    """``blob`` if it matches ``meta``; RegistryError before any unpickling.
-
-    Checks, in order: the metadata's shape, the size, the SHA-256 and, when ``signer``
-    is given, the HMAC signature. The checksum catches accidents; only the signature
-    catches a model replaced on purpose, since the replacer can recompute the checksum.
-    """
-    where = f"{meta.get('name')} v{meta.get('version')}" if isinstance(meta, dict) else "model"
-    check_meta(meta, where, "metadata")
-    if len(blob) != meta["size"]:
-        raise RegistryError(
-            f"{where}: model file is {len(blob)} bytes, expected {meta['size']} "
-            "(truncated?); refusing to load it"
-        )
-    if hashlib.sha256(blob).hexdigest() != meta["sha256"]:
-        raise RegistryError(
-            f"{where}: model file checksum does not match its metadata "
-            "(tampered or corrupt); refusing to unpickle it"
-        )
-    if signer is not None and not signer.verify(blob, meta.get("signature")):
-        missing = " (its metadata carries none)" if meta.get("signature") is None else ""
-        raise RegistryError(
-            f"{where}: signature does not match{missing}: the model file or its metadata was "
-            f"not written by a holder of {REGISTRY_KEY_ENV}; refusing to unpickle it"
-        )
-    return blob
-
-
-class RegistryBackend(Protocol):
-    """What the worker and the CLI need of a registry; both backends provide it."""
-
-    name: str
-
-    def register(
-        self,
-        model: bytes,
-        cause: str,
-        metrics: dict[str, Any] | None = None,
-        offsets: dict[str, Any] | None = None,
-        config_hash: str | None = None,
-        tags: dict[str, str] | None = None,
-    ) -> int: ...
-    def meta(self, version: int) -> dict[str, Any]: ...
-    def load_bytes(self, version: int) -> bytes: ...
-    def load(self, version: int) -> Any: ...
-    def versions(self) -> list[ModelVersion]: ...
-    def set_alias(self, alias: str, version: int) -> AliasState: ...
-    def promote(self, version: int) -> AliasState: ...
-    def rollback(self) -> AliasState: ...
-    def tag(self, version: int, key: str, value: str) -> None: ...
-    def alias(self, alias: str) -> int | None: ...
-
-
-def open_registry(cfg: RegistryConfig) -> RegistryBackend:
-    """The configured backend: a local directory, or MLflow (the `mlflow` extra).
-
-    Both read ``STREAMHEAL_REGISTRY_KEY`` from the environment to sign and verify models.
-    """
-    if cfg.backend == "mlflow":
-        from streamheal.registry_mlflow import MlflowRegistry
-
-        return MlflowRegistry(cfg.tracking_uri, cfg.model_name, cfg.path)
-    return Registry(cfg.path, cfg.model_name)
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_version(value: object) -> bool:
-    return _is_int(value) and value >= 1  # type: ignore[operator]
-
-
-def _json_type(value: object) -> str:
-    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
-    if value is None:
-        return "null"
-    return names.get(type(value), "a number" if isinstance(value, int | float) else "?")
-
-
-def _show(value: object, as_json: bool = False) -> str:
-    """A short rendering for messages: a corrupt file may hold megabytes in one value.
-
-    Values read from a file are shown as JSON (``true``, not ``True``), arguments as Python.
-    """
-    text = repr(value)
-    if as_json:
-        with contextlib.suppress(TypeError):
-            text = orjson.dumps(value).decode()
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -616,14 +482,3 @@ def _remove_tree(path: Path) -> None:
     import shutil
 
     shutil.rmtree(path, ignore_errors=True)
-
-
-def _libraries() -> dict[str, str]:
-    import numpy
-    import river
-
-    return {
-        "python": platform.python_version(),
-        "river": river.__version__,
-        "numpy": numpy.__version__,
-    }

@@ -6,7 +6,17 @@ a run whose artifacts hold ``model.pkl`` and ``meta.json``; the model version ca
 metadata as its description and tags, so it shows in MLflow's UI. MLflow moves one alias
 per call: a promotion sets ``previous`` first, then ``champion``.
 
-It fails safe exactly as the local backend does (see :mod:`streamheal.registry`): loading
+Version numbers are MLflow's: its database assigns each model version the next number in
+one transaction (the primary key ``(name, version)`` makes a concurrent duplicate fail and
+retry), and never reuses one, not even a deleted version's. So :meth:`MlflowRegistry.
+issue_version` also creates a model version, for a run tagged ``streamheal.lineage`` that
+holds no artifact: the model version is tagged ``streamheal.lineage`` = the action and its
+description holds the lineage entry (parent, cause, partition, action, created_at) as
+JSON. Registered and issued numbers thus come from one atomic sequence, across processes
+and hosts. :meth:`MlflowRegistry.versions` leaves issued numbers out; loading, tagging,
+aliasing or promoting one is a :class:`RegistryError` that says it has no stored model.
+
+It fails safe exactly as the local backend does (see :mod:`streamheal.registry.local`): loading
 checks size, SHA-256 and, when ``STREAMHEAL_REGISTRY_KEY`` is set, the HMAC signature
 stored in the description, before unpickling; a malformed description, a missing
 artifact or a bad version argument is a :class:`RegistryError` naming the version; and
@@ -22,19 +32,25 @@ from typing import Any
 
 import orjson
 
-from streamheal.registry import (
+from streamheal.registry.base import (
     CHAMPION,
     PREVIOUS,
     AliasState,
     ModelVersion,
     RegistryError,
     build_meta,
+    check_lineage,
     check_meta,
     check_version,
+    lineage_entry,
+    not_stored,
     unreadable_meta,
     verified,
 )
 from streamheal.signing import REGISTRY_KEY_ENV, Signer
+
+# Marks the runs and model versions issue_version creates (no model is stored under them).
+LINEAGE_TAG = "streamheal.lineage"
 
 
 class MlflowRegistry:
@@ -112,6 +128,54 @@ class MlflowRegistry:
         )
         return int(version.version)
 
+    def issue_version(
+        self, *, parent: int | None, cause: str, partition: int | None, action: str
+    ) -> int:
+        """Reserve the next version number for a model made online and record its lineage.
+
+        MLflow numbers the model version this creates; no model is stored under it.
+        """
+        entry = lineage_entry(
+            self.name, 0, parent=parent, cause=cause, partition=partition, action=action
+        )
+        run = self.client.create_run(self.experiment_id, tags={LINEAGE_TAG: action, "cause": cause})
+        self.client.set_terminated(run.info.run_id)
+        tags = {LINEAGE_TAG: action, "cause": cause}
+        if parent is not None:
+            tags["parent"] = str(parent)
+        if partition is not None:
+            tags["partition"] = str(partition)
+        version = self.client.create_model_version(
+            self.name,
+            source=f"{run.info.artifact_uri}/lineage",
+            run_id=run.info.run_id,
+            tags=tags,
+            # MLflow numbers the version after this is written: "version" is filled on reading.
+            description=orjson.dumps({**entry, "version": None}).decode(),
+        )
+        return int(version.version)
+
+    def lineage(self, version: int) -> dict[str, Any] | None:
+        """The entry :meth:`issue_version` recorded for ``version``; None for any other number."""
+        version = check_version(self.name, version)
+        try:
+            found = self.client.get_model_version(self.name, str(version))
+        except self._missing:
+            return None
+        return self._lineage_of(found, version)
+
+    def _lineage_of(self, found: Any, version: int) -> dict[str, Any] | None:
+        if LINEAGE_TAG not in (found.tags or {}):
+            return None
+        where = f"{self.name} v{version}: the MLflow model version's lineage description"
+        try:
+            entry = orjson.loads(found.description or "")
+        except orjson.JSONDecodeError as err:
+            raise RegistryError(f"{where} is not valid JSON ({err})") from err
+        if isinstance(entry, dict):  # else check_lineage says what it is
+            entry["version"] = version
+        return check_lineage(entry, where)
+
     def meta(self, version: int) -> dict[str, Any]:
         """A version's metadata (from its description and tags), checked for shape."""
         version = check_version(self.name, version)
@@ -119,6 +183,9 @@ class MlflowRegistry:
             found = self.client.get_model_version(self.name, str(version))
         except self._missing as err:
             raise RegistryError(f"model {self.name!r} has no version {version}") from err
+        entry = self._lineage_of(found, version)
+        if entry is not None:
+            raise not_stored(self.name, entry)
         where, source = f"{self.name} v{version}", "the MLflow model version's description"
         try:
             meta = orjson.loads(found.description or "")
@@ -164,6 +231,8 @@ class MlflowRegistry:
             by_version.setdefault(v, []).append(alias)
         listed = []
         for entry in sorted(found, key=lambda e: int(e.version)):
+            if LINEAGE_TAG in (entry.tags or {}):  # an issued number: no model to list
+                continue
             v = int(entry.version)
             try:
                 meta = self.meta(v)
