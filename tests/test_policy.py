@@ -109,7 +109,7 @@ def test_warm_start_zero_keeps_no_rows_to_warm_start_on() -> None:
     assert len(cold.policy.recent) == 0
     assert len(warm.policy.recent) == 5
     # A "warm" model on zero rows is a fresh one: the same bytes as an untrained model.
-    assert models.dumps(cold.policy._fresh(cold)) == models.dumps(cold.policy.make_model())
+    assert models.dumps(cold.policy._fresh()) == models.dumps(cold.policy.make_model())
 
 
 def test_a_rollback_discards_the_live_challenger_with_an_action() -> None:

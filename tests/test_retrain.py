@@ -25,7 +25,7 @@ from streamheal.retrain.evaluate import Scores, score, split
 from streamheal.retrain.gate import Gate
 from streamheal.retrain.lock import RetrainLock, TriggerState, lock_path, state_path
 from streamheal.retrain.run import log_line
-from streamheal.retrain.schedule import CronSchedule, ScheduleError
+from streamheal.cron import CronSchedule, ScheduleError
 from streamheal.retrain.service import RetrainService
 from streamheal.retrain.window import BoundedWindow, Example, WindowJoin, WindowTooLarge
 
@@ -326,7 +326,7 @@ def test_the_window_joins_exactly_the_pairs_the_worker_learns() -> None:
     decoded = [decode(encode(e), EventSource("t", 0, n)) for n, e in enumerate(events)]
     engine = Engine(config)
     learned: list = []
-    engine.model = _Recorder(engine.model, learned)
+    engine.serving.repair(_Recorder(engine.model, learned))  # the same version, recorded
     engine.process(decoded)
     joiner = WindowJoin(config)
     examples = [x for x in (joiner.take(e) for e in decoded) if x is not None]

@@ -31,7 +31,7 @@ from streamheal.kafka import records
 from streamheal.registry import CHAMPION, Registry
 from streamheal.retrain import EXIT_BUSY, EXIT_REJECTED, RetrainService, retrain_once
 from streamheal.retrain.lock import RetrainLock, TriggerState, lock_path, state_path
-from streamheal.retrain.schedule import CronSchedule
+from streamheal.cron import CronSchedule
 from streamheal.scenarios import SCENARIOS
 from tests.conftest import produce, read_all, read_topic, running_worker, values, wait_for
 

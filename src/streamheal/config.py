@@ -514,7 +514,7 @@ def _cron_rule() -> dict[str, Any]:
     def valid(text: str) -> bool:
         if not text:
             return True
-        from streamheal.retrain.schedule import CronSchedule, ScheduleError
+        from streamheal.cron import CronSchedule, ScheduleError
 
         try:
             CronSchedule(text)

@@ -28,7 +28,7 @@ import math
 import pickle
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -47,6 +47,7 @@ from streamheal.guards import (
 )
 from streamheal.joins import LabelJoin, Pending
 from streamheal.policy import Action, Policy
+from streamheal.serving import ServingModel, VersionAuthority
 
 Output = Any  # Prediction | Rejection | Drift | Action | Notice
 # Feature names beyond the distinct-name cap share one slot in the per-feature counters.
@@ -122,6 +123,10 @@ class Engine:
     config
         The whole configuration; the Engine reads its ``model``, ``engine``,
         ``detectors``, ``policy``, ``guards`` and ``events`` sections.
+    versions
+        Where new model version numbers come from (resets, promotions), shared by every
+        partition's Engine: the worker passes its registry; None gives this Engine its
+        own counter.
 
     Examples
     --------
@@ -134,11 +139,12 @@ class Engine:
     (['Prediction'], 1)
     """
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, versions: VersionAuthority | None = None) -> None:
         self.config = config
         engine_cfg = config.engine
-        self.model = models.build_model(config.model, seed=engine_cfg.seed)
-        self.model_version = 1
+        self.serving = ServingModel(
+            models.build_model(config.model, seed=engine_cfg.seed), 1, versions
+        )
         self.mini_batch = engine_cfg.mode == "mini_batch" and models.supports_mini_batch(self.model)
         # River's binary classifiers answer False/True; we speak 0/1 on the wire.
         self._binary = models.is_binary_bool(self.model)
@@ -163,13 +169,21 @@ class Engine:
         )
         factory = functools.partial(models.build_model, config.model, engine_cfg.seed)
         self.policy = (
-            Policy(config.policy, factory, self._binary) if config.policy.enabled else None
+            Policy(config.policy, factory, self.serving) if config.policy.enabled else None
         )
-        self._deferred: list[tuple[dict[str, Any], Label, bool]] = []  # mini-batch policy rows
         self._partition: int | None = None
         self._seen = Observation()
 
     # ------------------------------------------------------------------ public
+    @property
+    def model(self) -> Any:
+        """The champion that answers (owned by :attr:`serving`)."""
+        return self.serving.model
+
+    @property
+    def model_version(self) -> int:
+        return self.serving.version
+
     def process(self, records: list[Event | Rejection]) -> list[Output]:
         """Score, join and learn from ``records`` in order; return what to publish.
 
@@ -178,43 +192,41 @@ class Engine:
         """
         self.counters.records += len(records)
         if records:  # an Engine owns one partition: its records all come from it
-            self._partition = records[0].source.partition
+            self._partition = self.serving.partition = records[0].source.partition
         records = self._guarded(records)
-        if self.mini_batch:
-            outputs = self._process_mini_batch(records)
-        else:
-            outputs = self._process_per_event(records)
+        step = _MiniBatch(self, records) if self.mini_batch else _PerEvent(self)
+        outputs = self._dispatch(records, step)
         if self._notices:
             outputs.extend(self._notices)
             self._notices = []
         self.counters.unlabeled_expired = self.join.expired
         return self._watch(outputs)
 
-    def _process_per_event(self, records: list[Event | Rejection]) -> list[Output]:
+    def _dispatch(self, records: list[Event | Rejection], step: _Step) -> list[Output]:
+        """The one record loop of both modes; ``step`` says how to score and learn, and
+        what happens at a check boundary."""
         outputs: list[Output] = []
+        counters, every = self.counters, step.watch_every
         for event in records:
             if type(event) is Rejection:
                 self._pass_rejection(event, outputs)
                 continue
             features = event.features
             if features is None:
-                self._join_label(event, outputs, learn=self._learn_one)
+                self._join_label(event, outputs, step)
                 continue
             if event.label is None:
-                self._remember(event, features, self._score_one(event, features, outputs))
+                self._remember(event, features, step.score(event, features, outputs))
             else:
                 label = self._model_label(event, outputs)
                 if label is None:  # a record is taken whole or dead-lettered whole
                     continue
-                prediction = self._score_one(event, features, outputs)
+                prediction = step.score(event, features, outputs)
                 right = self._account_own_label(event, prediction)
-                self._learn_one(features, label)
-                if self.policy is not None:
-                    self._heal(features, label, right, outputs)
-            if self.counters.feature_events % self._watch_every == 0:
-                # Checks (and the model-drift re-scoring, with the model exactly as it is at
-                # this event) run here, so results do not depend on how batches were cut.
-                self._watch(outputs)
+                step.learn(features, label, right, outputs, joined=False)
+            if counters.feature_events % every == 0:
+                step.at_boundary(outputs)
+        step.finish(outputs)
         return outputs
 
     # ------------------------------------------------------------------ guards
@@ -300,10 +312,10 @@ class Engine:
     def _restore_model(self, cause: str) -> None:
         watch = self.watch
         if watch.good is not None and watch.good_version == self.model_version:
-            self.model = models.loads(watch.good)
+            self.serving.repair(models.loads(watch.good))
             source = "last good state"
         else:
-            self.model = self._fresh_model()
+            self.serving.repair(self._fresh_model())
             source = "fresh model" + (" (warm-started)" if self.policy is not None else "")
         self._watched = self.model
         self._watched_linear = linear_parts(self.model)
@@ -341,10 +353,10 @@ class Engine:
                 # One drift, one response: confirmations by other detectors and drifts
                 # explained by an open episode (caused_by) add evidence, not actions.
                 if drift.status == "firing" and drift.role == "opened" and not drift.caused_by:
-                    self._act(self.policy.on_drift(self, drift), outputs)
+                    self._act(self.policy.on_drift(drift, self.counters), outputs)
             warning = self.drift.errors.take_warning()
             if warning:
-                self._act(self.policy.on_warning(self, warning), outputs)
+                self._act(self.policy.on_warning(warning, self.counters.feature_events), outputs)
         return outputs
 
     def _heal(self, features: dict[str, Any], label: Label, right: bool, outputs: list) -> None:
@@ -353,21 +365,25 @@ class Engine:
         policy = self.policy
         policy.recent.append((features, label))
         if policy.busy:
-            self._act(policy.on_labeled(self, features, label, right), outputs)
+            index = self.counters.feature_events
+            self._act(policy.on_labeled(features, label, right, index), outputs)
 
     def _act(self, actions: list[Action], outputs: list[Output]) -> None:
         for action in actions:
             action.partition = self._partition
             outputs.append(action)
+            if action.action == "reset" and self.drift is not None:
+                self.drift.reset_reference()  # a fresh model gets a new reference
 
     def install(self, model: Any, version: int, cause: str) -> Action:
         """Serve ``model`` as ``version`` from the next event on (hot swap between batches);
         with a policy, the previous champion is kept as a shadow for automatic rollback."""
+        index = self.counters.feature_events
         if self.policy is not None:
-            action = self.policy.install(self, model, version, cause)
+            action = self.policy.install(model, version, cause, index)
         else:
-            self.model, self.model_version = model, version
-            action = Action("install", self.counters.feature_events, version, cause)
+            self.serving.serve(model, version, action="install", cause=cause, index=index)
+            action = Action("install", index, version, cause)
         action.partition = self._partition
         return action
 
@@ -397,8 +413,8 @@ class Engine:
         detectors and policy (the rule for a checkpoint made under other detector or
         policy settings: the model, join buffer and counters carry over)."""
         model = state["model"]
-        self.model = models.loads(model) if isinstance(model, bytes) else copy.deepcopy(model)
-        self.model_version = state["model_version"]
+        model = models.loads(model) if isinstance(model, bytes) else copy.deepcopy(model)
+        self.serving.load(model, state["model_version"], state.get("lineage"))
         self.join.load(copy.deepcopy(state["join"]))
         self.counters = copy.deepcopy(state["counters"])
         if detectors:
@@ -422,13 +438,18 @@ class Engine:
             self.drift.resolve_parts({n: pickle.loads(b) for n, b in (parts or {}).items()})
 
     def _live_state(self) -> dict[str, Any]:
+        policy = self.policy
         return {
-            "model": self.model,
-            "model_version": self.model_version,
+            **self.serving.state(),  # model, model_version, lineage
             "join": self.join.state(),
             "counters": self.counters,
             "drift": vars(self.drift) if self.drift is not None else None,
-            "policy": vars(self.policy) if self.policy is not None else None,
+            # Settings (config, model factory, the serving model) are not policy state.
+            "policy": (
+                {k: v for k, v in vars(policy).items() if k not in policy._settings}
+                if policy is not None
+                else None
+            ),
             "guard": vars(self.guard),
             "clock": vars(self.clock),
             "watch": self.watch.state_dict() if self.watch is not None else None,
@@ -460,108 +481,6 @@ class Engine:
         return proba
 
     # ---------------------------------------------------------------- mini batch
-    def _process_mini_batch(self, records: list[Event | Rejection]) -> list[Output]:
-        """Score all feature events of the batch at once, then learn all labels at once.
-
-        River's batch methods cannot skip a missing cell as the per-event ones do, so a row
-        with a missing value is scored and learned per event instead.
-        """
-        import pandas as pd  # only mini-batch mode needs a DataFrame
-
-        outputs: list[Output] = []
-        # With a challenger or a shadow, the policy needs every labeled row with its outcome.
-        track = self.policy is not None and self.policy.busy
-        scored = [r for r in records if type(r) is not Rejection and r.features is not None]
-        if scored:
-            frame = models.feature_frame([e.features for e in scored])
-            complete = [False] * len(scored)  # no columns, or mixed types: row by row
-            if models.batchable(frame):
-                complete = frame.notna().all(axis=1).tolist()
-                scores = self._proba_many(frame, complete)
-                if scores is None:  # the model knows no class yet (one-vs-rest, untrained)
-                    complete = [False] * len(scored)
-                else:
-                    classes, rows, best = scores
-        # Rows of `frame` to learn from, labels that join rows from earlier batches, and
-        # rows with missing cells (learned one by one).
-        batch_rows: list[int] = []
-        batch_labels: list[Label] = []
-        late: list[tuple[dict[str, Any], Label]] = []
-        one_by_one: list[tuple[dict[str, Any], Label]] = []
-
-        def collect_late(features: dict[str, Any], label: Label) -> None:
-            late.append((features, label))
-
-        k = 0  # feature events seen so far; k - 1 is the current one's row in `frame`
-        for event in records:
-            if type(event) is Rejection:
-                self._pass_rejection(event, outputs)
-                continue
-            features = event.features
-            if features is None:
-                self._join_label(event, outputs, learn=collect_late)
-                continue
-            k += 1
-            label = None if event.label is None else self._model_label(event, outputs)
-            if event.label is not None and label is None:
-                continue  # dead-lettered whole, not scored
-            if complete[k - 1]:
-                proba = dict(zip(classes, rows[k - 1], strict=True))
-                prediction = self._emit_prediction(event, proba, outputs, best[k - 1])
-            else:
-                prediction = self._emit_prediction(event, self._proba_one(features), outputs)
-            if label is None:
-                self._remember(event, features, prediction)
-                continue
-            right = self._account_own_label(event, prediction)
-            if track:
-                self._deferred.append((features, label, right))
-            if complete[k - 1]:
-                batch_rows.append(k - 1)
-                batch_labels.append(label)
-            else:
-                one_by_one.append((features, label))
-        parts, labels = [], []
-        if batch_rows:
-            parts.append(frame if len(batch_rows) == len(scored) else frame.iloc[batch_rows])
-            labels.extend(batch_labels)
-        if late:
-            late_frame = models.feature_frame([x for x, _ in late])
-            if models.batchable(late_frame):
-                whole = late_frame.notna().all(axis=1).tolist()
-            else:
-                whole = [False] * len(late)
-            if parts:  # stacked under this batch's rows, a late row needs the same columns
-                columns = set(frame.columns)
-                whole = [w and columns == x.keys() for w, (x, _) in zip(whole, late, strict=True)]
-            for (features, label), ok in zip(late, whole, strict=True):
-                if not ok:
-                    one_by_one.append((features, label))
-            if any(whole):
-                parts.append(late_frame[whole])
-                labels.extend(label for (_, label), ok in zip(late, whole, strict=True) if ok)
-        if parts:
-            learn_frame = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
-            self.model.learn_many(learn_frame.reset_index(drop=True), pd.Series(labels))
-        for features, label in one_by_one:
-            self.model.learn_one(features, label)
-        if self.watch is not None and (parts or one_by_one):
-            self._check_model(learned=len(labels) + len(one_by_one))
-        if self.policy is not None:
-            # The champion learned the batch at once; the policy's turn comes after it.
-            deferred, self._deferred = self._deferred, []
-            if track:
-                for features, label, right in deferred:
-                    self._heal(features, label, right, outputs)
-            else:  # nothing to score: just keep the latest labeled rows for warm starts
-                keep = self.policy.recent.maxlen or 0
-                rows = [
-                    (scored[k].features, y)
-                    for k, y in zip(batch_rows[-keep:], batch_labels[-keep:], strict=True)
-                ]
-                self.policy.recent.extend((rows + late[-keep:])[-keep:])
-        return outputs
-
     def _proba_many(self, frame: Any, complete: list[bool]) -> tuple[list, list, list] | None:
         """Class probabilities of the batch at once: (classes, rows, best class per row).
         Rows with a missing cell are scored one by one later; only complete rows count for
@@ -617,7 +536,7 @@ class Engine:
         self.join.close(event.id, Reason.DUPLICATE_LABEL)
         return right
 
-    def _join_label(self, event: Event, outputs: list[Output], learn: Any) -> None:
+    def _join_label(self, event: Event, outputs: list[Output], step: _Step) -> None:
         join = self.join
         # Only a label that matches waiting features tells the time: labels for unknown ids
         # cannot move the clock (and expire what is waiting).
@@ -633,17 +552,15 @@ class Engine:
         pending = join.take(event.id, event.ts)
         self.counters.labels_joined += 1
         right = self._record_outcome(pending.prediction, event.label)
-        learn(pending.features, label)
-        if self.policy is not None:
-            if not self.mini_batch:
-                self._heal(pending.features, label, right, outputs)
-            elif self.policy.busy:
-                self._deferred.append((pending.features, label, right))
+        step.learn(pending.features, label, right, outputs, joined=True)
+
+    def _accepts_label(self, label: Label) -> bool:
+        return not self._binary or label in (0, 1)  # True/False compare equal to 1/0
 
     def _model_label(self, event: Event, outputs: list[Output]) -> Label | None:
         label = event.label
         if self._binary:
-            if label not in (0, 1):  # True/False compare equal to 1/0
+            if not self._accepts_label(label):
                 self._reject(
                     event,
                     Reason.BAD_LABEL,
@@ -675,3 +592,184 @@ class Engine:
     def _pass_rejection(self, rejection: Rejection, outputs: list[Output]) -> None:
         self.counters.dead_lettered[rejection.reason] += 1
         outputs.append(rejection)
+
+
+class _Step(Protocol):
+    """How :meth:`Engine._dispatch` scores and learns, and what it does at a boundary."""
+
+    watch_every: int
+
+    def score(self, event: Event, features: dict[str, Any], outputs: list[Output]) -> Any: ...
+
+    def learn(
+        self, features: dict[str, Any], label: Label, right: bool, outputs: list, joined: bool
+    ) -> None: ...
+
+    def at_boundary(self, outputs: list[Output]) -> None: ...
+
+    def finish(self, outputs: list[Output]) -> None: ...
+
+
+class _PerEvent:
+    """Score and learn each event as it comes; the detectors (and the policy after them)
+    look at every check boundary, so a drift is acted on at the same event however the
+    stream was cut into batches."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.watch_every = engine._watch_every
+
+    def score(self, event: Event, features: dict[str, Any], outputs: list[Output]) -> Any:
+        engine = self.engine
+        return engine._emit_prediction(event, engine._proba_one(features), outputs)
+
+    def learn(
+        self, features: dict[str, Any], label: Label, right: bool, outputs: list, joined: bool
+    ) -> None:
+        engine = self.engine
+        engine._learn_one(features, label)
+        if engine.policy is not None:
+            engine._heal(features, label, right, outputs)
+
+    def at_boundary(self, outputs: list[Output]) -> None:
+        # Checks (and the model-drift re-scoring, with the model exactly as it is at this
+        # event) run here, so results do not depend on how batches were cut.
+        self.engine._watch(outputs)
+
+    def finish(self, outputs: list[Output]) -> None:
+        pass
+
+
+class _MiniBatch:
+    """Score a segment's feature events at once, then learn its labels at once.
+
+    A segment is the batch, cut where the model-drift check falls due
+    (``detectors.model_check_every``): that check re-scores with the model as it is there,
+    and the rest of the batch is scored by the model after it (and after any action the
+    check led to). River's batch methods cannot skip a missing cell as the per-event ones
+    do, so a row with a missing value is scored and learned per event instead.
+    """
+
+    def __init__(self, engine: Engine, records: list[Event | Rejection]) -> None:
+        self.engine = engine
+        drift = engine.drift
+        self.watch_every = engine.config.detectors.model_check_every if drift else 1 << 62
+        # Exactly the feature events the dispatch will score, in order.
+        self.events = [
+            r
+            for r in records
+            if type(r) is not Rejection
+            and r.features is not None
+            and (r.label is None or engine._accepts_label(r.label))
+        ]
+        self.scored = 0  # feature events scored so far: the next one's row is this
+        self._score_from(0)
+        self._begin_segment()
+
+    def _score_from(self, first: int) -> None:
+        """Score events[first:] at once; rows that cannot be batched are left to
+        per-event scoring (``complete`` False)."""
+        self.first = first
+        events = self.events[first:]
+        self.frame = None
+        self.complete = [False] * len(events)  # no columns, or mixed types: row by row
+        if not events:
+            return
+        frame = self.frame = models.feature_frame([e.features for e in events])
+        if models.batchable(frame):
+            complete = frame.notna().all(axis=1).tolist()
+            scores = self.engine._proba_many(frame, complete)
+            if scores is not None:  # None: the model knows no class yet (untrained OvR)
+                self.complete = complete
+                self.classes, self.rows, self.best = scores
+
+    def _begin_segment(self) -> None:
+        policy = self.engine.policy
+        # With a challenger or a shadow, the policy needs every labeled row with its outcome.
+        self.track = policy is not None and policy.busy
+        self.batch_rows: list[int] = []  # rows of `frame` learned at once
+        self.batch_labels: list[Label] = []
+        self.late: list[tuple[dict[str, Any], Label]] = []  # labels joining earlier events
+        self.one_by_one: list[tuple[dict[str, Any], Label]] = []  # rows with missing cells
+        self.learned: list[tuple[dict[str, Any], Label]] = []  # in stream order
+        self.deferred: list[tuple[dict[str, Any], Label, bool]] = []
+
+    def score(self, event: Event, features: dict[str, Any], outputs: list[Output]) -> Any:
+        engine = self.engine
+        k = self.scored - self.first
+        self.scored += 1
+        if self.complete[k]:
+            proba = dict(zip(self.classes, self.rows[k], strict=True))
+            return engine._emit_prediction(event, proba, outputs, self.best[k])
+        return engine._emit_prediction(event, engine._proba_one(features), outputs)
+
+    def learn(
+        self, features: dict[str, Any], label: Label, right: bool, outputs: list, joined: bool
+    ) -> None:
+        k = self.scored - 1 - self.first
+        if joined:
+            self.late.append((features, label))
+        elif self.complete[k]:
+            self.batch_rows.append(k)
+            self.batch_labels.append(label)
+        else:
+            self.one_by_one.append((features, label))
+        self.learned.append((features, label))
+        if self.track:
+            self.deferred.append((features, label, right))
+
+    def at_boundary(self, outputs: list[Output]) -> None:
+        engine = self.engine
+        self.finish(outputs)
+        engine._watch(outputs)
+        if self.scored < len(self.events):
+            self._score_from(self.scored)
+        self._begin_segment()
+
+    def finish(self, outputs: list[Output]) -> None:
+        """Learn the segment: its complete rows (and late rows that fit) at once, the rest
+        one by one; then the policy's turn."""
+        import pandas as pd  # only mini-batch mode needs a DataFrame
+
+        engine = self.engine
+        model = engine.model
+        parts, labels = [], []
+        frame = self.frame
+        if self.batch_rows:
+            whole_frame = len(self.batch_rows) == len(frame)
+            parts.append(frame if whole_frame else frame.iloc[self.batch_rows])
+            labels.extend(self.batch_labels)
+        one_by_one = self.one_by_one
+        late = self.late
+        if late:
+            late_frame = models.feature_frame([x for x, _ in late])
+            if models.batchable(late_frame):
+                whole = late_frame.notna().all(axis=1).tolist()
+            else:
+                whole = [False] * len(late)
+            if parts:  # stacked under this batch's rows, a late row needs the same columns
+                columns = set(frame.columns)
+                whole = [w and columns == x.keys() for w, (x, _) in zip(whole, late, strict=True)]
+            for (features, label), ok in zip(late, whole, strict=True):
+                if not ok:
+                    one_by_one.append((features, label))
+            if any(whole):
+                parts.append(late_frame[whole])
+                labels.extend(label for (_, label), ok in zip(late, whole, strict=True) if ok)
+        if parts:
+            learn_frame = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+            model.learn_many(learn_frame.reset_index(drop=True), pd.Series(labels))
+        for features, label in one_by_one:
+            model.learn_one(features, label)
+        if engine.watch is not None and (parts or one_by_one):
+            engine._check_model(learned=len(labels) + len(one_by_one))
+        policy = engine.policy
+        if policy is None:
+            return
+        # The champion learned the segment at once; the policy's turn comes after it.
+        if self.track:
+            for features, label, right in self.deferred:
+                engine._heal(features, label, right, outputs)
+        else:  # nothing to score: just keep the latest labeled rows for warm starts
+            keep = policy.recent.maxlen or 0
+            policy.recent.extend(self.learned[-keep:] if keep else ())

@@ -11,6 +11,9 @@ Per drift kind, ``policy.<kind>`` lists actions:
   one-sided two-proportion z-test), with at least ``promotion_min_samples``; it is
   discarded after ``challenger_timeout`` labeled events otherwise.
 
+The Policy changes the champion only through the partition's
+:class:`~streamheal.serving.ServingModel`, which issues the version numbers.
+
 After a reset, a promotion or a model installed from outside (registry promote), the
 previous champion stays as a *shadow* for ``rollback_window`` labeled events; if it beats
 the new champion by ``rollback_margin`` it comes back (``rollback``). During that
@@ -27,15 +30,13 @@ import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from streamheal import models
 from streamheal.config import PolicyConfig
 from streamheal.detectors.base import Stateful
-
-if TYPE_CHECKING:
-    from streamheal.detectors.suite import Drift
-    from streamheal.engine import Engine
+from streamheal.detectors.suite import Drift
+from streamheal.serving import ServingModel
 
 
 @dataclass
@@ -77,13 +78,37 @@ class Action:
         return f"{what} ({self.cause})"
 
 
-class Policy(Stateful):
-    _settings = ("cfg", "make_model", "binary")
+class Progress(Protocol):
+    """Where the partition stands (the Engine's counters): when and how well."""
 
-    def __init__(self, cfg: PolicyConfig, make_model: Callable[[], Any], binary: bool) -> None:
+    feature_events: int
+    labeled: int
+
+    @property
+    def accuracy(self) -> float | None: ...
+
+
+class Policy(Stateful):
+    """Drift in, actions out; the champion changes through ``serving``.
+
+    Parameters
+    ----------
+    cfg
+        The ``[policy]`` section.
+    make_model
+        Builds a fresh model from config (for resets and challengers).
+    serving
+        The partition's serving model: the one owner of champion, version and lineage.
+    """
+
+    _settings = ("cfg", "make_model", "serving")
+
+    def __init__(
+        self, cfg: PolicyConfig, make_model: Callable[[], Any], serving: ServingModel
+    ) -> None:
         self.cfg = cfg
         self.make_model = make_model
-        self.binary = binary
+        self.serving = serving
         # warm_start = 0 keeps nothing: a "warm" model then starts as a fresh one.
         self.recent: deque[tuple[dict[str, Any], Any]] = deque(maxlen=cfg.warm_start)
         self.challenger: Any = None
@@ -96,11 +121,10 @@ class Policy(Stateful):
         self.shadow_cause = ""
         self.shadow_right: deque[int] = deque(maxlen=cfg.rollback_window)
         self.new_right: deque[int] = deque(maxlen=cfg.rollback_window)
-        self.next_version = 2  # champion versions made here; the initial model is v1
         self.snapshot_at: tuple[int, int] | None = None  # (event, version) of the last one
 
     # ------------------------------------------------------------- drift hooks
-    def on_drift(self, engine: Engine, drift: Drift) -> list[Action]:
+    def on_drift(self, drift: Drift, now: Progress) -> list[Action]:
         # While a new champion is on probation (a shadow is kept), a drift is most likely
         # the new champion's own doing: the rollback decision comes first, then new models.
         actions: list[Action] = []
@@ -108,30 +132,31 @@ class Policy(Stateful):
             return actions  # the error fell: nothing to heal
         for name in getattr(self.cfg, drift.kind):
             if name == "snapshot":
-                taken = (engine.counters.feature_events, engine.model_version)
+                taken = (now.feature_events, self.serving.version)
                 if self.snapshot_at != taken:  # one snapshot per model and event, not per drift
                     self.snapshot_at = taken
-                    actions.append(self._snapshot(engine, drift.key))
+                    actions.append(self._snapshot(now, drift.key))
             elif name == "reset" and self.shadow is None:
-                actions.append(self._reset(engine, drift.key))
+                actions.append(self._reset(now.feature_events, drift.key))
             elif name == "fork" and self.challenger is None and self.shadow is None:
-                actions.append(self._fork(engine, drift.key))
+                actions.append(self._fork(now.feature_events, drift.key))
         return actions
 
-    def on_warning(self, engine: Engine, cause: str) -> list[Action]:
+    def on_warning(self, cause: str, index: int) -> list[Action]:
         idle = self.challenger is None and self.shadow is None
         if self.cfg.fork_on_warning and "fork" in self.cfg.concept and idle:
-            return [self._fork(engine, f"warning: {cause}")]
+            return [self._fork(index, f"warning: {cause}")]
         return []
 
-    def install(self, engine: Engine, model: Any, version: int, cause: str) -> Action:
+    def install(self, model: Any, version: int, cause: str, index: int) -> Action:
         """Serve ``model`` from now on (e.g. a registry promotion), watched for rollback."""
-        self._hand_over(engine, model, version, cause)
-        return Action("install", engine.counters.feature_events, version, cause)
+        previous = self.serving.serve(model, version, action="install", cause=cause, index=index)
+        self._keep_shadow(previous, cause)
+        return Action("install", index, version, cause)
 
     # ------------------------------------------------------------ label hooks
     def on_labeled(
-        self, engine: Engine, features: dict[str, Any], label: Any, champion_right: bool
+        self, features: dict[str, Any], label: Any, champion_right: bool, index: int
     ) -> list[Action]:
         """Called after the champion learned from a label (the Engine has already kept it
         in ``recent``): scores and trains the challenger and the shadow."""
@@ -141,12 +166,12 @@ class Policy(Stateful):
             self.champion_right.append(int(champion_right))
             self.challenger.learn_one(features, label)
             self.challenger_seen += 1
-            actions += self._maybe_promote(engine)
+            actions += self._maybe_promote(index)
         if self.shadow is not None:
             self.shadow_right.append(int(self.shadow.predict_one(features) == label))
             self.new_right.append(int(champion_right))
             self.shadow.learn_one(features, label)
-            actions += self._maybe_roll_back(engine)
+            actions += self._maybe_roll_back(index)
         return actions
 
     @property
@@ -155,48 +180,43 @@ class Policy(Stateful):
         return self.challenger is not None or self.shadow is not None
 
     # -------------------------------------------------------------- internals
-    def _snapshot(self, engine: Engine, cause: str) -> Action:
-        counters = engine.counters
+    def _snapshot(self, now: Progress, cause: str) -> Action:
+        serving = self.serving
         return Action(
             "snapshot",
-            counters.feature_events,
-            engine.model_version,
+            now.feature_events,
+            serving.version,
             cause,
-            {"accuracy": counters.accuracy, "labeled": counters.labeled},
-            model=models.dumps(engine.model),
+            {"accuracy": now.accuracy, "labeled": now.labeled},
+            model=models.dumps(serving.model),
         )
 
-    def _fresh(self, engine: Engine) -> Any:
+    def _fresh(self) -> Any:
         if self.cfg.challenger == "copy":
-            return copy.deepcopy(engine.model)
+            return copy.deepcopy(self.serving.model)
         model = self.make_model()
         if self.cfg.challenger == "warm":
             for features, label in self.recent:
                 model.learn_one(features, label)
         return model
 
-    def _reset(self, engine: Engine, cause: str) -> Action:
-        version = self._new_version()
-        self._hand_over(engine, self._fresh(engine), version, cause)
-        if engine.drift is not None:
-            engine.drift.reset_reference()  # the new model gets a new reference
-        return Action("reset", engine.counters.feature_events, version, cause)
+    def _reset(self, index: int, cause: str) -> Action:
+        """A fresh champion (the Engine gives it a new drift reference on this action)."""
+        previous = self.serving.replace(self._fresh(), action="reset", cause=cause, index=index)
+        self._keep_shadow(previous, cause)
+        return Action("reset", index, self.serving.version, cause)
 
-    def _fork(self, engine: Engine, cause: str) -> Action:
-        self.challenger = self._fresh(engine)
+    def _fork(self, index: int, cause: str) -> Action:
+        self.challenger = self._fresh()
         self.challenger_cause = cause
         self.challenger_seen = 0
         self.challenger_right.clear()
         self.champion_right.clear()
         return Action(
-            "fork",
-            engine.counters.feature_events,
-            engine.model_version,
-            cause,
-            {"challenger": self.cfg.challenger},
+            "fork", index, self.serving.version, cause, {"challenger": self.cfg.challenger}
         )
 
-    def _maybe_promote(self, engine: Engine) -> list[Action]:
+    def _maybe_promote(self, index: int) -> list[Action]:
         cfg = self.cfg
         n = len(self.challenger_right)
         challenger_accuracy = sum(self.challenger_right) / n
@@ -211,23 +231,15 @@ class Policy(Stateful):
         ):
             challenger, cause = self.challenger, self.challenger_cause
             self.challenger = None
-            version = self._new_version()
-            self._hand_over(engine, challenger, version, cause)
-            return [Action("promote", engine.counters.feature_events, version, cause, detail)]
+            previous = self.serving.replace(challenger, action="promote", cause=cause, index=index)
+            self._keep_shadow(previous, cause)
+            return [Action("promote", index, self.serving.version, cause, detail)]
         if self.challenger_seen >= cfg.challenger_timeout:
             self.challenger = None
-            return [
-                Action(
-                    "discard",
-                    engine.counters.feature_events,
-                    engine.model_version,
-                    self.challenger_cause,
-                    detail,
-                )
-            ]
+            return [Action("discard", index, self.serving.version, self.challenger_cause, detail)]
         return []
 
-    def _maybe_roll_back(self, engine: Engine) -> list[Action]:
+    def _maybe_roll_back(self, index: int) -> list[Action]:
         n = len(self.shadow_right)
         if n < self.cfg.rollback_window:
             return []
@@ -240,41 +252,36 @@ class Policy(Stateful):
         }
         shadow, version, cause = self.shadow, self.shadow_version, self.shadow_cause
         self.shadow = None
-        if shadow_accuracy - new_accuracy >= self.cfg.rollback_margin:
-            index = engine.counters.feature_events
-            dropped = engine.model_version
-            engine.model, engine.model_version = shadow, version
-            actions = [Action("rollback", index, version, f"after {cause}", detail)]
-            if self.challenger is not None:
-                # It raced the champion just rolled back: every model change is an action.
-                actions.append(
-                    Action(
-                        "discard",
-                        index,
-                        version,
-                        self.challenger_cause,
-                        {"reason": "rollback", "raced": dropped, "samples": self.challenger_seen},
-                    )
-                )
-                self.challenger = None
-            return actions
-        return []  # the new champion held: the shadow is dropped
-
-    def _hand_over(self, engine: Engine, model: Any, version: int, cause: str) -> None:
-        self.shadow, self.shadow_version, self.shadow_cause = (
-            engine.model,
-            engine.model_version,
-            cause,
+        if shadow_accuracy - new_accuracy < self.cfg.rollback_margin:
+            return []  # the new champion held: the shadow is dropped
+        _, dropped = self.serving.serve(
+            shadow, version, action="rollback", cause=f"after {cause}", index=index
         )
+        actions = [Action("rollback", index, version, f"after {cause}", detail)]
+        if self.challenger is not None:
+            # It raced the champion just rolled back: every model change is an action.
+            actions.append(
+                Action(
+                    "discard",
+                    index,
+                    version,
+                    self.challenger_cause,
+                    {"reason": "rollback", "raced": dropped, "samples": self.challenger_seen},
+                )
+            )
+            self.challenger = None
+        return actions
+
+    def _keep_shadow(self, previous: tuple[Any, int], cause: str) -> None:
+        """The champion just replaced stays beside the new one, for a possible rollback."""
+        (self.shadow, self.shadow_version), self.shadow_cause = previous, cause
         self.shadow_right.clear()
         self.new_right.clear()
-        engine.model, engine.model_version = model, version
-        self.next_version = max(self.next_version, version + 1)
 
-    def _new_version(self) -> int:
-        version = self.next_version
-        self.next_version += 1
-        return version
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        state.pop("next_version", None)  # checkpoints from before versions had one authority
+        super().load_state_dict(state)
 
 
 def _better(challenger: float, champion: float, n: int, margin: float, test: str) -> bool:

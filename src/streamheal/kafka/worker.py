@@ -55,6 +55,7 @@ from streamheal.kafka.snapshots import SnapshotWriter
 from streamheal.metrics import WorkerMetrics
 from streamheal.policy import Action
 from streamheal.registry import CHAMPION, open_registry
+from streamheal.serving import Lineage
 from streamheal.signing import STATE_KEY_ENV, Signer
 from streamheal.state import checkpoint
 from streamheal.state.checkpoint import CheckpointError
@@ -492,7 +493,8 @@ class Worker:
             engine = Engine(config)
         champion, model_bytes = self._champion()
         if model_bytes is not None:
-            engine.model, engine.model_version = models.loads(model_bytes), champion
+            start_from = Lineage(champion, None, "registry", "registry champion", 0)
+            engine.serving.load(models.loads(model_bytes), champion, [start_from])
         start = f"registry champion v{champion}" if champion else "a fresh model"
         self.stats.cold_starts += 1
         self._notice(partition, "cold_start", f"{why}: starting from {start}")

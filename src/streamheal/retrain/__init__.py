@@ -6,7 +6,7 @@ order, scores it and the registry champion on the newest part of the window, and
 promotes it only through the gate. One module per step:
 
 ========================  ==========================================================
-:mod:`.schedule`          cron slots in UTC and the catch-up rule
+:mod:`streamheal.cron`    cron slots in UTC and the catch-up rule (shared with config)
 :mod:`.drift`             N confirmed drift alerts within a window, from the alerts topic
 :mod:`.lock`              one run at a time; the trigger state kept beside the lock
 :mod:`.window`            the window's examples, joined as the worker joins them, bounded
@@ -24,7 +24,7 @@ retrain holds the lock (nothing done).
 
 from streamheal.retrain.gate import Gate, Verdict
 from streamheal.retrain.run import EXIT_FAILED, EXIT_PROMOTED, EXIT_REJECTED, retrain_once
-from streamheal.retrain.schedule import CronSchedule, ScheduleError
+from streamheal.cron import CronSchedule, ScheduleError
 from streamheal.retrain.service import EXIT_BUSY, RetrainService, retrain_command
 
 __all__ = [

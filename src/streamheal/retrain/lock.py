@@ -7,7 +7,7 @@ The kernel drops the lock when its holder dies, so a killed run never leaves it 
 :class:`TriggerState` is a small JSON file beside the lock (``<lock>.state.json``) that
 every trigger reads and writes only while holding the lock: when the last run started
 (drift alerts older than that were already served) and the last schedule slot dealt
-with (see :meth:`~streamheal.retrain.schedule.CronSchedule.due`). Because it is on disk,
+with (see :meth:`~streamheal.cron.CronSchedule.due`). Because it is on disk,
 a restarted scheduler catches up a slot it missed, and two services on one host agree.
 
 >>> import tempfile, os

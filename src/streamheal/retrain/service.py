@@ -31,7 +31,7 @@ from streamheal.retrain.drift import AlertWatcher, DriftCount
 from streamheal.retrain.lock import RetrainLock, TriggerState, lock_path, state_path
 from streamheal.retrain.report import RetrainMetrics
 from streamheal.retrain.run import log_line, retrain_once
-from streamheal.retrain.schedule import CronSchedule
+from streamheal.cron import CronSchedule
 
 log = logging.getLogger("streamheal.retrain")
 
