@@ -35,7 +35,7 @@ prometheus:
 	  else echo "prometheus/promtool/amtool missing (and not root): their tests will be skipped"; fi; }
 
 demo: install kafka-up
-	$(BIN)/python -m streamheal.demo
+	$(BIN)/python -m streamheal.dev.demo
 
 test: install lint chromium prometheus
 	$(TEST_KAFKA) $(BIN)/streamheal kafka up

@@ -76,7 +76,7 @@ def kafka_bootstrap() -> Iterator[str]:
         with KafkaContainer().with_kraft() as container:
             yield container.get_bootstrap_server()
         return
-    from streamheal.kafka.local_broker import LocalKafka
+    from streamheal.dev.local_broker import LocalKafka
 
     broker = LocalKafka(LocalKafkaConfig(port=19292, controller_port=19293))
     broker.up()

@@ -7,7 +7,7 @@ import pytest
 from confluent_kafka import Producer
 
 from streamheal.config import Config
-from streamheal.demo import read_alerts
+from streamheal.dev.demo import read_alerts
 
 pytestmark = pytest.mark.kafka
 

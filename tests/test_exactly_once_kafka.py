@@ -22,9 +22,9 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from streamheal.bench import bench_events
 from streamheal.config import Config
 from streamheal.detectors.suite import Drift
+from streamheal.dev.bench import bench_events
 from streamheal.engine import Engine, Prediction
 from streamheal.events import decode
 from streamheal.kafka import records

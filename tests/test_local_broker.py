@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from streamheal.config import LocalKafkaConfig
-from streamheal.kafka.local_broker import LocalKafka
+from streamheal.dev.local_broker import LocalKafka
 
 pytestmark = pytest.mark.kafka
 
@@ -34,7 +34,7 @@ def test_up_is_idempotent_and_down_stops_exactly_the_recorded_broker(tmp_path: P
 
 
 def test_cluster_ids_never_start_with_a_dash() -> None:
-    from streamheal.kafka.local_broker import _cluster_id
+    from streamheal.dev.local_broker import _cluster_id
 
     ids = [_cluster_id() for _ in range(5000)]
     assert all(len(i) == 22 and not i.startswith("-") for i in ids)

@@ -48,7 +48,7 @@ _EXPORTS = {
     "CheckpointError": "streamheal.state.checkpoint",
     "BrokerUnavailable": "streamheal.kafka.connect",
     "WorkerError": "streamheal.kafka.worker",
-    "LocalKafkaError": "streamheal.kafka.local_broker",
+    "LocalKafkaError": "streamheal.dev.local_broker",
 }
 
 __all__ = ["StreamhealError", "__version__", *_EXPORTS]

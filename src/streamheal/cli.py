@@ -937,7 +937,7 @@ def _registry(args: argparse.Namespace, config: Config) -> int:
 
 
 def _bench(args: argparse.Namespace, config: Config) -> int:
-    from streamheal.bench import run_bench
+    from streamheal.dev.bench import run_bench
 
     figures = run_bench(config, events=args.events, rounds=args.rounds)
     if args.kafka_events:
@@ -952,7 +952,7 @@ def _bench(args: argparse.Namespace, config: Config) -> int:
 
 def _kafka_figures(config: Config, events: int, engine: dict) -> dict:
     """The broker-side figures and their ratios, or a note saying why they are missing."""
-    from streamheal.bench_kafka import run_kafka_bench
+    from streamheal.dev.bench_kafka import run_kafka_bench
     from streamheal.kafka.connect import BrokerUnavailable, wait_for_cluster
 
     try:
@@ -988,7 +988,7 @@ def _retrain(args: argparse.Namespace, config: Config) -> int:
 
 
 def _kafka(args: argparse.Namespace, config: Config) -> int:
-    from streamheal.kafka.local_broker import LocalKafka, LocalKafkaError
+    from streamheal.dev.local_broker import LocalKafka, LocalKafkaError
 
     broker = LocalKafka(config.local_kafka)
     try:

@@ -33,7 +33,7 @@ from streamheal.detectors.concept import ErrorMonitor
 from streamheal.detectors.covariate import CovariateMonitor
 from streamheal.detectors.cusum import threshold_for_run_length
 from streamheal.detectors.episodes import EpisodeBook
-from streamheal.detectors.model import PredictionMonitor
+from streamheal.detectors.predictions import PredictionMonitor
 from streamheal.detectors.prior import LabelMonitor
 from streamheal.detectors.reference import Reference
 from streamheal.detectors.shares import ShareMonitor

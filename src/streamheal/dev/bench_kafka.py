@@ -36,8 +36,8 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from streamheal import models
-from streamheal.bench import bench_events
 from streamheal.config import Config
+from streamheal.dev.bench import bench_events
 from streamheal.errors import StreamhealError
 from streamheal.kafka.admin import ensure_topics
 from streamheal.kafka.connect import admin_settings, committed_offsets
