@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from streamheal.config import Config, ConfigError, RetrainConfig, load_config
+from streamheal.cron import CronSchedule, ScheduleError
 from streamheal.engine import Engine
 from streamheal.events import Source as EventSource
 from streamheal.events import decode, encode
@@ -25,7 +26,6 @@ from streamheal.retrain.evaluate import Scores, score, split
 from streamheal.retrain.gate import Gate
 from streamheal.retrain.lock import RetrainLock, TriggerState, lock_path, state_path
 from streamheal.retrain.run import log_line
-from streamheal.cron import CronSchedule, ScheduleError
 from streamheal.retrain.service import RetrainService
 from streamheal.retrain.window import BoundedWindow, Example, WindowJoin, WindowTooLarge
 

@@ -26,12 +26,12 @@ from confluent_kafka import Producer
 
 from streamheal import models
 from streamheal.config import Config
+from streamheal.cron import CronSchedule
 from streamheal.detectors.suite import Drift
 from streamheal.kafka import records
 from streamheal.registry import CHAMPION, Registry
 from streamheal.retrain import EXIT_BUSY, EXIT_REJECTED, RetrainService, retrain_once
 from streamheal.retrain.lock import RetrainLock, TriggerState, lock_path, state_path
-from streamheal.cron import CronSchedule
 from streamheal.scenarios import SCENARIOS
 from tests.conftest import produce, read_all, read_topic, running_worker, values, wait_for
 

@@ -22,9 +22,9 @@ Exit codes of a run: 0 promoted, 3 rejected by the gate, 1 failed; 75 when anoth
 retrain holds the lock (nothing done).
 """
 
+from streamheal.cron import CronSchedule, ScheduleError
 from streamheal.retrain.gate import Gate, Verdict
 from streamheal.retrain.run import EXIT_FAILED, EXIT_PROMOTED, EXIT_REJECTED, retrain_once
-from streamheal.cron import CronSchedule, ScheduleError
 from streamheal.retrain.service import EXIT_BUSY, RetrainService, retrain_command
 
 __all__ = [

@@ -26,12 +26,12 @@ from typing import Any
 import orjson
 
 from streamheal.config import Config, ConfigError
+from streamheal.cron import CronSchedule
 from streamheal.metrics import MetricsServer
 from streamheal.retrain.drift import AlertWatcher, DriftCount
 from streamheal.retrain.lock import RetrainLock, TriggerState, lock_path, state_path
 from streamheal.retrain.report import RetrainMetrics
 from streamheal.retrain.run import log_line, retrain_once
-from streamheal.cron import CronSchedule
 
 log = logging.getLogger("streamheal.retrain")
 
