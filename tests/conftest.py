@@ -11,6 +11,7 @@ consumer group of its own, so tests never see each other's records.
 from __future__ import annotations
 
 import functools
+import multiprocessing
 import os
 import shutil
 import threading
@@ -180,6 +181,38 @@ def wait_for(condition: Callable[[], bool], timeout: float = 60.0, what: str = "
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
         time.sleep(0.05)
+
+
+def released_together(target: Callable[..., Any], argument_lists: list[tuple]) -> list[Any]:
+    """``target(*arguments)`` in one spawned process per tuple, all released at once by a
+    barrier (each has started and imported first, so their calls really interleave); what
+    each returned, in order. ``target`` is a module-level function (spawn pickles it by
+    name); an exception in a process fails the caller with its repr."""
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(len(argument_lists)), context.Queue()
+    processes = [
+        context.Process(target=_after_barrier, args=(target, arguments, barrier, results, i))
+        for i, arguments in enumerate(argument_lists)
+    ]
+    for process in processes:
+        process.start()
+    # A deadline only catches a hang: the processes poll nothing and sleep nowhere.
+    returned = dict(results.get(timeout=WAIT_FLOOR_SECONDS) for _ in processes)
+    for process in processes:
+        process.join()
+    failed = [value for ok, value in returned.values() if not ok]
+    assert failed == [], failed
+    return [returned[i][1] for i in range(len(processes))]
+
+
+def _after_barrier(
+    target: Callable[..., Any], arguments: tuple, barrier: Any, results: Any, index: int
+) -> None:
+    barrier.wait()
+    try:
+        results.put((index, (True, target(*arguments))))
+    except Exception as err:
+        results.put((index, (False, repr(err))))
 
 
 @contextmanager

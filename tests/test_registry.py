@@ -15,7 +15,7 @@ import pytest
 
 from streamheal.registry import CHAMPION, PREVIOUS, Registry, RegistryError
 from streamheal.signing import REGISTRY_KEY_ENV, Signer
-from tests.conftest import model_bytes
+from tests.conftest import model_bytes, released_together
 
 
 def test_versions_count_from_1_and_carry_their_metadata(tmp_path: Path) -> None:
@@ -462,9 +462,8 @@ def test_bad_issue_arguments_are_registry_errors_that_issue_nothing(tmp_path: Pa
     assert registry.issue_version(parent=None, cause="x", partition=0, action="reset") == 1
 
 
-def _issue_many(root: str, partition: int, barrier: Any, results: Any) -> None:
+def _issue_and_register(root: str, partition: int) -> list[tuple[str, int]]:
     registry = Registry(root, "m")
-    barrier.wait()  # both processes start together, so their calls really interleave
     got = []
     for i in range(55):
         if i % 11 == 10:
@@ -474,26 +473,15 @@ def _issue_many(root: str, partition: int, barrier: Any, results: Any) -> None:
                 parent=None, cause="drift", partition=partition, action="reset"
             )
             got.append(("issued", issued))
-    results.put((partition, got))
+    return got
 
 
 def test_two_processes_never_get_the_same_number(tmp_path: Path) -> None:
-    context = multiprocessing.get_context("spawn")
-    barrier, results = context.Barrier(2), context.Queue()
-    workers = [
-        context.Process(target=_issue_many, args=(str(tmp_path), p, barrier, results))
-        for p in (0, 1)
-    ]
-    for worker in workers:
-        worker.start()
-    by_partition = dict(results.get(timeout=600) for _ in workers)
-    for worker in workers:
-        worker.join()
-        assert worker.exitcode == 0
-    numbers = [n for got in by_partition.values() for _, n in got]
+    by_partition = released_together(_issue_and_register, [(str(tmp_path), p) for p in (0, 1)])
+    numbers = [n for got in by_partition for _, n in got]
     assert sorted(numbers) == list(range(1, 111))  # no number twice, none skipped
     registry = Registry(tmp_path, "m")
-    for partition, got in by_partition.items():
+    for partition, got in enumerate(by_partition):
         assert [n for _, n in got] == sorted(n for _, n in got)  # each one's own increase
         for kind, number in got:
             entry = registry.lineage(number)

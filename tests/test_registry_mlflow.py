@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import pickle
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
@@ -14,7 +12,7 @@ import pytest
 from streamheal.config import RegistryConfig
 from streamheal.registry import CHAMPION, PREVIOUS, RegistryError, open_registry
 from streamheal.signing import REGISTRY_KEY_ENV, Signer
-from tests.conftest import model_bytes
+from tests.conftest import model_bytes, released_together
 
 
 @pytest.fixture
@@ -139,33 +137,20 @@ def test_a_malformed_lineage_description_is_a_registry_error(registry) -> None:
         registry.lineage(issued)
 
 
-def _issue_many(uri: str, artifacts: str, partition: int, barrier: Any, results: Any) -> None:
+def _issue_many(uri: str, artifacts: str, partition: int) -> list[int]:
     cfg = RegistryConfig(backend="mlflow", tracking_uri=uri, path=artifacts, model_name="heal")
     registry = open_registry(cfg)
-    barrier.wait()  # both processes start together, so their calls really interleave
-    issued = [
+    return [
         registry.issue_version(parent=None, cause="drift", partition=partition, action="reset")
         for _ in range(25)
     ]
-    results.put((partition, issued))
 
 
 def test_two_processes_never_get_the_same_number(registry, tmp_path: Path) -> None:
-    context = multiprocessing.get_context("spawn")
-    barrier, results = context.Barrier(2), context.Queue()
     uri, artifacts = f"sqlite:///{tmp_path / 'mlflow.db'}", str(tmp_path / "artifacts")
-    workers = [
-        context.Process(target=_issue_many, args=(uri, artifacts, p, barrier, results))
-        for p in (0, 1)
-    ]
-    for worker in workers:
-        worker.start()
-    by_partition = dict(results.get(timeout=600) for _ in workers)
-    for worker in workers:
-        worker.join()
-        assert worker.exitcode == 0
-    assert sorted(n for issued in by_partition.values() for n in issued) == list(range(1, 51))
-    for partition, issued in by_partition.items():
+    by_partition = released_together(_issue_many, [(uri, artifacts, p) for p in (0, 1)])
+    assert sorted(n for issued in by_partition for n in issued) == list(range(1, 51))
+    for partition, issued in enumerate(by_partition):
         assert issued == sorted(issued)
         assert {registry.lineage(n)["partition"] for n in issued} == {partition}  # type: ignore[index]
     assert registry.register(model_bytes(), cause="after") == 51

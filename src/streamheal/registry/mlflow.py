@@ -158,20 +158,21 @@ class MlflowRegistry:
     def lineage(self, version: int) -> dict[str, Any] | None:
         """The entry :meth:`issue_version` recorded for ``version``; None for any other number."""
         version = check_version(self.name, version)
+        found = self._found(version)
+        return None if found is None else self._lineage_of(found, version)
+
+    def _found(self, version: int) -> Any | None:
+        """MLflow's model version ``version``, or None when there is none."""
         try:
-            found = self.client.get_model_version(self.name, str(version))
+            return self.client.get_model_version(self.name, str(version))
         except self._missing:
             return None
-        return self._lineage_of(found, version)
 
     def _lineage_of(self, found: Any, version: int) -> dict[str, Any] | None:
         if LINEAGE_TAG not in (found.tags or {}):
             return None
         where = f"{self.name} v{version}: the MLflow model version's lineage description"
-        try:
-            entry = orjson.loads(found.description or "")
-        except orjson.JSONDecodeError as err:
-            raise RegistryError(f"{where} is not valid JSON ({err})") from err
+        entry = _decoded(found.description, where)
         if isinstance(entry, dict):  # else check_lineage says what it is
             entry["version"] = version
         return check_lineage(entry, where)
@@ -179,18 +180,14 @@ class MlflowRegistry:
     def meta(self, version: int) -> dict[str, Any]:
         """A version's metadata (from its description and tags), checked for shape."""
         version = check_version(self.name, version)
-        try:
-            found = self.client.get_model_version(self.name, str(version))
-        except self._missing as err:
-            raise RegistryError(f"model {self.name!r} has no version {version}") from err
+        found = self._found(version)
+        if found is None:
+            raise RegistryError(f"model {self.name!r} has no version {version}")
         entry = self._lineage_of(found, version)
         if entry is not None:
             raise not_stored(self.name, entry)
         where, source = f"{self.name} v{version}", "the MLflow model version's description"
-        try:
-            meta = orjson.loads(found.description or "")
-        except orjson.JSONDecodeError as err:
-            raise RegistryError(f"{where}: {source} is not valid JSON ({err})") from err
+        meta = _decoded(found.description, f"{where}: {source}")
         if isinstance(meta, dict):  # else check_meta says what it is
             # The description holds "version": null (MLflow numbers versions after it is
             # written); the tags are MLflow's, so that tagging in its UI shows here too.
@@ -281,3 +278,10 @@ class MlflowRegistry:
             raise RegistryError(
                 f"{self.name}: MLflow aliases are not version numbers: {err}"
             ) from err
+
+
+def _decoded(description: str | None, where: str) -> Any:
+    try:
+        return orjson.loads(description or "")
+    except orjson.JSONDecodeError as err:
+        raise RegistryError(f"{where} is not valid JSON ({err})") from err
