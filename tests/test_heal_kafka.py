@@ -56,13 +56,21 @@ def test_a_concept_drift_makes_the_worker_fork_promote_and_keep_serving(
     served = values(predictions)
     assert len({v["id"] for v in served}) == 16000  # every event scored through the swaps
     actions = [v for v in values(alerts) if v["type"] == "action"]
+    registry = Registry(tmp_path / "registry", "streamheal")
+    promoted_versions = set()
     for partition in (0, 1):
         mine = [a for a in actions if a["partition"] == partition]
         kinds = [a["action"] for a in mine]
         assert kinds.index("snapshot") < kinds.index("fork") < kinds.index("promote")
         last = max(v["model_version"] for v in served if v["partition"] == partition)
         assert last >= 2
-    registry = Registry(tmp_path / "registry", "streamheal")
+        # The registry issued the promoted model's number: one number, one model.
+        promotion = next(a for a in mine if a["action"] == "promote")
+        lineage = registry.lineage(promotion["model_version"])
+        assert lineage is not None and lineage["partition"] == partition
+        assert (lineage["action"], lineage["parent"]) == ("promote", 1)
+        promoted_versions.add(promotion["model_version"])
+    assert len(promoted_versions) == 2  # not "v2" on both partitions
     wait_for(
         lambda: any("concept" in v.meta["cause"] for v in registry.versions()),
         what="the pre-drift snapshot in the registry",
@@ -144,10 +152,14 @@ def test_registry_promote_reaches_a_running_worker_within_one_batch(
         assert len(stale) <= 2 * 200
         assert later[-1]["model_version"] == version
     else:
+        # The fresh model served before the promotion had its number from the registry
+        # too: the next one after the offline model's.
+        fresh = registry.lineage(version + 1)
+        assert fresh is not None and fresh["action"] == "initial"
         rollbacks = [v for v in values(alerts) if v.get("action") == "rollback"]
-        assert all(r["model_version"] == 1 for r in rollbacks)
+        assert all(r["model_version"] == version + 1 for r in rollbacks)
         by_partition = {}
         for v in later:
             by_partition[v["partition"]] = v["model_version"]
-        assert set(by_partition.values()) == {1}  # the good model serves again
+        assert set(by_partition.values()) == {version + 1}  # the good model serves again
     assert len(read_all(bootstrap, config.topics.predictions)) == 8000

@@ -576,3 +576,44 @@ def test_the_command_line_shows_an_issued_number_and_refuses_to_promote_it(
     assert "streamheal registry: model 'm' v2 is a serving version made online" in err
     assert "cannot be loaded, tagged or promoted" in err
     assert registry.aliases == {}
+
+
+# ------------------------------------------------------- the worker's version authority
+def test_a_fresh_model_keeps_its_number_across_restarts_and_workers(tmp_path: Path) -> None:
+    from streamheal.config import Config
+    from streamheal.registry.authority import RegistryVersions
+
+    registry = Registry(tmp_path, "m")
+    config = Config()
+    first = RegistryVersions(registry).fresh_version(config)
+    again = RegistryVersions(Registry(tmp_path, "m")).fresh_version(config)  # a restart
+    assert first == again == 1
+    other = RegistryVersions(registry).fresh_version(config.replace(engine={"seed": 7}))
+    assert other == 2  # another seed builds another model: another number
+    versions = RegistryVersions(registry)
+    assert versions.issue_version(parent=1, cause="drift", partition=0, action="reset") == 3
+    assert registry.lineage(3)["partition"] == 0
+
+
+def test_a_registry_that_cannot_answer_does_not_stop_or_stall_the_stream(
+    tmp_path: Path,
+) -> None:
+    import fcntl
+
+    from streamheal.registry.authority import RegistryVersions
+
+    registry = Registry(tmp_path, "m")
+    versions = RegistryVersions(registry, answer_seconds=0.2)
+    versions.observe_version(7)  # e.g. restored from a checkpoint
+    (tmp_path / "m" / "last_version").write_text("not a number")
+    assert versions.issue_version(parent=7, cause="c", partition=0, action="reset") == 8
+    (tmp_path / "m" / "last_version").write_text("8")
+    with open(tmp_path / "m" / ".lock", "a+") as held:  # another process holds the registry
+        fcntl.flock(held, fcntl.LOCK_EX)
+        try:
+            assert versions.issue_version(parent=8, cause="c", partition=1, action="reset") == 9
+        finally:
+            fcntl.flock(held, fcntl.LOCK_UN)
+    assert versions.fallbacks == 2
+    # Once the registry answers again, its numbers are used (the late answer took 9).
+    assert versions.issue_version(parent=9, cause="c", partition=1, action="promote") == 10

@@ -55,6 +55,7 @@ from streamheal.kafka.snapshots import SnapshotWriter
 from streamheal.metrics import WorkerMetrics
 from streamheal.policy import Action
 from streamheal.registry import CHAMPION, open_registry
+from streamheal.registry.authority import RegistryVersions
 from streamheal.serving import Lineage
 from streamheal.signing import STATE_KEY_ENV, Signer
 from streamheal.state import checkpoint
@@ -118,6 +119,8 @@ class Worker:
         self._started = False
         self.heartbeat = time.monotonic()
         self.registry = open_registry(config.registry)
+        # Every partition's model versions come from the registry: one number, one model.
+        self.versions = RegistryVersions(self.registry)
         self._snapshots = SnapshotWriter(self.registry)
         self._state_signer = Signer.from_env(STATE_KEY_ENV)
         kafka = config.kafka
@@ -459,7 +462,7 @@ class Worker:
         """The partition's Engine from its latest usable checkpoint, and the offset it
         covers; or a fresh Engine (registry champion or new model) and None, said loudly."""
         config = self.config
-        engine = Engine(config)
+        engine = Engine(config, self.versions)
         why = "no checkpoint on the state topic (first start, or the topic was emptied)"
         try:
             found = self._reader.latest(
@@ -490,12 +493,17 @@ class Worker:
             why = f"checkpoint refused: {err}"
         except Exception as err:  # a checkpoint that passed its checks but does not load
             why = f"checkpoint does not load: {err!r}"
-            engine = Engine(config)
+            engine = Engine(config, self.versions)
         champion, model_bytes = self._champion()
         if model_bytes is not None:
             start_from = Lineage(champion, None, "registry", "registry champion", 0)
             engine.serving.load(models.loads(model_bytes), champion, [start_from])
-        start = f"registry champion v{champion}" if champion else "a fresh model"
+            start = f"registry champion v{champion}"
+        else:  # the fresh model's number comes from the registry too
+            fresh = self.versions.fresh_version(config)
+            start_from = Lineage(fresh, None, "initial", "a fresh model built from config", 0)
+            engine.serving.load(engine.model, fresh, [start_from])
+            start = f"a fresh model (v{fresh})"
         self.stats.cold_starts += 1
         self._notice(partition, "cold_start", f"{why}: starting from {start}")
         return engine, None

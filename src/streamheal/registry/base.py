@@ -107,6 +107,11 @@ class RegistryBackend(Protocol):
         """
         ...
 
+    def fresh_version(self, cause: str) -> int:
+        """The number of the fresh model ``cause`` describes: the one issued (action
+        ``"initial"``) for the same cause before, else a new one."""
+        ...
+
     def lineage(self, version: int) -> dict[str, Any] | None:
         """The lineage entry :meth:`issue_version` recorded for ``version``, or None."""
         ...

@@ -207,6 +207,25 @@ class Registry:
             self._write_counter(version)
         return version
 
+    def fresh_version(self, cause: str) -> int:
+        """The number of the fresh model ``cause`` describes (e.g. built from config with a
+        given hash): the one issued for the same cause before, else a new one (action
+        ``"initial"``). Stable across restarts and workers, so a crash before the first
+        checkpoint does not renumber the same fresh model."""
+        with self._locked():
+            raw = self._lineage_bytes()
+            entries = self._lineage(raw)
+            for entry in entries:
+                if entry["action"] == "initial" and entry["cause"] == cause:
+                    return entry["version"]
+            version = self._next_version(entries)
+            entry = lineage_entry(
+                self.name, version, parent=None, cause=cause, partition=None, action="initial"
+            )
+            _write_atomic(self._lineage_path(), raw + orjson.dumps(entry) + b"\n")
+            self._write_counter(version)
+        return version
+
     def set_alias(self, alias: str, version: int) -> AliasState:
         with self._locked():
             self._require(version)

@@ -155,6 +155,18 @@ class MlflowRegistry:
         )
         return int(version.version)
 
+    def fresh_version(self, cause: str) -> int:
+        """The number of the fresh model ``cause`` describes: the one issued for the same
+        cause before, else a new one. MLflow offers no lock: two workers starting at the
+        same moment may each issue one (both name the same fresh model)."""
+        found = self.client.search_model_versions(
+            f"name = '{self.name}' and tags.`{LINEAGE_TAG}` = 'initial'"
+        )
+        for version in sorted(found, key=lambda v: int(v.version)):
+            if (version.tags or {}).get("cause") == cause:
+                return int(version.version)
+        return self.issue_version(parent=None, cause=cause, partition=None, action="initial")
+
     def lineage(self, version: int) -> dict[str, Any] | None:
         """The entry :meth:`issue_version` recorded for ``version``; None for any other number."""
         version = check_version(self.name, version)
