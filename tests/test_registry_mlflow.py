@@ -154,3 +154,10 @@ def test_two_processes_never_get_the_same_number(registry, tmp_path: Path) -> No
         assert issued == sorted(issued)
         assert {registry.lineage(n)["partition"] for n in issued} == {partition}  # type: ignore[index]
     assert registry.register(model_bytes(), cause="after") == 51
+
+
+def test_a_fresh_model_keeps_its_number(registry) -> None:
+    first = registry.fresh_version("a fresh model built from config (model and seed abc)")
+    assert registry.fresh_version("a fresh model built from config (model and seed abc)") == first
+    other = registry.fresh_version("a fresh model built from config (model and seed def)")
+    assert other > first and registry.lineage(other)["action"] == "initial"
