@@ -35,6 +35,7 @@ from streamheal.config import TOPIC_KEYS, Config, LocalKafkaConfig
 from streamheal.detectors.suite import Drift
 from streamheal.engine import Engine
 from streamheal.events import Event, Source, decode, encode
+from streamheal.kafka import records
 from streamheal.kafka.admin import ensure_topics
 from streamheal.kafka.worker import Worker
 from streamheal.policy import Action
@@ -373,14 +374,14 @@ def drift(
         reference={"n": 500, "mean": 14.1, "std": 3.5},
         current={"n": 500, "mean": 16.2, "std": 3.4},
         extra={"estimated_accuracy": 0.93, "realized_accuracy": 0.92, **extra},
-    ).to_record()
-    return record
+    )
+    return records.drift_record(record)
 
 
 def action(name: str, cause: str, partition: int, version: int = 1) -> dict[str, Any]:
     record = Action(name, 500, version, cause)
     record.partition = partition
-    return record.to_record()
+    return records.action_record(record)
 
 
 def notifier_config(config: Config, partitions: int = 2) -> Config:

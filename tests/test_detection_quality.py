@@ -14,6 +14,7 @@ from river.datasets import synth
 from streamheal.alerts.severity import severity
 from streamheal.config import AlertsConfig, Config
 from streamheal.engine import Engine
+from streamheal.kafka.records import record_of
 from streamheal.scenarios import SCENARIOS, prior_shift, with_labels
 from tests.conftest import decoded_events
 
@@ -24,11 +25,7 @@ def records(raw: list[dict[str, Any]], config: Config | None = None) -> list[dic
     engine, out = Engine(config or Config()), []
     for i in range(0, len(events), 500):
         out += engine.process(events[i : i + 500])
-    return [
-        o.to_record()
-        for o in out
-        if hasattr(o, "to_record") and type(o).__name__ in ("Drift", "Action")
-    ]
+    return [record_of(o) for o in out if type(o).__name__ in ("Drift", "Action")]
 
 
 def firing(found: list[dict[str, Any]], **match: Any) -> list[dict[str, Any]]:

@@ -21,6 +21,7 @@ from streamheal.detectors.cusum import VectorCusum
 from streamheal.detectors.suite import Drift, DriftSuite, Observation
 from streamheal.engine import Engine
 from streamheal.events import Event, Source
+from streamheal.kafka.records import drift_record
 from streamheal.policy import Action
 from streamheal.scenarios import breast_cancer, prior_shift
 from tests.conftest import events_from, scenario_events
@@ -328,8 +329,8 @@ def test_a_suite_restored_mid_stream_continues_exactly_like_the_uninterrupted_on
     second.load_state_dict(pickle.loads(pickle.dumps(first.state_dict())))  # as a checkpoint
     for i in range(4000, len(events), 400):
         resumed_out += second.process(events[i : i + 400])
-    assert [d.to_record() for d in resumed_out if isinstance(d, Drift)] == [
-        d.to_record() for d in whole_out if isinstance(d, Drift)
+    assert [drift_record(d) for d in resumed_out if isinstance(d, Drift)] == [
+        drift_record(d) for d in whole_out if isinstance(d, Drift)
     ]
 
     # Snapshot bytes of a model restored from pickle may differ from the original's (pickle

@@ -6,6 +6,7 @@ from streamheal import models
 from streamheal.config import Config
 from streamheal.engine import Engine, Prediction
 from streamheal.events import Event, Reason, Rejection, Source
+from streamheal.kafka.records import record_of
 from streamheal.scenarios import breast_cancer
 
 SRC = Source("events", 0, 0)
@@ -190,7 +191,7 @@ def test_per_event_outputs_do_not_depend_on_how_batches_are_cut() -> None:
 
     def records(batch: int) -> list:
         return [
-            o.to_record() if hasattr(o, "to_record") else o
+            o if type(o) is Rejection else record_of(o)
             for o in run(Engine(Config()), events, batch)
         ]
 

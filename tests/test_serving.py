@@ -13,6 +13,7 @@ from streamheal.config import Config
 from streamheal.detectors.suite import Drift
 from streamheal.engine import Engine, Prediction
 from streamheal.events import Source
+from streamheal.kafka.records import record_of
 from streamheal.policy import Action
 from streamheal.scenarios import SCENARIOS
 from streamheal.serving import ServingModel, VersionCounter
@@ -96,7 +97,7 @@ def _why() -> dict:
 
 def _records(outputs: list) -> list:
     return [
-        (type(o).__name__, o.to_record())
+        (type(o).__name__, record_of(o))
         for o in outputs
         if isinstance(o, Prediction | Drift | Action)
     ]

@@ -67,19 +67,6 @@ class Prediction:
     source: Source
     missing: tuple[str, ...]
 
-    def to_record(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "ts": self.ts,
-            "index": self.index,
-            "prediction": self.prediction,
-            "probabilities": self.probabilities,
-            "model_version": self.model_version,
-            "partition": self.source.partition,
-            "offset": self.source.offset,
-            "missing": self.missing,
-        }
-
 
 @dataclass
 class Counters:

@@ -51,9 +51,6 @@ class Notice:
     detail: dict[str, Any] = field(default_factory=dict)
     partition: int | None = None
 
-    def to_record(self) -> dict[str, Any]:
-        return {"type": "notice", **vars(self)}
-
 
 class InputGuard(Stateful):
     """Bounds the feature names, string values and numeric ranges a partition learns from.

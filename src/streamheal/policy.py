@@ -51,11 +51,6 @@ class Action:
     model: bytes | None = None  # the snapshot's serialized model
     partition: int | None = None
 
-    def to_record(self) -> dict[str, Any]:
-        record = {"type": "action", **{k: v for k, v in vars(self).items() if k != "model"}}
-        record["message"] = self.message
-        return record
-
     @property
     def message(self) -> str:
         what = {

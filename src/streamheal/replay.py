@@ -26,6 +26,7 @@ from streamheal.config import Config, ConfigError, load_config
 from streamheal.detectors.suite import Drift
 from streamheal.engine import Engine, Prediction
 from streamheal.events import Event, Rejection, Source, decode
+from streamheal.kafka.records import drift_record
 from streamheal.policy import Action
 
 BATCH = 500
@@ -290,7 +291,7 @@ class Run:
 
 def detection_record(drift: Drift) -> dict[str, Any]:
     """A declaration as report.json lists it: the alert record, indexed by feature event."""
-    record = drift.to_record()
+    record = drift_record(drift)
     out: dict[str, Any] = {"index": drift.confirmed_index}
     out.update((k, v) for k, v in record.items() if k not in ("type", "status", "confirmed_index"))
     return out

@@ -18,7 +18,7 @@ lineage, not part of the number.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 # Lineage entries kept per partition: the recent history, not an archive (the registry and
@@ -66,9 +66,6 @@ class Lineage:
     action: str  # initial | registry | restored | reset | promote | rollback | install
     cause: str
     index: int  # the partition's feature-event count at the change
-
-    def to_record(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class ServingModel:

@@ -87,12 +87,6 @@ class Drift:
     def key(self) -> str:
         return f"{self.kind}:{self.signal}:{self.feature or '-'}:{self.detector}"
 
-    def to_record(self) -> dict[str, Any]:
-        record = {"type": "drift", "key": self.key}
-        record.update({k: v for k, v in vars(self).items() if k != "extra"})
-        record.update(self.extra)
-        return record
-
 
 @dataclass
 class Observation:

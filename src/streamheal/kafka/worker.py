@@ -382,7 +382,7 @@ class Worker:
             elif kind is Notice:
                 produce(
                     topics.alerts,
-                    orjson.dumps(output.to_record(), option=orjson.OPT_NON_STR_KEYS),
+                    records.encode(records.notice_record(output)),
                     f"notice:{output.notice}".encode(),
                 )
                 log.warning("partition %s: %s", output.partition, output.message)
@@ -401,13 +401,13 @@ class Worker:
                 )
 
     def _publish_action(self, action: Action, batch: _Batch) -> None:
-        record = action.to_record()
+        record = records.action_record(action)
         if action.model is not None:  # a snapshot: to the registry, off the hot loop
             batch.snapshots.append(action)
             record["registry"] = "queued"
         self._committer.produce(
             self.config.topics.alerts,
-            orjson.dumps(record, option=orjson.OPT_NON_STR_KEYS),
+            records.encode(record),
             f"action:{action.action}".encode(),
         )
         batch.stats.actions += 1
@@ -512,9 +512,8 @@ class Worker:
         """Logged now; an alert record in the next transaction."""
         log.warning("partition %d: %s", partition, message)
         notice = Notice(kind, None, 0, message, {"worker": self.worker_id}, partition)
-        self._outbox.append(
-            (self.config.topics.alerts, f"notice:{kind}".encode(), orjson.dumps(notice.to_record()))
-        )
+        value = records.encode(records.notice_record(notice))
+        self._outbox.append((self.config.topics.alerts, f"notice:{kind}".encode(), value))
 
     def _flush_outbox(self) -> None:
         outbox, self._outbox = self._outbox, []
