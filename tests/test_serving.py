@@ -128,3 +128,25 @@ def test_mini_batch_runs_the_model_check_where_it_falls_due() -> None:
     assert _records(in_one) == _records(in_pieces)
     assert models.dumps(whole.model) == models.dumps(cut.model)
     assert any(isinstance(o, Drift) for o in in_one)  # the detectors were at work
+
+
+def test_a_checkpoint_pickled_before_the_detector_module_was_renamed_restores(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+
+    from streamheal.detectors import predictions
+
+    engine = Engine(Config())
+    run(engine, stagger()[:3000])
+    # Pickle as the previous release did: the class under its old module path.
+    monkeypatch.setitem(sys.modules, "streamheal.detectors.model", predictions)
+    monkeypatch.setattr(predictions.PredictionMonitor, "__module__", "streamheal.detectors.model")
+    old = engine.to_bytes()
+    monkeypatch.undo()
+    assert b"streamheal.detectors.model" in old and "streamheal.detectors.model" not in sys.modules
+    restored = Engine(Config())
+    restored.load_bytes(old)
+    assert type(restored.drift.predictions) is predictions.PredictionMonitor
+    later = stagger()[3000:4000]
+    assert _records(restored.process(later)) == _records(engine.process(later))

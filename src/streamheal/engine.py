@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import io
 import math
 import pickle
 from collections import Counter
@@ -420,9 +421,9 @@ class Engine:
     ) -> None:
         """Continue from :meth:`to_bytes` output (trusted bytes only: it is a pickle), with
         the pickled stable ``parts`` when it was made ``without_parts``."""
-        self.load_state_dict(pickle.loads(blob), detectors=detectors)
+        self.load_state_dict(_unpickle(blob), detectors=detectors)
         if detectors and self.drift is not None:
-            self.drift.resolve_parts({n: pickle.loads(b) for n, b in (parts or {}).items()})
+            self.drift.resolve_parts({n: _unpickle(b) for n, b in (parts or {}).items()})
 
     def _live_state(self) -> dict[str, Any]:
         policy = self.policy
@@ -579,6 +580,20 @@ class Engine:
     def _pass_rejection(self, rejection: Rejection, outputs: list[Output]) -> None:
         self.counters.dead_lettered[rejection.reason] += 1
         outputs.append(rejection)
+
+
+# Modules renamed since checkpoints were first written: a checkpoint pickled before the
+# move still restores (the learned state survives an upgrade).
+_MOVED_MODULES = {"streamheal.detectors.model": "streamheal.detectors.predictions"}
+
+
+class _CheckpointUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        return super().find_class(_MOVED_MODULES.get(module, module), name)
+
+
+def _unpickle(blob: bytes) -> Any:
+    return _CheckpointUnpickler(io.BytesIO(blob)).load()
 
 
 class _Step(Protocol):
