@@ -68,6 +68,8 @@ def model_versions(config: Config) -> dict[str, int]:
 
 HOSTILE = [
     orjson.dumps({"command": "promote", "version": 99}),
+    # The fresh model's number (issued by the registry at assignment): no stored model.
+    orjson.dumps({"command": "promote", "version": 3}),
     orjson.dumps({"command": "promote", "version": -1}),
     orjson.dumps({"command": "promote", "version": True}),
     orjson.dumps({"command": "rollback", "version": 0}),
@@ -111,7 +113,13 @@ def test_hostile_control_commands_are_refused_as_alerts_and_the_worker_keeps_sco
     refused = [r for r in json_records(refusals) if r.get("type") == "control_refused"]
     assert len(refused) == len(HOSTILE)
     reasons = " | ".join(r["reason"] for r in refused)
-    for expected in ("no version 99", "integer >= 1", "expected a JSON object", "not JSON"):
+    for expected in (
+        "no version 99",
+        "no stored model",
+        "integer >= 1",
+        "expected a JSON object",
+        "not JSON",
+    ):
         assert expected in reasons
     assert "unknown command" in reasons and "tombstone" in reasons and "limit is 8192" in reasons
     assert all(len(orjson.dumps(r)) < 4096 for r in refused)  # bounded, whatever came in
