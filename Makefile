@@ -6,7 +6,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 # `make test` runs its own broker on other ports, so a dev broker (`make kafka-up`) is untouched.
-TEST_KAFKA := STREAMHEAL_LOCAL_KAFKA__PORT=19192 STREAMHEAL_LOCAL_KAFKA__CONTROLLER_PORT=19193
+# Two test runs at once on one machine need two ports (`make test TEST_KAFKA_PORT=19692`):
+# each stops and purges its own broker at the end.
+TEST_KAFKA_PORT ?= 19192
+TEST_KAFKA := STREAMHEAL_LOCAL_KAFKA__PORT=$(TEST_KAFKA_PORT) STREAMHEAL_LOCAL_KAFKA__CONTROLLER_PORT=$(shell expr $(TEST_KAFKA_PORT) + 1)
 
 .PHONY: install demo test lint bench chromium prometheus kafka-up kafka-down kafka-status clean
 
@@ -40,7 +43,7 @@ demo: install kafka-up
 test: install lint chromium prometheus
 	$(TEST_KAFKA) $(BIN)/streamheal kafka up
 	status=0; \
-	STREAMHEAL_TEST_BOOTSTRAP=127.0.0.1:19192 $(BIN)/python -m pytest $(PYTEST_ARGS) || status=$$?; \
+	STREAMHEAL_TEST_BOOTSTRAP=127.0.0.1:$(TEST_KAFKA_PORT) $(BIN)/python -m pytest $(PYTEST_ARGS) || status=$$?; \
 	$(TEST_KAFKA) $(BIN)/streamheal kafka down --purge; \
 	exit $$status
 
