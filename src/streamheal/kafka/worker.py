@@ -551,8 +551,16 @@ class Worker:
         return position
 
     def _committed_offsets(self, partitions: list[int]) -> dict[int, int]:
+        if not partitions:  # a rebalance round that brought nothing new: nothing to ask
+            return {}
         topic = self.config.topics.events
-        found = committed_offsets(self._consumer, [TopicPartition(topic, p) for p in partitions])
+        # Offsets that the previous owner's still-open transaction covers read as unstable
+        # until it commits or Kafka aborts it: wait as long as that may take.
+        found = committed_offsets(
+            self._consumer,
+            [TopicPartition(topic, p) for p in partitions],
+            timeout=self.config.worker.transaction_timeout_seconds + 30,
+        )
         return {tp.partition: tp.offset for tp in found if tp.offset >= 0}
 
     # ------------------------------------------------------------------ control
