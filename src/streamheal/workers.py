@@ -47,7 +47,10 @@ def run_workers(count: int, config: Config, config_args: Sequence[str]) -> int:
         children.append(subprocess.Popen(command, env=env))
         log.info("worker %s started (pid %d)", env["STREAMHEAL_WORKER__ID"], children[-1].pid)
 
+    forwarded: set[int] = set()
+
     def forward(signum: int, _frame: object) -> None:
+        forwarded.add(signum)
         for child in children:
             if child.poll() is None:
                 child.send_signal(signum)
@@ -62,6 +65,10 @@ def run_workers(count: int, config: Config, config_args: Sequence[str]) -> int:
             if code is None:
                 continue
             running.remove(child)
+            if -code in forwarded:
+                # Stopped by the signal passed on to it, before its own handler was in place
+                # (still starting): it stopped as asked, nothing was in flight.
+                code = 0
             if code != 0 and not first_failure:
                 first_failure = code
                 log.error("worker pid %d exited with %d", child.pid, code)

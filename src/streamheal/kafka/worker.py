@@ -29,7 +29,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from confluent_kafka import OFFSET_INVALID, Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_INVALID,
+    Consumer,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
 from streamheal import models
 from streamheal.alerts.notifier import EmbeddedNotifier
@@ -534,8 +541,11 @@ class Worker:
             self.engines[partition] = engine
             self._place(partition, start, committed.get(partition))
             position = self._next.get(partition)
-            if position is not None:
-                self._consumer.seek(TopicPartition(self.config.topics.events, partition, position))
+            # Nothing committed and no checkpoint (the partition's first transaction was
+            # aborted): back to where an unread partition starts (auto.offset.reset =
+            # earliest). Left alone, the fetch position would skip the aborted records.
+            offset = OFFSET_BEGINNING if position is None else position
+            self._consumer.seek(TopicPartition(self.config.topics.events, partition, offset))
 
     def _place(self, partition: int, start: int | None, committed: int | None) -> int | None:
         """Where ``partition`` resumes, given its checkpoint's and the group's offsets."""
