@@ -198,14 +198,14 @@ class Registry:
         """
         with self._locked():
             raw = self._lineage_bytes()
-            version = self._next_version(self._lineage(raw))
-            entry = lineage_entry(
-                self.name, version, parent=parent, cause=cause, partition=partition, action=action
+            return self._append_lineage(
+                raw,
+                self._lineage(raw),
+                parent=parent,
+                cause=cause,
+                partition=partition,
+                action=action,
             )
-            # The lineage first: should the counter write fail, the entry still holds the number.
-            _write_atomic(self._lineage_path(), raw + orjson.dumps(entry) + b"\n")
-            self._write_counter(version)
-        return version
 
     def fresh_version(self, cause: str) -> int:
         """The number of the fresh model ``cause`` describes (e.g. built from config with a
@@ -218,12 +218,29 @@ class Registry:
             for entry in entries:
                 if entry["action"] == "initial" and entry["cause"] == cause:
                     return entry["version"]
-            version = self._next_version(entries)
-            entry = lineage_entry(
-                self.name, version, parent=None, cause=cause, partition=None, action="initial"
+            return self._append_lineage(
+                raw, entries, parent=None, cause=cause, partition=None, action="initial"
             )
-            _write_atomic(self._lineage_path(), raw + orjson.dumps(entry) + b"\n")
-            self._write_counter(version)
+
+    def _append_lineage(
+        self,
+        raw: bytes,
+        entries: list[dict[str, Any]],
+        *,
+        parent: int | None,
+        cause: str,
+        partition: int | None,
+        action: str,
+    ) -> int:
+        """Under the lock: the next number, its lineage entry appended to ``raw`` (the
+        lineage file as read, ``entries`` its lines)."""
+        version = self._next_version(entries)
+        entry = lineage_entry(
+            self.name, version, parent=parent, cause=cause, partition=partition, action=action
+        )
+        # The lineage first: should the counter write fail, the entry still holds the number.
+        _write_atomic(self._lineage_path(), raw + orjson.dumps(entry) + b"\n")
+        self._write_counter(version)
         return version
 
     def set_alias(self, alias: str, version: int) -> AliasState:
