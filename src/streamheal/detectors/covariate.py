@@ -8,6 +8,7 @@ chi-square test on its missing rate. The current window is a numpy ring buffer.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -30,8 +31,9 @@ class CovariateMonitor(Stateful):
         self.cursor = 0  # next row of the ring to write
         self.seen = 0  # rows observed since the reference was set
         self.cusum = VectorCusum(n_num, cusum_k, cusum_threshold, prior_weight=window_size)
-        self._dense: tuple[list[int], np.ndarray | None] | None = None  # see _ks_complete_columns
-        self._bins: tuple[np.ndarray, np.ndarray] | None = None  # see _psi_all_columns
+        # Caches derived from the reference: see _ks_complete_columns and _psi_all_columns.
+        self._dense: tuple[list[int], stats.KsColumns | None] | None = None
+        self._bins: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def warm(self) -> bool:
@@ -119,42 +121,55 @@ class CovariateMonitor(Stateful):
         """KS, PSI and missing-rate tests on the current window (every windowed check).
 
         Only readings that are not clear, or whose signal is in ``watched`` (an alarm to
-        feed), are returned; ``watched=None`` returns every reading.
+        feed), are returned; ``watched=None`` returns every reading. The tests run on every
+        column at once and their levels are decided as arrays, so a quiet check (the common
+        case) builds no evidence at all.
         """
         if not self.warm:
             return []
         ref = self.reference
         evidence: list[Evidence] = []
 
-        def keep(level: Level, feature: str, detector: str, signal: str = "feature") -> bool:
+        def keep(levels: np.ndarray, detector: str, names: list[str], signal: str) -> list[int]:
             if watched is None:  # keep everything (replay logs every p-value)
-                return True
-            return level != Level.CLEAR or ("covariate", signal, feature, detector) in watched
+                return list(range(len(names)))
+            return [
+                j
+                for j in range(len(names))
+                if levels[j] or ("covariate", signal, names[j], detector) in watched
+            ]
 
         names = ref.numeric_names + ref.categorical_names
         missing = np.concatenate(
             [np.isnan(self.numeric_window).sum(axis=0), (self.category_window < 0).sum(axis=0)]
         )
-        evidence += self._missing_rates(names, missing, alpha, clear_p)
-        ks = self._ks_complete_columns()
-        psi = self._psi_all_columns()
-        for j, name in enumerate(ref.numeric_names):
-            column = self.numeric_window[:, j]
-            finite = column[np.isfinite(column)]
-            sorted_ref = ref.sorted[j]
-            if len(finite) < 2 or len(sorted_ref) < 2:
-                continue
-            d, p = ks[j] if j in ks else stats.ks_2samp(sorted_ref, finite)
-            describe = _describe(sorted_ref, finite)
-            value = float(psi[j])
-            evidence += [
-                Evidence.from_p_value(
-                    "covariate", "feature", name, "ks", d, p, alpha, clear_p, describe=describe
-                ),
-                Evidence.from_threshold(
-                    "covariate", "feature", name, "psi", value, psi_threshold, describe=describe
-                ),
-            ]
+        evidence += self._missing_rates(names, missing, alpha, clear_p, keep)
+        numeric = ref.numeric_names
+        if numeric:
+            d, p, tested = self._ks_all_columns()
+            psi = self._psi_all_columns()
+            ks_levels = np.where(tested, _p_levels(p, alpha, clear_p), Level.CLEAR)
+            psi_levels = np.where(tested, _threshold_levels(psi, psi_threshold), Level.CLEAR)
+            ks_kept = set(keep(ks_levels, "ks", numeric, "feature"))
+            psi_kept = set(keep(psi_levels, "psi", numeric, "feature"))
+            for j in sorted(ks_kept | psi_kept):
+                if not tested[j]:
+                    continue
+                describe = _describe(ref.sorted[j], self._current(j))
+                if j in ks_kept:
+                    evidence.append(
+                        Evidence(
+                            "covariate", "feature", numeric[j], "ks", Level(int(ks_levels[j])),
+                            float(d[j]), float(p[j]), alpha, describe=describe,
+                        )
+                    )  # fmt: skip
+                if j in psi_kept:
+                    evidence.append(
+                        Evidence(
+                            "covariate", "feature", numeric[j], "psi", Level(int(psi_levels[j])),
+                            float(psi[j]), None, psi_threshold, describe=describe,
+                        )
+                    )  # fmt: skip
         for j, name in enumerate(ref.categorical_names):
             codes = self.category_window[:, j]
             present = codes[codes >= 0]
@@ -165,27 +180,50 @@ class CovariateMonitor(Stateful):
                 "reference": _shares(labels, reference_counts),
                 "current": _shares(labels, current_counts),
             }
-            statistic, p = stats.chi2_homogeneity(reference_counts, current_counts)
+            statistic, p_value = stats.chi2_homogeneity(reference_counts, current_counts)
             value = stats.psi(reference_counts, current_counts)
-            evidence += [
+            for item in (
                 Evidence.from_p_value(
-                    "covariate", "feature", name, "chi2", statistic, p, alpha, clear_p, **summaries
+                    "covariate", "feature", name, "chi2", statistic, p_value, alpha, clear_p,
+                    **summaries,
                 ),
                 Evidence.from_threshold(
                     "covariate", "feature", name, "psi", value, psi_threshold, **summaries
                 ),
-            ]
-        return [e for e in evidence if keep(e.level, e.feature, e.detector, e.signal)]
+            ):  # fmt: skip
+                if watched is None or item.level or item.key in watched:
+                    evidence.append(item)
+        return evidence
+
+    def _ks_all_columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """KS statistic and p-value of every numeric feature, and whether it was tested
+        (at least 2 finite values in the window and in the reference)."""
+        ref = self.reference
+        n = len(ref.numeric_names)
+        d, p, tested = np.zeros(n), np.ones(n), np.zeros(n, dtype=bool)
+        complete = self._ks_complete_columns()
+        for j in range(n):
+            if j in complete:
+                d[j], p[j] = complete[j]
+                tested[j] = True
+                continue
+            finite = self._current(j)
+            if len(finite) < 2 or len(ref.sorted[j]) < 2:
+                continue
+            d[j], p[j] = stats.ks_2samp(ref.sorted[j], finite)
+            tested[j] = True
+        return d, p, tested
 
     def _ks_complete_columns(self) -> dict[int, tuple[float, float]]:
         """KS (statistic, p-value) of every numeric feature with no missing value in the
-        reference or the window, all in one vectorized pass (see ``stats.ks_statistics``)."""
+        reference or the window (see ``stats.KsColumns``)."""
         ref = self.reference
-        if self._dense is None:  # the reference's NaN-free columns side by side, once
+        if self._dense is None:  # the reference's NaN-free columns made ready, once
             full = [j for j, s in enumerate(ref.sorted) if len(s) == ref.rows and ref.rows >= 2]
-            matrix = np.column_stack([ref.sorted[j] for j in full]) if full else None
-            self._dense = (full, matrix)
-        full, matrix = self._dense
+            columns = [ref.sorted[j] for j in full]
+            ready = stats.KsColumns(np.column_stack(columns)) if full else None
+            self._dense = (full, ready)
+        full, ready = self._dense
         if not full:
             return {}
         window = self.numeric_window[:, full]
@@ -193,7 +231,7 @@ class CovariateMonitor(Stateful):
         columns = [j for j, ok in zip(full, present, strict=True) if ok]
         if not columns:
             return {}
-        statistics = stats.ks_statistics(matrix[:, present], window[:, present])
+        statistics = ready.statistics(window[:, present], which=present)
         n1, n2 = ref.rows, len(window)
         return {
             j: (float(d), stats.ks_pvalue(float(d), n1, n2))
@@ -217,28 +255,32 @@ class CovariateMonitor(Stateful):
         return stats.psi_many(edges, counts, self.numeric_window)
 
     def _missing_rates(
-        self, names: list[str], missing: np.ndarray, alpha: float, clear_p: float
+        self,
+        names: list[str],
+        missing: np.ndarray,
+        alpha: float,
+        clear_p: float,
+        keep: Callable[[np.ndarray, str, list[str], str], list[int]],
     ) -> list[Evidence]:
         """Chi-square on each feature's missing rate, reference vs window, all at once."""
         ref_rows = self.reference.rows
         ref_missing = np.array([self.reference.missing.get(n, 0) for n in names])
         statistics, p_values = stats.chi2_2x2_many(ref_missing, ref_rows, missing, self.window_size)
+        levels = _p_levels(p_values, alpha, clear_p)
         return [
-            Evidence.from_p_value(
+            Evidence(
                 "covariate",
                 "missing_rate",
-                name,
+                names[j],
                 "chi2",
-                statistic,
-                p,
+                Level(int(levels[j])),
+                float(statistics[j]),
+                float(p_values[j]),
                 alpha,
-                clear_p,
-                reference={"missing_rate": int(before) / max(ref_rows, 1)},
-                current={"missing_rate": int(now) / self.window_size},
+                reference={"missing_rate": int(ref_missing[j]) / max(ref_rows, 1)},
+                current={"missing_rate": int(missing[j]) / self.window_size},
             )
-            for name, statistic, p, before, now in zip(
-                names, statistics.tolist(), p_values.tolist(), ref_missing, missing, strict=True
-            )
+            for j in keep(levels, "chi2", names, "missing_rate")
         ]
 
     @property
@@ -246,6 +288,22 @@ class CovariateMonitor(Stateful):
         """How many p-value tests one windowed check runs (for the multiple-testing budget)."""
         ref = self.reference
         return 2 * len(ref.numeric_names) + 2 * len(ref.categorical_names)
+
+
+def _p_levels(p_values: np.ndarray, alpha: float, clear_p: float) -> np.ndarray:
+    """:meth:`Evidence.from_p_value`'s levels for many p-values at once."""
+    return np.where(
+        p_values < alpha, Level.RAISE, np.where(p_values > clear_p, Level.CLEAR, Level.HOLD)
+    )
+
+
+def _threshold_levels(values: np.ndarray, threshold: float) -> np.ndarray:
+    """:meth:`Evidence.from_threshold`'s levels for many values at once."""
+    return np.where(
+        values > threshold,
+        Level.RAISE,
+        np.where(values < threshold / 2, Level.CLEAR, Level.HOLD),
+    )
 
 
 def _shares(labels: list[str], counts: np.ndarray) -> dict[str, float]:
