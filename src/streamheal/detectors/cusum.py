@@ -119,23 +119,31 @@ class VectorCusum(Stateful):
         index (labels: the feature event each was learned after).
         """
         n = len(scores)
-        finite = ~np.isnan(scores)
-        if finite.all():  # the common case: no missing value, no masking needed
-            counts = self.count + np.arange(1, n + 1)[:, None]
-            sums = self.total + np.cumsum(scores, axis=0)
-            steps = scores - sums / counts
-            shrink = self.k * np.arange(1, n + 1)[:, None]
+        m = scores.shape[1]
+        ramp = np.arange(1.0, n + 1.0)[:, None]
+        missing = np.isnan(scores)
+        if not missing.any():  # the common case: no missing value, no masking needed
+            sums = np.cumsum(scores, axis=0)
+            sums += self.total
+            steps = scores - sums / (self.count + ramp)
+            shrink = self.k * ramp
+            self.total, self.count = sums[-1].copy(), self.count + n
         else:
+            finite = ~missing
             values = np.where(finite, scores, 0.0)
             counts = self.count + np.cumsum(finite, axis=0)
             sums = self.total + np.cumsum(values, axis=0)
             steps = np.where(finite, values - sums / counts, 0.0)
             shrink = self.k * np.cumsum(finite, axis=0)
-        self.total, self.count = sums[-1].copy(), counts[-1].astype(float)
+            self.total, self.count = sums[-1].copy(), counts[-1].astype(float)
         moved = np.cumsum(steps, axis=0)
+        # Cumulative increments of the upper and the lower statistic, side by side.
+        cumulative = np.empty((n, 2 * m))
+        np.subtract(moved, shrink, out=cumulative[:, :m])
+        np.negative(moved, out=cumulative[:, m:])
+        cumulative[:, m:] -= shrink
         self._batch = {
-            # Cumulative increments of the upper and the lower statistic, side by side.
-            "cumulative": np.hstack([moved - shrink, -moved - shrink]),
+            "cumulative": cumulative,
             "indices": (
                 np.arange(first_index, first_index + n)
                 if indices is None
@@ -175,9 +183,12 @@ class VectorCusum(Stateful):
         # S_t = W_t - min(0, min W) with W the state plus the increments since `row`.
         batch = self._batch
         cumulative = batch["cumulative"]
-        base = cumulative[row - 1] if row else 0.0
-        walk = np.concatenate([self.upper, self.lower]) + (cumulative[row:] - base)
-        batch["path"] = walk - np.minimum(np.minimum.accumulate(walk, axis=0), 0.0)
+        since = cumulative[row:] - cumulative[row - 1] if row else cumulative
+        walk = since + np.concatenate([self.upper, self.lower])
+        floor = np.minimum.accumulate(walk, axis=0)
+        np.minimum(floor, 0.0, out=floor)
+        walk -= floor
+        batch["path"] = walk
         batch["path_from"] = row
 
     def level(self) -> np.ndarray:
