@@ -21,6 +21,13 @@ from uuid import uuid4
 import orjson
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    ResourceType,
+)
 
 from streamheal.config import Config
 from streamheal.detectors.suite import Drift
@@ -38,7 +45,7 @@ from streamheal.replay import topic_records
 from streamheal.scenarios import SCENARIOS
 from streamheal.signing import STATE_KEY_ENV, Signer
 from streamheal.state.checkpoint import Part, assemble, assemble_parts, encode, stream_name
-from tests.conftest import read_all, running_worker, wait_for
+from tests.conftest import produce, read_all, running_worker, wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -551,3 +558,39 @@ def test_unchanged_references_are_written_once_and_restored_from_an_earlier_chec
         for e in (engine, restored)
     ]
     assert outputs[0] == outputs[1]
+
+
+def _set_max_message_bytes(config: Config, topic: str, limit: int) -> None:
+    admin = AdminClient({"bootstrap.servers": config.kafka.bootstrap_servers})
+    entry = ConfigEntry(
+        "max.message.bytes", str(limit), incremental_operation=AlterConfigOpType.SET
+    )
+    resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[entry])
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result(30)
+
+
+def test_a_first_transaction_the_broker_refuses_is_redone_from_the_partitions_start(
+    config: Config,
+) -> None:
+    """Nothing committed and no checkpoint yet when the broker refuses the first batch's
+    predictions (larger than the topic's max.message.bytes): the transaction aborts, each
+    partition is rewound to its first offset, and the batch is retried with a backoff. Once
+    the broker accepts again, every event has exactly one committed prediction: none
+    skipped (the fetch position, left alone, would have stood past the aborted batch), none
+    twice. The worker used to exit 74 here: after the failed delivery, produce() reports
+    only "Erroneous state", which was taken for a fatal error."""
+    # Every batch of predictions refused; 128 bytes still takes the small control records
+    # (transaction markers) that complete an abort.
+    _set_max_message_bytes(config, config.topics.predictions, 128)
+    events = SCENARIOS["sea"](events=400, seed=3).events
+    produce(config, events)
+    with running_worker(config) as worker:
+        wait_for(lambda: worker.stats.aborted >= 2, 120, "the refused transactions aborting")
+        assert worker.stats.consumed == 0  # nothing committed while the broker refuses
+        _set_max_message_bytes(config, config.topics.predictions, 1_048_588)  # the default
+        wait_for(lambda: worker.stats.consumed >= len(events), 120, "every event committed")
+    predictions = read_all(config.kafka.bootstrap_servers, config.topics.predictions)
+    ids = Counter(orjson.loads(m.value())["id"] for m in predictions)
+    assert set(ids) == {e["id"] for e in events}
+    assert max(ids.values()) == 1

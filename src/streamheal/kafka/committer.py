@@ -147,7 +147,12 @@ class Committer:
 
     def _fail(self, err: KafkaException, during: str) -> None:
         error: KafkaError = err.args[0]
-        if self.exactly_once and error.txn_requires_abort():
+        # A delivery of this transaction failed (e.g. a record over the topic's
+        # max.message.bytes): the transaction is now in an abortable state, and the next
+        # produce() says only "Erroneous state" (_STATE, not flagged txn_requires_abort).
+        failed_earlier = during == "produce" and error.code() == KafkaError._STATE
+        abortable = error.txn_requires_abort() or failed_earlier
+        if self.exactly_once and not error.fatal() and abortable:
             log.warning("%s: %s: aborting the transaction", during, error)
             try:
                 self._producer.abort_transaction(self.timeout)

@@ -70,6 +70,10 @@ from streamheal.state.checkpoint import CheckpointError
 
 log = logging.getLogger("streamheal.worker")
 
+# After an aborted transaction the batch is retried after 0.1 s, doubling per abort in a
+# row up to 5 s.
+ABORT_BACKOFF_SECONDS = 0.1
+ABORT_BACKOFF_MAX = 5.0
 # Exit codes of `streamheal run` that say why the worker stopped (README "Command line").
 EXIT_KAFKA_FAILURE = 74  # EX_IOERR: outputs not acknowledged, a fatal producer/consumer error
 EXIT_FENCED = 75  # EX_TEMPFAIL: a newer process with the same worker.id took over
@@ -122,6 +126,7 @@ class Worker:
         self._parts: dict[int, dict[str, tuple[Any, checkpoint.Part]]] = {}
         self._outbox: list[tuple[str, bytes, bytes]] = []  # records for the next transaction
         self._fatal: WorkerError | None = None
+        self._abort_streak = 0  # transactions aborted in a row (for the retry backoff)
         self._restoring = False
         self._started = False
         self.heartbeat = time.monotonic()
@@ -303,13 +308,25 @@ class Worker:
             produce()
             self._committer.commit(self._consumer, self._offsets(partitions))
         except TransactionAborted as err:
-            log.warning("transaction aborted (%s): rewinding partitions %s", err, partitions)
+            self._abort_streak += 1
+            # Bounded backoff: an abort that repeats (a broker refusing every batch) must
+            # not spin the loop; a stop still ends the wait at once.
+            delay = min(ABORT_BACKOFF_SECONDS * 2 ** (self._abort_streak - 1), ABORT_BACKOFF_MAX)
+            log.warning(
+                "transaction aborted (%s): rewinding partitions %s, retrying in %.1fs",
+                err,
+                partitions,
+                delay,
+            )
             self.stats.aborted += 1
             self._parts.clear()  # what the aborted transaction wrote is not there to refer to
             self._rewind(partitions)
+            self._stop.wait(delay)
             return
         except CommitFailed as err:
             raise WorkerError(str(err), EXIT_FENCED if err.fenced else EXIT_KAFKA_FAILURE) from err
+        if batch.stats.batches:  # a consumed batch went through: the retries are over
+            self._abort_streak = 0
         self._committed(batch)
 
     def _decode(self, messages: list[Message]) -> dict[int, list[Event | Rejection]]:
