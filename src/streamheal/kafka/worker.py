@@ -174,6 +174,9 @@ class Worker:
                     # Compressed in librdkafka's own thread: checkpoints shrink several
                     # times over at no cost to the Python loop.
                     "compression.type": "lz4",
+                    # Only a failed delivery calls back into Python (the callback records
+                    # failures, nothing else): no GIL round trip per output record.
+                    "delivery.report.only.error": True,
                     **kafka.common,
                     **kafka.producer,
                 }
