@@ -88,6 +88,24 @@ def test_ks_matches_scipy_ks_2samp_to_1e_6(n1: int, n2: int, shift: float, round
     assert abs(p - expected.pvalue) < 1e-6
 
 
+@given(st.integers(0, 2**32 - 1), st.integers(2, 60), st.integers(2, 60))
+def test_ks_columns_give_scipys_statistic_for_every_selected_column(
+    seed: int, n1: int, n2: int
+) -> None:
+    # Few distinct values: ties within and across the samples are the rule, not the exception.
+    rng = np.random.default_rng(seed)
+    reference = np.sort(rng.integers(0, 6, (n1, 4)).astype(float), axis=0)
+    window = rng.integers(0, 7, (n2, 4)).astype(float) + rng.choice([0.0, 0.5], (n2, 4))
+    which = rng.random(4) < 0.6
+    if not which.any():
+        which[0] = True
+    got = stats.KsColumns(reference).statistics(window[:, which], which=which)
+    expected = [
+        scipy.stats.ks_2samp(reference[:, j], window[:, j]).statistic for j in np.flatnonzero(which)
+    ]
+    assert np.allclose(got, expected, rtol=0, atol=1e-12)
+
+
 def test_psi_matches_the_textbook_formula_with_epsilon_for_empty_bins() -> None:
     reference = np.array([30, 50, 20, 0])
     current = np.array([10, 40, 30, 20])
