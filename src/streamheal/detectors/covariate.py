@@ -31,7 +31,7 @@ class CovariateMonitor(Stateful):
         self.cursor = 0  # next row of the ring to write
         self.seen = 0  # rows observed since the reference was set
         self.cusum = VectorCusum(n_num, cusum_k, cusum_threshold, prior_weight=window_size)
-        # Caches derived from the reference: see _ks_complete_columns and _psi_all_columns.
+        # Caches derived from the reference: see _ks_all_columns and _psi_all_columns.
         self._dense: tuple[list[int], stats.KsColumns | None] | None = None
         self._bins: tuple[np.ndarray, np.ndarray] | None = None
 
@@ -130,14 +130,13 @@ class CovariateMonitor(Stateful):
         ref = self.reference
         evidence: list[Evidence] = []
 
+        def wanted(level: int, signal: str, feature: str, detector: str) -> bool:
+            if watched is None:  # everything (replay logs every p-value)
+                return True
+            return bool(level) or ("covariate", signal, feature, detector) in watched
+
         def keep(levels: np.ndarray, detector: str, names: list[str], signal: str) -> list[int]:
-            if watched is None:  # keep everything (replay logs every p-value)
-                return list(range(len(names)))
-            return [
-                j
-                for j in range(len(names))
-                if levels[j] or ("covariate", signal, names[j], detector) in watched
-            ]
+            return [j for j in range(len(names)) if wanted(levels[j], signal, names[j], detector)]
 
         names = ref.numeric_names + ref.categorical_names
         missing = np.concatenate(
@@ -191,52 +190,39 @@ class CovariateMonitor(Stateful):
                     "covariate", "feature", name, "psi", value, psi_threshold, **summaries
                 ),
             ):  # fmt: skip
-                if watched is None or item.level or item.key in watched:
+                if wanted(item.level, item.signal, name, item.detector):
                     evidence.append(item)
         return evidence
 
     def _ks_all_columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """KS statistic and p-value of every numeric feature, and whether it was tested
-        (at least 2 finite values in the window and in the reference)."""
+        (at least 2 finite values in the window and in the reference). Columns with no
+        missing value in the reference or the window go through ``stats.KsColumns``
+        together; the others one by one on their finite values."""
         ref = self.reference
         n = len(ref.numeric_names)
         d, p, tested = np.zeros(n), np.ones(n), np.zeros(n, dtype=bool)
-        complete = self._ks_complete_columns()
-        for j in range(n):
-            if j in complete:
-                d[j], p[j] = complete[j]
-                tested[j] = True
-                continue
-            finite = self._current(j)
-            if len(finite) < 2 or len(ref.sorted[j]) < 2:
-                continue
-            d[j], p[j] = stats.ks_2samp(ref.sorted[j], finite)
-            tested[j] = True
-        return d, p, tested
-
-    def _ks_complete_columns(self) -> dict[int, tuple[float, float]]:
-        """KS (statistic, p-value) of every numeric feature with no missing value in the
-        reference or the window (see ``stats.KsColumns``)."""
-        ref = self.reference
         if self._dense is None:  # the reference's NaN-free columns made ready, once
             full = [j for j, s in enumerate(ref.sorted) if len(s) == ref.rows and ref.rows >= 2]
             columns = [ref.sorted[j] for j in full]
             ready = stats.KsColumns(np.column_stack(columns)) if full else None
             self._dense = (full, ready)
         full, ready = self._dense
-        if not full:
-            return {}
-        window = self.numeric_window[:, full]
-        present = ~np.isnan(window).any(axis=0)
-        columns = [j for j, ok in zip(full, present, strict=True) if ok]
-        if not columns:
-            return {}
-        statistics = ready.statistics(window[:, present], which=present)
-        n1, n2 = ref.rows, len(window)
-        return {
-            j: (float(d), stats.ks_pvalue(float(d), n1, n2))
-            for j, d in zip(columns, statistics.tolist(), strict=True)
-        }
+        if ready is not None:
+            window = self.numeric_window[:, full]
+            present = ~np.isnan(window).any(axis=0)
+            if present.any():
+                complete = np.asarray(full)[present]
+                d[complete] = ready.statistics(window[:, present], which=present)
+                n1, n2 = ref.rows, len(window)
+                p[complete] = [stats.ks_pvalue(x, n1, n2) for x in d[complete].tolist()]
+                tested[complete] = True
+        for j in np.flatnonzero(~tested).tolist():
+            finite = self._current(j)
+            if len(finite) >= 2 and len(ref.sorted[j]) >= 2:
+                d[j], p[j] = stats.ks_2samp(ref.sorted[j], finite)
+                tested[j] = True
+        return d, p, tested
 
     def _psi_all_columns(self) -> np.ndarray:
         """PSI of every numeric feature's window against its reference bins, at once."""

@@ -84,21 +84,6 @@ class KsColumns:
         return np.maximum(at_gap, before_gap)
 
 
-def ks_statistics(sorted_reference: np.ndarray, current: np.ndarray) -> np.ndarray:
-    """Two-sided KS statistics of many columns at once: ``sorted_reference`` is ``n1 x k``
-    (each column sorted, no NaN), ``current`` is ``n2 x k`` (no NaN). Equal to
-    :func:`ks_2samp`'s statistic column by column; :class:`KsColumns` keeps the
-    reference's part for the next window.
-
-    >>> rng = np.random.default_rng(1)
-    >>> ref, cur = np.sort(rng.normal(size=(300, 3)), axis=0), rng.normal(0.2, 1, (200, 3))
-    >>> many = ks_statistics(ref, cur)
-    >>> bool(np.allclose(many, [ks_2samp(ref[:, j], cur[:, j])[0] for j in range(3)]))
-    True
-    """
-    return KsColumns(sorted_reference).statistics(current)
-
-
 def ks_pvalue(d: float, n1: int, n2: int) -> float:
     """The p-value scipy's ks_2samp gives for statistic ``d`` (cached on the KS lattice)."""
     lattice = round(d * n1 * n2)  # d = |i*n2 - j*n1| / (n1*n2) for integers i, j
