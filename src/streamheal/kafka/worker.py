@@ -70,6 +70,9 @@ from streamheal.state.checkpoint import CheckpointError
 
 log = logging.getLogger("streamheal.worker")
 
+# Heartbeats: 0.5 s (librdkafka's default is 3 s), well under any allowed session timeout
+# (>= 6 s); kafka.consumer."heartbeat.interval.ms" overrides it.
+HEARTBEAT_INTERVAL_MS = 500
 # After an aborted transaction the batch is retried after 0.1 s, doubling per abort in a
 # row up to 5 s.
 ABORT_BACKOFF_SECONDS = 0.1
@@ -736,11 +739,6 @@ class Worker:
         except KafkaException:
             return -1
         return lag
-
-
-# Heartbeats: 0.5 s (librdkafka's default is 3 s), well under any allowed session timeout
-# (>= 6 s); kafka.consumer."heartbeat.interval.ms" overrides it.
-HEARTBEAT_INTERVAL_MS = 500
 
 
 class _Progress:
