@@ -20,6 +20,7 @@ CORE = (
     "streamheal.models",
     "streamheal.joins",
     "streamheal.guards",
+    "streamheal.block",
     "streamheal.serving",
     "streamheal.policy",
     "streamheal.engine",

@@ -34,6 +34,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from streamheal import models
+from streamheal.block import FeatureBlock
 from streamheal.config import Config
 from streamheal.detectors.suite import DriftSuite, Observation
 from streamheal.events import Event, Label, Reason, Rejection, Source
@@ -188,7 +189,9 @@ class Engine:
             outputs.extend(self._notices)
             self._notices = []
         self.counters.unlabeled_expired = self.join.expired
-        return self._watch(outputs)
+        outputs = self._watch(outputs)
+        self._seen.block = None  # the batch's matrix is not kept past its batch
+        return outputs
 
     def _dispatch(self, records: list[Event | Rejection], step: _Step) -> list[Output]:
         """The one record loop of both modes; ``step`` says how to score and learn, and
@@ -220,18 +223,31 @@ class Engine:
     # ------------------------------------------------------------------ guards
     def _guarded(self, records: list[Event | Rejection]) -> list[Event | Rejection]:
         """The records with every feature event's features through the input guard (a new
-        Event where something changed: replay shares decoded records between Engines)."""
-        admit = self.guard.admit
+        Event where something changed: replay shares decoded records between Engines).
+
+        The batch's features become one matrix when they can (:mod:`streamheal.block`):
+        then the guard checks them all at once, and the matrix goes on to the model
+        (mini-batch) and the detectors."""
+        rows = [r.features for r in records if type(r) is not Rejection and r.features is not None]
+        block = FeatureBlock.of(rows)
         out: list[Event | Rejection] | None = None
-        for i, record in enumerate(records):
-            if type(record) is Rejection or record.features is None:
-                continue
-            if record.missing:
-                self.guard.note_missing(record.missing)
-            admitted = admit(record.features)
-            if admitted is not record.features:
-                out = list(records) if out is None else out
-                out[i] = dataclasses.replace(record, features=admitted)
+        if block is not None and self.guard.passes_unchanged(block):
+            for record in records:  # nothing to admit one by one
+                if type(record) is not Rejection and record.features is not None and record.missing:
+                    self.guard.note_missing(record.missing)
+        else:
+            block = None
+            admit = self.guard.admit
+            for i, record in enumerate(records):
+                if type(record) is Rejection or record.features is None:
+                    continue
+                if record.missing:
+                    self.guard.note_missing(record.missing)
+                admitted = admit(record.features)
+                if admitted is not record.features:
+                    out = list(records) if out is None else out
+                    out[i] = dataclasses.replace(record, features=admitted)
+        self._seen.block = block
         guard = self.guard
         for name in guard.take_first_clips():
             self._notice(
@@ -330,7 +346,7 @@ class Engine:
     def _watch(self, outputs: list[Output]) -> list[Output]:
         """Let the drift detectors see this batch; their declarations follow its outputs,
         and the policy's actions follow the declarations."""
-        seen, self._seen = self._seen, Observation()
+        seen, self._seen = self._seen, Observation(block=self._seen.block)
         if self.drift is None or not (seen.rows or seen.outcomes):
             return outputs
         seen.partition = self._partition
@@ -484,6 +500,19 @@ class Engine:
             self._restore_model("non-finite probabilities")
             matrix = self.model.predict_proba_many(frame).to_numpy()
         return classes, matrix.tolist(), [classes[i] for i in matrix.argmax(axis=1).tolist()]
+
+    def _feature_frame(self, rows: list[dict[str, Any]]) -> Any:
+        """:func:`models.feature_frame` of ``rows``, from the batch's matrix when it holds
+        them (the same frame: columns in the first row's order, float values)."""
+        block = self._seen.block
+        if block is not None and len(rows[0]) > 1:
+            columns = list(rows[0])
+            matrix = block.take(rows, columns)
+            if matrix is not None:
+                import pandas as pd  # only mini-batch mode needs a DataFrame
+
+                return pd.DataFrame(matrix, columns=columns)
+        return models.feature_frame(rows)
 
     # ------------------------------------------------------------------ shared
     def _emit_prediction(
@@ -677,7 +706,7 @@ class _MiniBatch:
         self.complete = [False] * len(events)  # no columns, or mixed types: row by row
         if not events:
             return
-        frame = self.frame = models.feature_frame([e.features for e in events])
+        frame = self.frame = self.engine._feature_frame([e.features for e in events])
         if models.batchable(frame):
             complete = frame.notna().all(axis=1).tolist()
             scores = self.engine._proba_many(frame, complete)

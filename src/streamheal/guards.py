@@ -13,7 +13,8 @@ Three small pieces, each owning one thing, each pure and restorable:
 - :class:`ModelWatch` notices at once when learning left the model with non-finite
   weights or probabilities, and keeps the last good state to return to.
 
->>> from streamheal.config import GuardsConfig
+>>> from streamheal.block import FeatureBlock
+from streamheal.config import GuardsConfig
 >>> guard = InputGuard(GuardsConfig(reference_size=10, outlier_scales=10.0))
 >>> for i in range(10):
 ...     _ = guard.admit({"x": float(i)})
@@ -33,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from streamheal.block import FeatureBlock
 from streamheal.config import GuardsConfig
 from streamheal.detectors.base import Stateful
 
@@ -100,6 +102,13 @@ class InputGuard(Stateful):
         out = self._admit(features)
         self._remember_layout(out)
         return out
+
+    def passes_unchanged(self, block: FeatureBlock) -> bool:
+        """True when :meth:`admit` would return every row of ``block`` unchanged: all of
+        them carry the bounded names of the last layout, inside their bounds. One numpy
+        comparison for the whole batch instead of one :meth:`admit` per row."""
+        fast = self._fast
+        return fast is not None and block.within(*fast)
 
     def _remember_layout(self, features: dict[str, Any]) -> None:
         known = self.features

@@ -45,10 +45,13 @@ class CovariateMonitor(Stateful):
         return {**vars(self), "_dense": None, "_bins": None}
 
     # ---------------------------------------------------------------- updates
-    def encode(self, rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Numeric matrix, normal scores and category codes for a batch of rows."""
+    def encode(
+        self, rows: list[dict[str, Any]], numeric: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Numeric matrix, normal scores and category codes for a batch of rows (the
+        numeric matrix is ``numeric`` when the caller has it already)."""
         ref = self.reference
-        matrix = ref.numeric_matrix(rows)
+        matrix = ref.numeric_matrix(rows) if numeric is None else numeric
         scores = ref.robust_scores(matrix)
         return matrix, scores, ref.category_codes(rows)
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from streamheal.block import FeatureBlock
 from streamheal.config import DetectorsConfig
 from streamheal.detectors import stats
 from streamheal.detectors.alarm import Alarm
@@ -99,6 +100,9 @@ class Observation:
     # (feature events seen when it was learned, label, 1 if the prediction was right)
     outcomes: list[tuple[int, Any, int]] = field(default_factory=list)
     partition: int | None = None
+    # The batch's features as one matrix, when the Engine could make it: rows are found
+    # in it by identity, so encoding them again is skipped.
+    block: FeatureBlock | None = None
 
 
 class DriftSuite(Stateful):
@@ -181,7 +185,12 @@ class DriftSuite(Stateful):
                         self.reference_slides += 1
             elif chunk:
                 if encoded is None:  # encode the rest of the batch once, then slice it
-                    matrix, scores, codes = self.covariate.encode(rows[start:])
+                    rest = rows[start:]
+                    numeric = None
+                    if seen.block is not None:
+                        names = self.covariate.reference.numeric_names
+                        numeric = seen.block.take(rest, names)
+                    matrix, scores, codes = self.covariate.encode(rest, numeric)
                     self.covariate.begin(scores, self.index)
                     encoded = (start, matrix, codes)
                 at = start - encoded[0]

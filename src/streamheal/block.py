@@ -1,0 +1,105 @@
+"""A batch's features as one numeric matrix, made once per batch and read three times.
+
+Building a matrix from feature dicts costs about as much as one careful pass over them,
+and three parts of the Engine need one: the input guard (are all values inside their
+bounds?), mini-batch scoring (River's ``predict_proba_many`` takes a DataFrame) and the
+drift suite (its CUSUMs and windowed tests work on arrays). When every feature row of a
+batch is all numbers under the same names (the common case), the
+Engine makes the matrix once and hands it to all three; any other batch (a string
+value, a missing or new name, a value out of bounds) takes each part's own careful path.
+
+>>> rows = [{"a": 1.0, "b": 2}, {"a": 3.5, "b": -1.0}]
+>>> block = FeatureBlock.of(rows)
+>>> block.names, block.matrix.tolist()
+(('a', 'b'), [[1.0, 2.0], [3.5, -1.0]])
+>>> block.take(rows[1:], ["b", "a"]).tolist()
+[[-1.0, 3.5]]
+>>> FeatureBlock.of([{"a": 1.0}, {"a": "1.5"}]) is None       # a string: no block
+True
+"""
+
+from __future__ import annotations
+
+import array
+import itertools
+import operator
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+
+class FeatureBlock:
+    """Row ``i`` of ``matrix`` holds the values of ``rows[i]``, columns in ``names``.
+
+    The rows are looked up by identity (:meth:`take`): a row a guard replaced by a copy
+    is not in the block, and whoever asks for it takes the careful path.
+    """
+
+    __slots__ = ("_rows", "_where", "matrix", "names")
+
+    def __init__(
+        self, names: tuple[str, ...], matrix: np.ndarray, rows: Sequence[dict[str, Any]]
+    ) -> None:
+        self.names = names
+        self.matrix = matrix
+        self._rows = rows  # kept alive, so the identities in _where stay theirs
+        self._where: dict[int, int] | None = None
+
+    @classmethod
+    def of(cls, rows: Sequence[dict[str, Any]]) -> FeatureBlock | None:
+        """The block of ``rows`` (columns in the first row's order), or None unless every
+        row has exactly the first row's names and every value is a number (an int, a
+        float, or a bool beside them)."""
+        if not rows:
+            return None
+        names = tuple(rows[0])
+        width = len(names)
+        if not width or any(len(row) != width for row in rows):
+            return None
+        getter = operator.itemgetter(*names) if width > 1 else lambda row: (row[names[0]],)
+        try:
+            flat = list(itertools.chain.from_iterable(map(getter, rows)))
+        except KeyError:  # same count, other names
+            return None
+        try:
+            # array("d") takes ints, floats and bools and refuses anything else (numpy would
+            # parse the string "1.5" as a number, or make an object array of a None).
+            values = np.frombuffer(array.array("d", flat))
+        except (TypeError, OverflowError):
+            return None
+        return cls(names, values.reshape(len(rows), width), rows)
+
+    def take(self, rows: Sequence[dict[str, Any]], names: Sequence[str]) -> np.ndarray | None:
+        """The matrix of ``rows`` (each one of this block's rows), columns ``names`` (a
+        copy); None if a row or a name is not in the block."""
+        if self._where is None:
+            self._where = {id(row): i for i, row in enumerate(self._rows)}
+        where = self._where
+        try:
+            positions = np.fromiter((where[id(row)] for row in rows), np.intp, len(rows))
+        except KeyError:
+            return None
+        if tuple(names) == self.names:
+            return self.matrix[positions]
+        index = {name: j for j, name in enumerate(self.names)}
+        try:
+            columns = [index[name] for name in names]
+        except KeyError:
+            return None
+        return self.matrix[np.ix_(positions, columns)]
+
+    def within(self, names: Sequence[str], lows: Sequence[float], highs: Sequence[float]) -> bool:
+        """True when the block's columns are exactly ``names`` (in any order) and every
+        value lies in its name's ``[low, high]`` (NaN lies in none)."""
+        if len(names) != len(self.names):
+            return False
+        if tuple(names) != self.names:
+            order = {name: j for j, name in enumerate(names)}
+            try:
+                columns = [order[name] for name in self.names]
+            except KeyError:
+                return False
+            lows, highs = [lows[j] for j in columns], [highs[j] for j in columns]
+        matrix = self.matrix
+        return bool((matrix >= np.asarray(lows)).all() and (matrix <= np.asarray(highs)).all())

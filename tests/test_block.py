@@ -1,0 +1,123 @@
+"""The batch matrix (streamheal.block) changes nothing but speed.
+
+When a batch's features become one matrix, the guard checks them all at once, the
+mini-batch model gets its frame from it and the drift suite skips encoding them again.
+Each of those must give exactly what the careful path gives, for any batch a hostile
+producer can send.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from streamheal import models
+from streamheal.block import FeatureBlock
+from streamheal.config import Config, GuardsConfig
+from streamheal.detectors.reference import Reference
+from streamheal.engine import Engine
+from streamheal.events import Event, Source
+from streamheal.guards import InputGuard
+
+NAMES = ["a", "b", "c"]
+cell = st.one_of(
+    st.floats(-50, 50),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(-100, 100),
+    st.integers(min_value=10**300, max_value=10**400),
+    st.booleans(),
+    st.none(),
+    st.sampled_from(["1.5", "x", ""]),
+)
+row = st.dictionaries(st.sampled_from([*NAMES, "d"]), cell, min_size=1, max_size=4)
+plain_row = st.fixed_dictionaries({n: st.floats(-50, 50) for n in NAMES})
+
+
+def trained_guard() -> InputGuard:
+    guard = InputGuard(GuardsConfig(reference_size=40))
+    for i in range(40):
+        guard.admit({"a": float(i), "b": float(-i), "c": float(i % 7)})
+    return guard
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(st.lists(st.one_of(row, plain_row), min_size=1, max_size=8))
+def test_a_block_holds_exactly_the_numbers_the_careful_encoding_reads(rows) -> None:
+    block = FeatureBlock.of(rows)
+    if block is None:
+        return
+    assert all(list(r) == list(block.names) or set(r) == set(block.names) for r in rows)
+    careful = Reference({n: np.zeros(1) for n in block.names}, {}, {}, 1, 2).numeric_matrix(rows)
+    np.testing.assert_array_equal(block.matrix, careful)
+    assert block.take(rows[::-1], list(reversed(block.names))).tolist() == [
+        [float(r[n]) for n in reversed(block.names)] for r in rows[::-1]
+    ]
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(st.lists(st.one_of(row, plain_row), min_size=1, max_size=8))
+def test_the_guard_passes_a_block_only_when_admit_would_change_no_row(rows) -> None:
+    guard = trained_guard()
+    block = FeatureBlock.of(rows)
+    if block is None or not guard.passes_unchanged(block):
+        return
+
+    def state() -> str:  # _fast only caches the last key order: not what admit decides
+        return repr({k: v for k, v in vars(guard).items() if k != "_fast"})
+
+    before = state()
+    for r in rows:
+        assert guard.admit(r) is r
+    assert state() == before
+
+
+def test_batches_that_cannot_be_one_matrix_are_refused() -> None:
+    assert FeatureBlock.of([{"a": 1.0}, {"a": "1.5"}]) is None  # numpy would parse it
+    assert FeatureBlock.of([{"a": 1.0}, {"a": None}]) is None
+    assert FeatureBlock.of([{"a": 1.0}, {"b": 1.0}]) is None  # same width, other name
+    assert FeatureBlock.of([{"a": 1.0}, {"a": 1.0, "b": 2.0}]) is None
+    assert FeatureBlock.of([{"a": 10**400}]) is None  # beyond a float
+    assert FeatureBlock.of([{}]) is None
+    assert FeatureBlock.of([]) is None
+    shuffled = FeatureBlock.of([{"a": 1.0, "b": 2.0}, {"b": 4.0, "a": 3.0}])
+    assert shuffled is not None and shuffled.matrix.tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    assert shuffled.take([{"a": 1.0}], ["a"]) is None  # not one of its rows
+
+
+def test_the_guard_refuses_a_block_with_a_value_out_of_bounds_or_nan() -> None:
+    guard = trained_guard()
+    inside = [{"a": 5.0, "b": -3.0, "c": 2.0}]
+    assert guard.passes_unchanged(FeatureBlock.of(inside))
+    assert guard.passes_unchanged(FeatureBlock.of([{"c": 2.0, "a": 5.0, "b": -3.0}]))
+    for bad in (1e308, math.nan, math.inf):
+        assert not guard.passes_unchanged(FeatureBlock.of([{"a": bad, "b": -3.0, "c": 2.0}]))
+    assert not guard.passes_unchanged(FeatureBlock.of([{"a": 5.0, "b": -3.0}]))
+
+
+def _events(rows: list[dict], labels: list[int]) -> list[Event]:
+    return [
+        Event(f"e{i}", float(i), r, y, (), Source("t", 0, i), b"")
+        for i, (r, y) in enumerate(zip(rows, labels, strict=True))
+    ]
+
+
+def test_mini_batch_frames_from_the_block_equal_the_careful_frames() -> None:
+    rng = np.random.default_rng(3)
+    rows = [{"a": float(x), "b": int(y)} for x, y in rng.normal(size=(60, 2)) * 10]
+    engine = Engine(Config().replace(engine={"mode": "mini_batch"}))
+    engine.process(_events(rows[:30], [int(r["a"] > 0) for r in rows[:30]]))  # guard learns
+    later = [{"b": r["b"], "a": r["a"]} for r in rows[30:]]  # keys in another order
+    engine._seen.block = FeatureBlock.of(later)
+    from_block = engine._feature_frame(later)
+    careful = models.feature_frame(later)
+    assert list(from_block.columns) == list(careful.columns) == ["b", "a"]
+    assert from_block.dtypes.tolist() == careful.dtypes.tolist()
+    np.testing.assert_array_equal(from_block.to_numpy(), careful.to_numpy())
