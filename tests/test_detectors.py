@@ -106,6 +106,41 @@ def test_ks_columns_give_scipys_statistic_for_every_selected_column(
     assert np.allclose(got, expected, rtol=0, atol=1e-12)
 
 
+@given(st.integers(0, 2**32 - 1), st.integers(2, 300), st.integers(2, 300), st.floats(0, 1))
+def test_ks_upper_bounds_never_fall_below_the_statistic(
+    seed: int, n1: int, n2: int, shift: float
+) -> None:
+    # The bound proves a quiet check clear without the exact statistic: it must hold on
+    # every sample, with ties and with a reference longer than the bound's grid.
+    rng = np.random.default_rng(seed)
+    reference = np.sort(np.round(rng.normal(size=(n1, 3)), 1), axis=0)
+    window = np.sort(np.round(rng.normal(shift, 1, size=(n2, 3)), 1).T, axis=1)
+    ready = stats.KsColumns(reference)
+    exact = ready.statistics_of_sorted(window)
+    bounds = ready.upper_bounds(window)
+    assert (bounds >= exact - 1e-15).all()
+    # On the KS lattice, so its p-value comes from the same cache.
+    assert np.allclose(bounds * n1 * n2, np.round(bounds * n1 * n2), rtol=0, atol=1e-6)
+
+
+@given(st.integers(0, 2**32 - 1), st.integers(1, 80))
+def test_psi_of_sorted_rows_equals_psi_of_the_window(seed: int, n: int) -> None:
+    rng = np.random.default_rng(seed)
+    reference = np.sort(rng.normal(size=(200, 3)), axis=0)
+    edges = [stats.quantile_edges(reference[:, j], 10) for j in range(3)]
+    width = max(len(e) for e in edges)
+    padded = np.full((3, width), np.inf)
+    counts = np.zeros((3, width + 1), dtype=np.int64)
+    for j, e in enumerate(edges):
+        padded[j, : len(e)] = e
+        counts[j, : len(e) + 1] = stats.binned_counts(e, reference[:, j])
+    window = rng.normal(0.3, 1.2, size=(n, 3))
+    window[rng.random((n, 3)) < 0.2] = np.nan
+    expected = stats.psi_many(padded, counts, window)
+    got = stats.psi_of_sorted(padded, counts, np.sort(window.T, axis=1))
+    assert np.allclose(got, expected, rtol=0, atol=1e-12)
+
+
 def test_psi_matches_the_textbook_formula_with_epsilon_for_empty_bins() -> None:
     reference = np.array([30, 50, 20, 0])
     current = np.array([10, 40, 30, 20])

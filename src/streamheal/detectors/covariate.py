@@ -148,8 +148,12 @@ class CovariateMonitor(Stateful):
         evidence += self._missing_rates(names, missing, alpha, clear_p, keep)
         numeric = ref.numeric_names
         if numeric:
-            d, p, tested = self._ks_all_columns()
-            psi = self._psi_all_columns()
+            rows = np.sort(self.numeric_window.T, axis=1)  # one sorted row per feature, NaN last
+            measure = None
+            if watched is not None:
+                measure = np.array([("covariate", "feature", n, "ks") in watched for n in numeric])
+            d, p, tested = self._ks_all_columns(rows, clear_p, measure)
+            psi = self._psi_all_columns(rows)
             ks_levels = np.where(tested, _p_levels(p, alpha, clear_p), Level.CLEAR)
             psi_levels = np.where(tested, _threshold_levels(psi, psi_threshold), Level.CLEAR)
             ks_kept = set(keep(ks_levels, "ks", numeric, "feature"))
@@ -197,11 +201,19 @@ class CovariateMonitor(Stateful):
                     evidence.append(item)
         return evidence
 
-    def _ks_all_columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _ks_all_columns(
+        self, rows: np.ndarray, clear_p: float = 1.0, measure: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """KS statistic and p-value of every numeric feature, and whether it was tested
         (at least 2 finite values in the window and in the reference). Columns with no
         missing value in the reference or the window go through ``stats.KsColumns``
-        together; the others one by one on their finite values."""
+        together; the others one by one on their finite values. ``rows``: the window,
+        sorted, one row per feature.
+
+        With ``measure`` (a mask of the features whose exact reading is wanted whatever
+        its level), a feature outside it whose statistic's upper bound already has a
+        p-value above ``clear_p`` gets that bound and its p-value instead: its level is
+        CLEAR either way, and nobody reads a clear, unwatched statistic."""
         ref = self.reference
         n = len(ref.numeric_names)
         d, p, tested = np.zeros(n), np.ones(n), np.zeros(n, dtype=bool)
@@ -212,12 +224,21 @@ class CovariateMonitor(Stateful):
             self._dense = (full, ready)
         full, ready = self._dense
         if ready is not None:
-            window = self.numeric_window[:, full]
-            present = ~np.isnan(window).any(axis=0)
-            if present.any():
+            window = rows[full]
+            present = ~np.isnan(window[:, -1])  # NaN sorts last: a row ending in one has one
+            n1, n2 = ref.rows, window.shape[1]
+            exact = present.copy()
+            if measure is not None and present.any():
                 complete = np.asarray(full)[present]
-                d[complete] = ready.statistics(window[:, present], which=present)
-                n1, n2 = ref.rows, len(window)
+                bounds = ready.upper_bounds(window[present], which=present)
+                bound_p = np.array([stats.ks_pvalue(x, n1, n2) for x in bounds.tolist()])
+                proven = (bound_p > clear_p) & ~measure[complete]
+                d[complete[proven]], p[complete[proven]] = bounds[proven], bound_p[proven]
+                tested[complete[proven]] = True
+                exact[np.flatnonzero(present)[proven]] = False
+            if exact.any():
+                complete = np.asarray(full)[exact]
+                d[complete] = ready.statistics_of_sorted(window[exact], which=exact)
                 p[complete] = [stats.ks_pvalue(x, n1, n2) for x in d[complete].tolist()]
                 tested[complete] = True
         for j in np.flatnonzero(~tested).tolist():
@@ -227,8 +248,9 @@ class CovariateMonitor(Stateful):
                 tested[j] = True
         return d, p, tested
 
-    def _psi_all_columns(self) -> np.ndarray:
-        """PSI of every numeric feature's window against its reference bins, at once."""
+    def _psi_all_columns(self, rows: np.ndarray) -> np.ndarray:
+        """PSI of every numeric feature's window (``rows``: sorted, one row per feature)
+        against its reference bins, at once."""
         ref = self.reference
         if self._bins is None:  # every feature's edges and counts padded to one width
             width = max((len(e) for e in ref.edges), default=0)
@@ -241,7 +263,7 @@ class CovariateMonitor(Stateful):
         edges, counts = self._bins
         if not len(edges):
             return np.zeros(0)
-        return stats.psi_many(edges, counts, self.numeric_window)
+        return stats.psi_of_sorted(edges, counts, rows)
 
     def _missing_rates(
         self,
