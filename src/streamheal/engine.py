@@ -236,7 +236,6 @@ class Engine:
                 if type(record) is not Rejection and record.features is not None and record.missing:
                     self.guard.note_missing(record.missing)
         else:
-            block = None
             admit = self.guard.admit
             for i, record in enumerate(records):
                 if type(record) is Rejection or record.features is None:
@@ -247,6 +246,10 @@ class Engine:
                 if admitted is not record.features:
                     out = list(records) if out is None else out
                     out[i] = dataclasses.replace(record, features=admitted)
+            if out is not None:  # the matrix of what was admitted, not of what came
+                block = FeatureBlock.of(
+                    [r.features for r in out if type(r) is not Rejection and r.features is not None]
+                )
         self._seen.block = block
         guard = self.guard
         for name in guard.take_first_clips():
@@ -712,7 +715,12 @@ class _MiniBatch:
             scores = self.engine._proba_many(frame, complete)
             if scores is not None:  # None: the model knows no class yet (untrained OvR)
                 self.complete = complete
-                self.classes, self.rows, self.best = scores
+                classes, rows, self.best = scores
+                if len(classes) == 2:  # the common case: a dict display is the cheapest
+                    first, second = classes
+                    self.probas = [{first: p, second: q} for p, q in rows]
+                else:
+                    self.probas = [dict(zip(classes, row, strict=True)) for row in rows]
 
     def _begin_segment(self) -> None:
         policy = self.engine.policy
@@ -730,8 +738,7 @@ class _MiniBatch:
         k = self.scored - self.first
         self.scored += 1
         if self.complete[k]:
-            proba = dict(zip(self.classes, self.rows[k], strict=True))
-            return engine._emit_prediction(event, proba, outputs, self.best[k])
+            return engine._emit_prediction(event, self.probas[k], outputs, self.best[k])
         return engine._emit_prediction(event, engine._proba_one(features), outputs)
 
     def learn(

@@ -15,13 +15,13 @@ for more classes or string labels (one-vs-rest).
 from __future__ import annotations
 
 import numbers
-import operator
 import pickle
 from typing import Any
 
 import numpy as np
 from river import base, compose, forest, linear_model, multiclass, preprocessing, tree
 
+from streamheal.block import FeatureBlock
 from streamheal.config import ModelConfig
 
 
@@ -119,18 +119,12 @@ def feature_frame(rows: list[dict[str, Any]]) -> Any:
     """A DataFrame of feature dicts; the fast path when every row has the same numeric keys."""
     import pandas as pd  # only mini-batch paths need a DataFrame
 
-    columns = list(rows[0])
-    width = len(columns)
-    if width > 1 and all(len(row) == width for row in rows):
-        getter = operator.itemgetter(*columns)
-        try:  # same size and every column present: the same keys in every row
-            # Without a dtype, numpy turns any string into a str array: then let pandas infer
-            # per-column types (dtype=float would silently parse "1.5" as a number).
-            matrix = np.array([getter(row) for row in rows])
-        except KeyError:
-            matrix = None
-        if matrix is not None and matrix.dtype.kind in "fi":
-            return pd.DataFrame(matrix.astype(float, copy=False), columns=columns)
+    if len(rows[0]) > 1:
+        # Every row all numbers under the same names: one float matrix. Anything else (a
+        # string, a missing name) lets pandas infer per-column types.
+        block = FeatureBlock.of(rows)
+        if block is not None:
+            return pd.DataFrame(block.matrix, columns=list(block.names))
     return pd.DataFrame.from_records(rows)
 
 
