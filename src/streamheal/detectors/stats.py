@@ -20,7 +20,7 @@ import math
 from functools import lru_cache
 
 import numpy as np
-from scipy.stats import chi2 as chi2_distribution
+from scipy import special
 from scipy.stats import distributions
 
 # scipy's own switch between the exact and the asymptotic p-value (ks_2samp, mode="auto").
@@ -235,6 +235,18 @@ def binned_counts(edges: np.ndarray, values: np.ndarray) -> np.ndarray:
     return np.bincount(np.searchsorted(edges, values, side="left"), minlength=len(edges) + 1)
 
 
+def chi2_sf(statistic: float | np.ndarray, df: int) -> float | np.ndarray:
+    """``scipy.stats.chi2.sf(statistic, df)`` for the non-negative statistics here: the
+    same special function, without the distribution object's argument checks (about 30
+    us a call, which a check every few hundred events pays many times).
+
+    >>> from scipy.stats import chi2
+    >>> bool(chi2_sf(3.2, 1) == chi2.sf(3.2, 1))
+    True
+    """
+    return special.chdtrc(df, statistic)
+
+
 def chi2_homogeneity(
     reference_counts: np.ndarray, current_counts: np.ndarray
 ) -> tuple[float, float]:
@@ -252,7 +264,7 @@ def chi2_homogeneity(
         return 0.0, 1.0
     expected = table.sum(axis=1, keepdims=True) * table.sum(axis=0) / table.sum()
     statistic = float(((table - expected) ** 2 / expected).sum())
-    return statistic, float(chi2_distribution.sf(statistic, table.shape[1] - 1))
+    return statistic, float(chi2_sf(statistic, table.shape[1] - 1))
 
 
 def chi2_2x2_many(
@@ -274,7 +286,7 @@ def chi2_2x2_many(
         statistic = numerator / (a_total * b_total * hits * misses)
     degenerate = (hits == 0) | (misses == 0)
     statistic = np.where(degenerate, 0.0, statistic)
-    p_values = np.where(degenerate, 1.0, chi2_distribution.sf(statistic, 1))
+    p_values = np.where(degenerate, 1.0, chi2_sf(statistic, 1))
     return statistic, p_values
 
 
