@@ -105,9 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--rounds",
         type=_positive_int,
-        default=5,
+        default=3,
         metavar="N",
-        help="rounds per variant; each figure is the median over rounds",
+        help="rounds per variant; each ratio is the median over rounds",
     )
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.add_argument(
