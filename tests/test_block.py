@@ -14,6 +14,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from streamheal import engine as engine_module
 from streamheal import models
 from streamheal.block import FeatureBlock
 from streamheal.config import Config, GuardsConfig
@@ -121,3 +122,62 @@ def test_mini_batch_frames_from_the_block_equal_the_careful_frames() -> None:
     assert list(from_block.columns) == list(careful.columns) == ["b", "a"]
     assert from_block.dtypes.tolist() == careful.dtypes.tolist()
     np.testing.assert_array_equal(from_block.to_numpy(), careful.to_numpy())
+
+
+def _hostile_stream(seed: int) -> list[Event]:
+    """A drift stream with the odd hostile value: a string, a null, a huge number, a new
+    name, an int, a bool, keys in another order, and a bad label now and then."""
+    from streamheal.scenarios import breast_cancer
+
+    rng = np.random.default_rng(seed)
+    scenario = breast_cancer(events=6000, seed=seed, label_delay=20, drift_at=3500)
+    events = []
+    for i, e in enumerate(scenario.events):
+        features, missing, label = e.get("features"), (), e.get("label")
+        if features is not None and rng.random() < 0.02:
+            features = dict(features)
+            name = sorted(features)[int(rng.integers(len(features)))]
+            kind = int(rng.integers(7))
+            if kind == 0:
+                features[name] = "1.5"
+            elif kind == 1:
+                del features[name]
+                missing = (name,)
+            elif kind == 2:
+                features[name] = 1e300
+            elif kind == 3:
+                features[f"new_{i % 50}"] = 1.0
+            elif kind == 4:
+                features[name] = int(features[name])
+            elif kind == 5:
+                features[name] = True
+            else:
+                features = dict(reversed(list(features.items())))
+        if label is not None and rng.random() < 0.005:
+            label = 7  # not 0/1: dead-lettered by the binary model
+        events.append(Event(e["id"], e["ts"], features, label, missing, Source("t", 0, i), b"x"))
+    return events
+
+
+def _outputs(events: list[Event], mode: str) -> list[str]:
+    engine = Engine(Config().replace(engine={"mode": mode}))
+    out = []
+    for i in range(0, len(events), 700):
+        out += [repr(o) for o in engine.process(events[i : i + 700])]
+    return out
+
+
+def test_the_engine_gives_the_same_outputs_with_and_without_the_matrix(monkeypatch) -> None:
+    # The matrix is an optimization: forcing every batch down the careful path (no block)
+    # must change no output, hostile values included.
+    events = _hostile_stream(seed=5)
+    with_block = {mode: _outputs(events, mode) for mode in ("per_event", "mini_batch")}
+
+    class NoBlock(FeatureBlock):
+        @classmethod
+        def of(cls, rows):  # type: ignore[override]
+            return None
+
+    monkeypatch.setattr(engine_module, "FeatureBlock", NoBlock)
+    for mode, expected in with_block.items():
+        assert _outputs(events, mode) == expected, mode

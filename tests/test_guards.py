@@ -278,6 +278,27 @@ def test_new_feature_names_past_the_cap_are_ignored_counted_and_noticed_once() -
     assert engine.counters.feature_events == 1000 and accounting_holds(engine)
 
 
+def test_a_feature_that_first_appears_late_in_the_reference_window_does_not_stop_it() -> None:
+    # The reference's split-half check compared a name seen only in the second half with
+    # a first half that lacks it, and raised: one producer adding a field while the
+    # reference filled stopped the partition's Engine on every retry.
+    engine = Engine(Config())
+    events = [
+        {
+            "id": f"e{i}",
+            "ts": float(i),
+            "features": {"x": float(i % 7), **({"late": float(i % 3)} if i >= 400 else {})},
+            "label": i % 2,
+        }
+        for i in range(1200)
+    ]
+    outputs = []
+    for start in range(0, len(events), 100):
+        outputs += engine.process(decoded(events[start : start + 100], start=start))
+    assert engine.counters.feature_events == 1200 and accounting_holds(engine)
+    assert engine.drift.covariate is not None  # the reference was taken
+
+
 def test_the_label_join_buffer_keeps_to_its_byte_budget_evicting_the_oldest() -> None:
     budget = 200_000
     config = Config().replace(

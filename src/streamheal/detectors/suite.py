@@ -288,11 +288,14 @@ class DriftSuite(Stateful):
         half = len(rows) // 2
         early = Reference.from_rows(rows[:half], self.cfg.max_features, 1, self.cfg.psi_bins)
         late = Reference.from_rows(rows[half:], self.cfg.max_features, 1, self.cfg.psi_bins)
-        names = [n for n in reference.numeric_names if n in late.numeric_names]
+        # A name seen in one half only (a feature that appeared mid-way) has nothing to
+        # compare: the halves of the names both have are compared.
+        early_at = {name: j for j, name in enumerate(early.numeric_names)}
+        late_at = {name: j for j, name in enumerate(late.numeric_names)}
+        names = [n for n in reference.numeric_names if n in early_at and n in late_at]
         level = SPLIT_HALF_ALPHA / max(len(names), 1)
         for name in names:
-            a = early.sorted[early.numeric_names.index(name)]
-            b = late.sorted[late.numeric_names.index(name)]
+            a, b = early.sorted[early_at[name]], late.sorted[late_at[name]]
             if len(a) >= 20 and len(b) >= 20 and stats.ks_2samp(a, b)[1] < level:
                 return False
         return True
