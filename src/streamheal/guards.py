@@ -13,8 +13,7 @@ Three small pieces, each owning one thing, each pure and restorable:
 - :class:`ModelWatch` notices at once when learning left the model with non-finite
   weights or probabilities, and keeps the last good state to return to.
 
->>> from streamheal.block import FeatureBlock
-from streamheal.config import GuardsConfig
+>>> from streamheal.config import GuardsConfig
 >>> guard = InputGuard(GuardsConfig(reference_size=10, outlier_scales=10.0))
 >>> for i in range(10):
 ...     _ = guard.admit({"x": float(i)})
