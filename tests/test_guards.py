@@ -299,6 +299,32 @@ def test_a_feature_that_first_appears_late_in_the_reference_window_does_not_stop
     assert engine.drift.covariate is not None  # the reference was taken
 
 
+def test_a_value_of_the_other_kind_is_left_out_counted_and_noticed_once() -> None:
+    # A Hoeffding tree's splitter raised TypeError on a string in a numeric feature, on
+    # every retry of the batch; the linear model one-hot encoded a number's text.
+    for model in ({"name": "hoeffding_tree", "params": {}}, {}):
+        engine = Engine(Config().replace(model=model) if model else Config())
+        events = [
+            {
+                "id": f"e{i}",
+                "ts": float(i),
+                "features": {
+                    "x": "oops" if i % 50 == 7 else float(i % 7),
+                    "colour": 3.5 if i % 50 == 9 else ("red" if i % 2 else "blue"),
+                },
+                "label": i % 2,
+            }
+            for i in range(600)
+        ]
+        outputs = []
+        for start in range(0, len(events), 100):
+            outputs += engine.process(decoded(events[start : start + 100], start=start))
+        assert engine.counters.feature_events == 600 and accounting_holds(engine)
+        assert engine.guard.mismatched == {"x": 12, "colour": 12}
+        notices = [o.feature for o in outputs if type(o) is Notice and o.notice == "type_mismatch"]
+        assert sorted(notices) == ["colour", "x"]
+
+
 def test_the_label_join_buffer_keeps_to_its_byte_budget_evicting_the_oldest() -> None:
     budget = 200_000
     config = Config().replace(

@@ -252,6 +252,13 @@ class Engine:
                 )
         self._seen.block = block
         guard = self.guard
+        for name in guard.take_first_mismatches():
+            self._notice(
+                "type_mismatch",
+                name,
+                "a value of the other kind than the feature's first (a string for a numeric "
+                "feature or a number for a string one) was left out (counted from now on)",
+            )
         for name in guard.take_first_clips():
             self._notice(
                 "outlier_clipped",

@@ -45,7 +45,7 @@ _PROVISIONAL_FROM = 32  # values of a feature before it gets provisional bounds
 class Notice:
     """A guard stepped in (once per kind and feature per partition), for the alerts topic."""
 
-    notice: str  # outlier_clipped | feature_cap_reached | future_ts
+    notice: str  # outlier_clipped | type_mismatch | feature_cap_reached | future_ts
     feature: str | None
     index: int
     message: str
@@ -83,6 +83,10 @@ class InputGuard(Stateful):
         self.ignored_names = 0  # feature values dropped because the name cap was reached
         self.folded_values = 0  # string values replaced by OTHER_CATEGORY
         self.first_clip: list[str] = []  # names clipped for the first time (for notices)
+        # Values of the other kind than their feature's first (a string for a numeric
+        # feature, a number for a string one): left out, counted per feature.
+        self.mismatched: Counter[str] = Counter()
+        self.first_mismatch: list[str] = []
         self.cap_reached = False
 
     def admit(self, features: dict[str, Any]) -> dict[str, Any]:
@@ -137,11 +141,17 @@ class InputGuard(Stateful):
                     continue
                 known[name] = None
             if type(value) is str:
+                if state is not None:  # a numeric feature: a string here is a producer bug
+                    out = self._mismatch(features, out, name)
+                    continue
                 admitted = self._category(name, value)
                 if admitted is not value:
                     out = _copy_with(features, out, name, admitted)
                 continue
             if state is None:
+                if name in self.categories:  # a string feature: a number here is a bug
+                    out = self._mismatch(features, out, name)
+                    continue
                 state = known[name] = []
             guarded = self._number(name, value, state)
             if guarded is not value:
@@ -180,6 +190,21 @@ class InputGuard(Stateful):
         if value > hi:
             return self._clip(name, hi)
         return value
+
+    def _mismatch(
+        self, features: dict[str, Any], out: dict[str, Any] | None, name: str
+    ) -> dict[str, Any]:
+        """A value of the other kind than the feature's first: left out (a tree model
+        cannot mix numbers and strings in one feature, and a linear one would learn a
+        one-hot weight for a number's text), counted, noticed once."""
+        if not self.mismatched[name]:
+            self.first_mismatch.append(name)
+        self.mismatched[name] += 1
+        return _copy_without(features, out, name)
+
+    def take_first_mismatches(self) -> list[str]:
+        names, self.first_mismatch = self.first_mismatch, []
+        return names
 
     def _clip(self, name: str, bound: float) -> float:
         if not self.clipped[name]:

@@ -438,6 +438,7 @@ class _EngineView:
             for name, source in (
                 ("streamheal_missing_values", c.missing),
                 ("streamheal_guard_clipped_values", engine.guard.clipped),
+                ("streamheal_guard_type_mismatches", engine.guard.mismatched),
             ):
                 for label, value in _folded(source, feature).items():
                     counters[name].add_metric([p, label], float(value))
@@ -512,6 +513,11 @@ _ENGINE_COUNTERS = (
     ("streamheal_records_dead_lettered", "Records sent to the DLQ, by reason.", [*_P, "reason"]),
     ("streamheal_missing_values", "Missing feature values.", [*_P, "feature"]),
     ("streamheal_guard_clipped_values", "Numeric values clipped by the guard.", [*_P, "feature"]),
+    (
+        "streamheal_guard_type_mismatches",
+        "Values of the other kind than their feature's first, left out.",
+        [*_P, "feature"],
+    ),
 )
 _ENGINE_GAUGES = (
     ("streamheal_join_buffer_events", "Feature events waiting for their label.", _P),
