@@ -325,6 +325,36 @@ def test_a_value_of_the_other_kind_is_left_out_counted_and_noticed_once() -> Non
         assert sorted(notices) == ["colour", "x"]
 
 
+def test_a_label_of_the_other_kind_is_a_dead_letter_in_both_modes() -> None:
+    # A Hoeffding tree that learned the label "yes" beside integer labels could no longer
+    # sort its classes: every prediction after raised, and the checkpoint kept the model.
+    for mode in ("per_event", "mini_batch"):
+        config = Config().replace(
+            engine={"mode": mode}, model={"name": "hoeffding_tree", "params": {}}
+        )
+        engine = Engine(config)
+        events = [
+            {
+                "id": f"e{i}",
+                "ts": float(i),
+                "features": {"x": float(i % 7)},
+                "label": "yes" if i % 100 == 42 else i % 3,
+            }
+            for i in range(400)
+        ]
+        events.append({"id": "f1", "ts": 400.0, "features": {"x": 1.0}})
+        events.append({"id": "f1", "ts": 401.0, "label": "no"})  # a late label, wrong kind
+        outputs = []
+        for start in range(0, len(events), 100):
+            outputs += engine.process(decoded(events[start : start + 100], start=start))
+        bad = [o for o in outputs if type(o) is Rejection and o.reason is Reason.BAD_LABEL]
+        assert len(bad) == 5, mode
+        assert "labels are integers" in bad[0].detail
+        assert engine.counters.feature_events == 397 and accounting_holds(engine)
+        assert engine.pending_labels == 1  # f1's features wait for a label it can learn
+        engine.model.predict_proba_one({"x": 1.0})  # the classes still sort
+
+
 def test_the_label_join_buffer_keeps_to_its_byte_budget_evicting_the_oldest() -> None:
     budget = 200_000
     config = Config().replace(

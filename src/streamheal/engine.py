@@ -45,6 +45,7 @@ from streamheal.guards import (
     Notice,
     finite_probabilities,
     healthy,
+    label_kind,
     linear_parts,
 )
 from streamheal.joins import LabelJoin, Pending
@@ -229,6 +230,14 @@ class Engine:
         then the guard checks them all at once, and the matrix goes on to the model
         (mini-batch) and the detectors."""
         rows = [r.features for r in records if type(r) is not Rejection and r.features is not None]
+        if self.guard.label_kind is None and not self._binary:
+            # The first label fixes the kind (integer or string) for good, before anything
+            # in this batch is scored: both modes then take and refuse the same labels.
+            first = next(
+                (r.label for r in records if type(r) is not Rejection and r.label is not None), None
+            )
+            if first is not None:
+                self.guard.label_kind = label_kind(first)
         block = FeatureBlock.of(rows)
         out: list[Event | Rejection] | None = None
         if block is not None and self.guard.passes_unchanged(block):
@@ -582,21 +591,21 @@ class Engine:
         step.learn(pending.features, label, right, outputs, joined=True)
 
     def _accepts_label(self, label: Label) -> bool:
-        return not self._binary or label in (0, 1)  # True/False compare equal to 1/0
+        if self._binary:
+            return label in (0, 1)  # True/False compare equal to 1/0
+        return self.guard.label_kind is None or label_kind(label) == self.guard.label_kind
 
     def _model_label(self, event: Event, outputs: list[Output]) -> Label | None:
         label = event.label
-        if self._binary:
-            if not self._accepts_label(label):
-                self._reject(
-                    event,
-                    Reason.BAD_LABEL,
-                    f"the binary model takes labels 0/1 or true/false, got {label!r}",
-                    outputs,
-                )
-                return None
-            return bool(label)
-        return label
+        if not self._accepts_label(label):
+            detail = (
+                f"the binary model takes labels 0/1 or true/false, got {label!r}"
+                if self._binary
+                else f"this partition's labels are {self.guard.label_kind}s, got {label!r}"
+            )
+            self._reject(event, Reason.BAD_LABEL, detail, outputs)
+            return None
+        return bool(label) if self._binary else label
 
     def _record_outcome(self, prediction: Any, label: Label) -> bool:
         counters = self.counters

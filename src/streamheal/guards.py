@@ -87,6 +87,9 @@ class InputGuard(Stateful):
         # feature, a number for a string one): left out, counted per feature.
         self.mismatched: Counter[str] = Counter()
         self.first_mismatch: list[str] = []
+        # "integer" or "string", from the first label (a model's classes must sort: a tree
+        # that learned both raised on every prediction after); None until a label comes.
+        self.label_kind: str | None = None
         self.cap_reached = False
 
     def admit(self, features: dict[str, Any]) -> dict[str, Any]:
@@ -299,6 +302,11 @@ class ModelWatch:
         self.good, self.good_version = None, 0
         self.restores = state["restores"]
         self.since_good = self.every
+
+
+def label_kind(label: Any) -> str:
+    """``"string"`` for a string label, ``"integer"`` for the rest (ints and booleans)."""
+    return "string" if type(label) is str else "integer"
 
 
 def finite_probabilities(proba: dict[Any, float]) -> bool:
