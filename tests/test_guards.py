@@ -8,10 +8,12 @@ wide events against the label-join buffer's byte budget, and a replay of a poiso
 from __future__ import annotations
 
 import json
+import random
 from collections import Counter
 from pathlib import Path
 
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -353,6 +355,67 @@ def test_a_label_of_the_other_kind_is_a_dead_letter_in_both_modes() -> None:
         assert engine.counters.feature_events == 397 and accounting_holds(engine)
         assert engine.pending_labels == 1  # f1's features wait for a label it can learn
         engine.model.predict_proba_one({"x": 1.0})  # the classes still sort
+
+
+def _hostile(seed: int, events: int = 2000, rate: float = 0.05) -> list[bytes]:
+    """A drift stream (labels 20 behind) with a hostile edit on about ``rate`` of its
+    events: a string, null, huge or integer value, a new or late name, an empty or
+    all-string feature set, reordered keys, a label of another kind, a duplicate id or a
+    far-off timestamp."""
+    rnd = random.Random(seed)
+    scenario = breast_cancer(events=events, seed=seed, label_delay=20, drift_at=events // 2)
+    out, ids = [], []
+    for i, event in enumerate(scenario.events):
+        event = dict(event)
+        features = event.get("features")
+        if features is not None and rnd.random() < rate:
+            features = dict(features)
+            name = rnd.choice(sorted(features))
+            edit = rnd.randrange(9)
+            if edit == 0:
+                features[name] = rnd.choice(["a", "1.5", ""])
+            elif edit == 1:
+                features[name] = None
+            elif edit == 2:
+                features[name] = rnd.choice([1e300, -1e300, -0.0])
+            elif edit == 3:
+                features[f"new{rnd.randrange(50)}"] = rnd.random()
+            elif edit == 4:
+                features[name] = rnd.randrange(-(10**18), 10**18)
+            elif edit == 5:
+                features = dict(reversed(list(features.items())))
+            elif edit == 6:
+                features = {f"s{j}": rnd.choice("xyz") for j in range(3)}
+            elif edit == 7:
+                features = {}
+            else:
+                features[f"late{i // 300}"] = float(i % 5)
+            event["features"] = features
+        if rnd.random() < rate / 4:
+            event["label"] = rnd.choice([2, -1, "yes", True, None])
+        if rnd.random() < rate / 4 and ids:
+            event["id"] = rnd.choice(ids)
+        if rnd.random() < rate / 8:
+            event["ts"] += rnd.choice([1e9, -1e6])
+        ids.append(event["id"])
+        out.append(orjson.dumps(event))
+    return out
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_long_hostile_streams_never_stop_a_partition(seed: int) -> None:
+    # Past the reference window and a drift, in both modes and with three kinds of model:
+    # every record is scored, joined or dead-lettered, and nothing raises.
+    raws = _hostile(seed)
+    models = [{}, {"name": "hoeffding_tree", "params": {}}, {"params": {"multiclass": True}}]
+    for mode in ("per_event", "mini_batch"):
+        config = Config().replace(engine={"mode": mode}, model=models[seed % 3])
+        engine = Engine(config)
+        records = [decode(raw, Source("events", 0, i)) for i, raw in enumerate(raws)]
+        for start in range(0, len(records), 250):
+            engine.process(records[start : start + 250])
+        assert engine.counters.records == len(raws) and accounting_holds(engine), mode
+        assert engine.drift.covariate is not None, mode  # past the reference window
 
 
 def test_the_label_join_buffer_keeps_to_its_byte_budget_evicting_the_oldest() -> None:
