@@ -35,6 +35,14 @@ def decoded(events: list[dict], start: int = 0) -> list[Event | Rejection]:
     return [decode(orjson.dumps(e), Source("events", 0, start + i)) for i, e in enumerate(events)]
 
 
+def in_batches(engine: Engine, events: list[dict], size: int = 100) -> list:
+    """Every output of ``events`` decoded and processed ``size`` records at a time."""
+    outputs = []
+    for start in range(0, len(events), size):
+        outputs += engine.process(decoded(events[start : start + size], start=start))
+    return outputs
+
+
 def accounting_holds(engine: Engine) -> bool:
     c = engine.counters
     return c.records == c.feature_events + c.labels_joined + c.dead_lettered_total
@@ -294,9 +302,7 @@ def test_a_feature_that_first_appears_late_in_the_reference_window_does_not_stop
         }
         for i in range(1200)
     ]
-    outputs = []
-    for start in range(0, len(events), 100):
-        outputs += engine.process(decoded(events[start : start + 100], start=start))
+    in_batches(engine, events)
     assert engine.counters.feature_events == 1200 and accounting_holds(engine)
     assert engine.drift.covariate is not None  # the reference was taken
 
@@ -318,9 +324,7 @@ def test_a_value_of_the_other_kind_is_left_out_counted_and_noticed_once() -> Non
             }
             for i in range(600)
         ]
-        outputs = []
-        for start in range(0, len(events), 100):
-            outputs += engine.process(decoded(events[start : start + 100], start=start))
+        outputs = in_batches(engine, events)
         assert engine.counters.feature_events == 600 and accounting_holds(engine)
         assert engine.guard.mismatched == {"x": 12, "colour": 12}
         notices = [o.feature for o in outputs if type(o) is Notice and o.notice == "type_mismatch"]
@@ -346,9 +350,7 @@ def test_a_label_of_the_other_kind_is_a_dead_letter_in_both_modes() -> None:
         ]
         events.append({"id": "f1", "ts": 400.0, "features": {"x": 1.0}})
         events.append({"id": "f1", "ts": 401.0, "label": "no"})  # a late label, wrong kind
-        outputs = []
-        for start in range(0, len(events), 100):
-            outputs += engine.process(decoded(events[start : start + 100], start=start))
+        outputs = in_batches(engine, events)
         bad = [o for o in outputs if type(o) is Rejection and o.reason is Reason.BAD_LABEL]
         assert len(bad) == 5, mode
         assert "labels are integers" in bad[0].detail
