@@ -103,21 +103,12 @@ def test_the_guard_refuses_a_block_with_a_value_out_of_bounds_or_nan() -> None:
     assert not guard.passes_unchanged(FeatureBlock.of([{"a": 5.0, "b": -3.0}]))
 
 
-def _events(rows: list[dict], labels: list[int]) -> list[Event]:
-    return [
-        Event(f"e{i}", float(i), r, y, (), Source("t", 0, i), b"")
-        for i, (r, y) in enumerate(zip(rows, labels, strict=True))
-    ]
-
-
 def test_mini_batch_frames_from_the_block_equal_the_careful_frames() -> None:
     rng = np.random.default_rng(3)
-    rows = [{"a": float(x), "b": int(y)} for x, y in rng.normal(size=(60, 2)) * 10]
-    engine = Engine(Config().replace(engine={"mode": "mini_batch"}))
-    engine.process(_events(rows[:30], [int(r["a"] > 0) for r in rows[:30]]))  # guard learns
-    later = [{"b": r["b"], "a": r["a"]} for r in rows[30:]]  # keys in another order
-    engine._seen.block = FeatureBlock.of(later)
-    from_block = engine._feature_frame(later)
+    later = [{"b": int(y), "a": float(x)} for x, y in rng.normal(size=(30, 2)) * 10]
+    # The batch's matrix holds them in another row order and another column order.
+    block = FeatureBlock.of([{"a": 0.0, "b": 0}, *later[::-1]])
+    from_block = models.feature_frame(later, block)
     careful = models.feature_frame(later)
     assert list(from_block.columns) == list(careful.columns) == ["b", "a"]
     assert from_block.dtypes.tolist() == careful.dtypes.tolist()

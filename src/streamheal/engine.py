@@ -229,7 +229,7 @@ class Engine:
         The batch's features become one matrix when they can (:mod:`streamheal.block`):
         then the guard checks them all at once, and the matrix goes on to the model
         (mini-batch) and the detectors."""
-        rows = [r.features for r in records if type(r) is not Rejection and r.features is not None]
+        rows = _feature_rows(records)
         if self.guard.label_kind is None and not self._binary:
             # The first label fixes the kind (integer or string) for good, before anything
             # in this batch is scored: both modes then take and refuse the same labels.
@@ -256,9 +256,7 @@ class Engine:
                     out = list(records) if out is None else out
                     out[i] = dataclasses.replace(record, features=admitted)
             if out is not None:  # the matrix of what was admitted, not of what came
-                block = FeatureBlock.of(
-                    [r.features for r in out if type(r) is not Rejection and r.features is not None]
-                )
+                block = FeatureBlock.of(_feature_rows(out))
         self._seen.block = block
         guard = self.guard
         for name in guard.take_first_mismatches():
@@ -520,19 +518,6 @@ class Engine:
             matrix = self.model.predict_proba_many(frame).to_numpy()
         return classes, matrix.tolist(), [classes[i] for i in matrix.argmax(axis=1).tolist()]
 
-    def _feature_frame(self, rows: list[dict[str, Any]]) -> Any:
-        """:func:`models.feature_frame` of ``rows``, from the batch's matrix when it holds
-        them (the same frame: columns in the first row's order, float values)."""
-        block = self._seen.block
-        if block is not None and len(rows[0]) > 1:
-            columns = list(rows[0])
-            matrix = block.take(rows, columns)
-            if matrix is not None:
-                import pandas as pd  # only mini-batch mode needs a DataFrame
-
-                return pd.DataFrame(matrix, columns=columns)
-        return models.feature_frame(rows)
-
     # ------------------------------------------------------------------ shared
     def _emit_prediction(
         self, event: Event, proba: dict[Any, float], outputs: list, prediction: Any = None
@@ -630,6 +615,11 @@ class Engine:
         outputs.append(rejection)
 
 
+def _feature_rows(records: list[Event | Rejection]) -> list[dict[str, Any]]:
+    """The features of the feature events among ``records``, in order."""
+    return [r.features for r in records if type(r) is not Rejection and r.features is not None]
+
+
 # Modules renamed since checkpoints were first written: a checkpoint pickled before the
 # move still restores (the learned state survives an upgrade).
 _MOVED_MODULES = {"streamheal.detectors.model": "streamheal.detectors.predictions"}
@@ -725,7 +715,8 @@ class _MiniBatch:
         self.complete = [False] * len(events)  # no columns, or mixed types: row by row
         if not events:
             return
-        frame = self.frame = self.engine._feature_frame([e.features for e in events])
+        rows = [e.features for e in events]
+        frame = self.frame = models.feature_frame(rows, self.engine._seen.block)
         if models.batchable(frame):
             complete = frame.notna().all(axis=1).tolist()
             scores = self.engine._proba_many(frame, complete)

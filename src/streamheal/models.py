@@ -115,16 +115,21 @@ def loads(blob: bytes) -> base.Classifier:
     return model
 
 
-def feature_frame(rows: list[dict[str, Any]]) -> Any:
-    """A DataFrame of feature dicts; the fast path when every row has the same numeric keys."""
+def feature_frame(rows: list[dict[str, Any]], block: FeatureBlock | None = None) -> Any:
+    """A DataFrame of feature dicts, columns in the first row's order. When every row has
+    the same names and only numbers: one float matrix, taken from ``block`` (the batch's
+    matrix) when it holds the rows. Anything else (a string, a missing name) lets pandas
+    infer per-column types."""
     import pandas as pd  # only mini-batch paths need a DataFrame
 
     if len(rows[0]) > 1:
-        # Every row all numbers under the same names: one float matrix. Anything else (a
-        # string, a missing name) lets pandas infer per-column types.
-        block = FeatureBlock.of(rows)
-        if block is not None:
-            return pd.DataFrame(block.matrix, columns=list(block.names))
+        columns = list(rows[0])
+        matrix = None if block is None else block.take(rows, columns)
+        if matrix is None:
+            own = FeatureBlock.of(rows)
+            matrix = None if own is None else own.matrix
+        if matrix is not None:
+            return pd.DataFrame(matrix, columns=columns)
     return pd.DataFrame.from_records(rows)
 
 
