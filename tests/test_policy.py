@@ -109,7 +109,7 @@ def test_warm_start_zero_keeps_no_rows_to_warm_start_on() -> None:
     assert len(cold.policy.recent) == 0
     assert len(warm.policy.recent) == 5
     # A "warm" model on zero rows is a fresh one: the same bytes as an untrained model.
-    assert models.dumps(cold.policy._fresh()) == models.dumps(cold.policy.make_model())
+    assert models.dumps(cold.policy._fresh()[0]) == models.dumps(cold.policy.make_model())
 
 
 def test_a_rollback_discards_the_live_challenger_with_an_action() -> None:
@@ -137,3 +137,72 @@ def test_a_rollback_discards_the_live_challenger_with_an_action() -> None:
     assert discard.index == rollback.index and discard.detail["reason"] == "rollback"
     assert discard.detail["raced"] == 7 and "rolled back" in discard.message
     assert engine.policy.challenger is None
+
+
+TREE = {"name": "hoeffding_tree"}
+
+
+def learned_weight(model) -> float:
+    return model.summary["total_observed_weight"]
+
+
+def test_a_tree_started_after_a_drift_catches_up_then_learns_at_weight_one() -> None:
+    config = Config().replace(model=TREE, policy={"catch_up_weight": 10.0, "catch_up_events": 300})
+    engine = Engine(config)
+    outputs = run(engine, stagger())
+    *_, fork, promote = actions(outputs, "fork", "promote", "reset", "rollback")
+    assert (fork.action, promote.action) == ("fork", "promote") and fork.index > 8000
+    # The challenger learned its warm start and every labeled event from the fork on: the
+    # first 300 of them counted ten times each, the rest once.
+    learned = engine.config.policy.warm_start + 16000 - fork.index
+    assert learned_weight(engine.model) == 10 * 300 + (learned - 300)
+    assert engine.policy.catch_up is None  # over: the champion learns at weight 1 again
+    # A gradient learner never catches up: a weight would only be a larger step.
+    linear = Engine(Config())
+    run(linear, stagger())
+    assert linear.policy._fresh()[1] == (1.0, 0) and linear.policy.catch_up is None
+
+
+def test_catch_up_makes_a_tree_recover_sooner_and_hold() -> None:
+    def accuracy_after_drift(policy: dict) -> float:
+        events = stagger()
+        labels = {e.id: e.label for e in events}
+        outputs = run(Engine(Config().replace(model=TREE, policy=policy)), events)
+        right = [o.prediction == labels[o.id] for o in outputs if isinstance(o, Prediction)]
+        return sum(right[8000:13000]) / 5000
+
+    slow = accuracy_after_drift({"catch_up_weight": 1.0})
+    fast = accuracy_after_drift({})
+    assert fast > slow + 0.02, (fast, slow)
+
+
+def test_a_clear_lead_promotes_the_challenger_early() -> None:
+    events = scenario_events(SCENARIOS["stagger"](events=12000, drift_at=6000, seed=3, width=1))
+    early = actions(run(Engine(Config()), events), "promote")[0]
+    waiting = Engine(Config().replace(policy={"promotion_early_samples": 0}))
+    late = actions(run(waiting, events), "promote")[0]
+    assert early.detail["early"] and 30 <= early.detail["samples"] < 100
+    assert early.detail["challenger_accuracy"] > early.detail["champion_accuracy"] + 0.2
+    assert "early" not in late.detail and late.detail["samples"] >= 100
+    assert late.index > early.index
+
+
+def test_a_checkpoint_taken_while_catching_up_continues_exactly() -> None:
+    config = Config().replace(model=TREE, policy={"catch_up_events": 2000})
+    events = stagger()
+    whole = Engine(config)
+    expected = run(whole, events)
+    first = Engine(config)
+    before = run(first, events[:9000])
+    assert first.policy.catch_up is not None  # mid-way through its catch-up
+    second = Engine(config)
+    second.load_bytes(first.to_bytes())
+    after = run(second, events[9000:])
+    scores = [(o.id, o.probabilities) for o in expected if isinstance(o, Prediction)]
+    resumed = [(o.id, o.probabilities) for o in before + after if isinstance(o, Prediction)]
+    assert resumed == scores
+    probe = [e.features for e in events[::40]]
+    assert [second.model.predict_proba_one(x) for x in probe] == [
+        whole.model.predict_proba_one(x) for x in probe
+    ]
+    assert second.model.summary == whole.model.summary

@@ -322,7 +322,22 @@ class PolicyConfig:
     promotion_window: int = field(default=300, metadata=_positive())
     promotion_min_samples: int = field(default=100, metadata=_positive())
     promotion_margin: float = field(default=0.02, metadata=_rule("a number >= 0", lambda v: v >= 0))
+    # From `promotion_early_samples` labeled events on, a lead significant at the 0.001 level
+    # (one-sided two-proportion z-test) promotes at once; 0 turns early promotion off.
+    promotion_early_samples: int = field(
+        default=30, metadata=_rule("an integer >= 0", lambda v: v >= 0)
+    )
     challenger_timeout: int = field(default=5000, metadata=_positive())  # labeled events
+    # Catch-up: a model started after a drift (a fresh or warm challenger, a reset model)
+    # learns its first `catch_up_events` labeled events, warm start included, with sample
+    # weight `catch_up_weight`, when its learner counts evidence (River's Hoeffding trees:
+    # an event of weight w counts as w events, so the young tree splits w times sooner, as
+    # ARF's online bagging does with its Poisson(6) weights). 1 turns it off; gradient
+    # learners (logistic regression) always learn at weight 1.
+    catch_up_weight: float = field(
+        default=10.0, metadata=_rule("a number between 1 and 100", lambda v: 1 <= v <= 100)
+    )
+    catch_up_events: int = field(default=5000, metadata=_rule("an integer >= 0", lambda v: v >= 0))
     # After a reset or promotion the old champion is kept as a shadow for
     # `rollback_window` labeled events; if it beats the new one by `rollback_margin`, it
     # comes back.

@@ -308,7 +308,15 @@ class Engine:
         return now
 
     def _learn_one(self, features: dict[str, Any], label: Label) -> None:
-        self.model.learn_one(features, label)
+        policy = self.policy
+        if policy is not None and policy.catch_up is not None:  # a young model catching up
+            weight = policy.champion_weight(self.serving.version)
+            if weight != 1.0:
+                self.model.learn_one(features, label, w=weight)
+            else:
+                self.model.learn_one(features, label)
+        else:
+            self.model.learn_one(features, label)
         if self.watch is not None:
             self._check_model()
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 from river import base, compose, forest, linear_model, multiclass, preprocessing, tree
+from river.tree.hoeffding_tree import HoeffdingTree
 
 from streamheal.block import FeatureBlock
 from streamheal.config import ModelConfig
@@ -93,6 +94,14 @@ def is_binary_bool(model: base.Classifier) -> bool:
     """True when the model reports classes as False/True (River's binary classifiers)."""
     last = model[list(model.steps)[-1]] if isinstance(model, compose.Pipeline) else model
     return isinstance(last, base.Classifier) and not last._multiclass
+
+
+def counts_evidence(model: base.Classifier) -> bool:
+    """True when the model's statistics are weighted counts (River's Hoeffding trees): an
+    event learned with sample weight ``w`` then counts as ``w`` events (a gradient
+    learner would take a ``w`` times larger step instead)."""
+    last = model[list(model.steps)[-1]] if isinstance(model, compose.Pipeline) else model
+    return isinstance(last, HoeffdingTree)
 
 
 def supports_mini_batch(model: base.Classifier) -> bool:

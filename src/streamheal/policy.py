@@ -11,6 +11,14 @@ Per drift kind, ``policy.<kind>`` lists actions:
   one-sided two-proportion z-test), with at least ``promotion_min_samples``; it is
   discarded after ``challenger_timeout`` labeled events otherwise.
 
+A model started after a drift is young when it is needed most. When its learner counts
+evidence (River's Hoeffding trees), it *catches up*: its first ``catch_up_events`` labeled
+events (warm start, trial as a challenger, first events as champion) are learned with
+sample weight ``catch_up_weight``, so it splits that many times sooner, as ARF's online
+bagging does for its trees. The count left travels with the challenger into promotion
+and is tied to the champion's version: a rollback or an installed model learns at
+weight 1.
+
 The Policy changes the champion only through the partition's
 :class:`~streamheal.serving.ServingModel`, which issues the version numbers.
 
@@ -117,6 +125,10 @@ class Policy(Stateful):
         self.shadow_right: deque[int] = deque(maxlen=cfg.rollback_window)
         self.new_right: deque[int] = deque(maxlen=cfg.rollback_window)
         self.snapshot_at: tuple[int, int] | None = None  # (event, version) of the last one
+        # Catch-up (see the module doc): (weight, events left) for the challenger, and
+        # (version, weight, events left) for a champion that started after a drift.
+        self.challenger_catch_up: tuple[float, int] = (1.0, 0)
+        self.catch_up: tuple[int, float, int] | None = None
 
     # ------------------------------------------------------------- drift hooks
     def on_drift(self, drift: Drift, now: Progress) -> list[Action]:
@@ -159,7 +171,12 @@ class Policy(Stateful):
         if self.challenger is not None:
             self.challenger_right.append(int(self.challenger.predict_one(features) == label))
             self.champion_right.append(int(champion_right))
-            self.challenger.learn_one(features, label)
+            weight, left = self.challenger_catch_up
+            if left:
+                self.challenger.learn_one(features, label, w=weight)
+                self.challenger_catch_up = (weight, left - 1)
+            else:
+                self.challenger.learn_one(features, label)
             self.challenger_seen += 1
             actions += self._maybe_promote(index)
         if self.shadow is not None:
@@ -168,6 +185,19 @@ class Policy(Stateful):
             self.shadow.learn_one(features, label)
             actions += self._maybe_roll_back(index)
         return actions
+
+    def champion_weight(self, version: int) -> float:
+        """The sample weight for the champion's next labeled event (``version`` serving):
+        above 1 while a model started after a drift is catching up."""
+        catch_up = self.catch_up
+        if catch_up is None:
+            return 1.0
+        served, weight, left = catch_up
+        if served != version or not left:
+            self.catch_up = None  # another model serves now, or the catch-up is over
+            return 1.0
+        self.catch_up = (served, weight, left - 1)
+        return weight
 
     @property
     def busy(self) -> bool:
@@ -186,23 +216,33 @@ class Policy(Stateful):
             model=models.dumps(serving.model),
         )
 
-    def _fresh(self) -> Any:
-        if self.cfg.challenger == "copy":
-            return copy.deepcopy(self.serving.model)
+    def _fresh(self) -> tuple[Any, tuple[float, int]]:
+        """A new model for a reset or a fork, and its catch-up (weight, events left)."""
+        cfg = self.cfg
+        if cfg.challenger == "copy":  # the champion's statistics: nothing to catch up
+            return copy.deepcopy(self.serving.model), (1.0, 0)
         model = self.make_model()
-        if self.cfg.challenger == "warm":
+        weight = cfg.catch_up_weight if models.counts_evidence(model) else 1.0
+        left = cfg.catch_up_events if weight != 1.0 else 0
+        if cfg.challenger == "warm":
             for features, label in self.recent:
-                model.learn_one(features, label)
-        return model
+                if left:
+                    model.learn_one(features, label, w=weight)
+                    left -= 1
+                else:
+                    model.learn_one(features, label)
+        return model, (weight, left)
 
     def _reset(self, index: int, cause: str) -> Action:
         """A fresh champion (the Engine gives it a new drift reference on this action)."""
-        previous = self.serving.replace(self._fresh(), action="reset", cause=cause, index=index)
+        model, (weight, left) = self._fresh()
+        previous = self.serving.replace(model, action="reset", cause=cause, index=index)
+        self.catch_up = (self.serving.version, weight, left) if left else None
         self._keep_shadow(previous, cause)
         return Action("reset", index, self.serving.version, cause)
 
     def _fork(self, index: int, cause: str) -> Action:
-        self.challenger = self._fresh()
+        self.challenger, self.challenger_catch_up = self._fresh()
         self.challenger_cause = cause
         self.challenger_seen = 0
         self.challenger_right.clear()
@@ -221,12 +261,26 @@ class Policy(Stateful):
             "champion_accuracy": round(champion_accuracy, 4),
             "samples": n,
         }
-        if n >= cfg.promotion_min_samples and _better(
-            challenger_accuracy, champion_accuracy, n, cfg.promotion_margin, cfg.promotion_test
+        # A lead too large to be luck (one-sided z-test at EARLY_LEVEL) promotes from
+        # `promotion_early_samples` on: after an abrupt drift the old champion is often
+        # right only by chance, and each labeled event it keeps serving is one lost.
+        early = (
+            0 < cfg.promotion_early_samples <= n < cfg.promotion_min_samples
+            and _lead_z(challenger_accuracy, champion_accuracy, n) > EARLY_Z
+        )
+        if early:
+            detail["early"] = True
+        if early or (
+            n >= cfg.promotion_min_samples
+            and _better(
+                challenger_accuracy, champion_accuracy, n, cfg.promotion_margin, cfg.promotion_test
+            )
         ):
             challenger, cause = self.challenger, self.challenger_cause
             self.challenger = None
             previous = self.serving.replace(challenger, action="promote", cause=cause, index=index)
+            weight, left = self.challenger_catch_up
+            self.catch_up = (self.serving.version, weight, left) if left else None
             self._keep_shadow(previous, cause)
             return [Action("promote", index, self.serving.version, cause, detail)]
         if self.challenger_seen >= cfg.challenger_timeout:
@@ -279,10 +333,17 @@ class Policy(Stateful):
         super().load_state_dict(state)
 
 
+EARLY_Z = 3.0902  # one-sided z for level 0.001: an early promotion needs a clear lead
+
+
 def _better(challenger: float, champion: float, n: int, margin: float, test: str) -> bool:
     if test == "margin":
         return challenger - champion >= margin
-    # One-sided two-proportion z-test (same n): is the challenger's accuracy higher?
+    return _lead_z(challenger, champion, n) > 1.6449  # z for 0.05
+
+
+def _lead_z(challenger: float, champion: float, n: int) -> float:
+    """One-sided two-proportion z statistic (same n): is the challenger's accuracy higher?"""
     pooled = (challenger + champion) / 2
     spread = math.sqrt(max(2 * pooled * (1 - pooled) / n, 1e-12))
-    return (challenger - champion) / spread > 1.6449  # z for 0.05
+    return (challenger - champion) / spread
