@@ -332,10 +332,11 @@ class PolicyConfig:
     # learns its first `catch_up_events` labeled events, warm start included, with sample
     # weight `catch_up_weight`, when its learner counts evidence (River's Hoeffding trees:
     # an event of weight w counts as w events, so the young tree splits w times sooner, as
-    # ARF's online bagging does with its Poisson(6) weights). 1 turns it off; gradient
-    # learners (logistic regression) always learn at weight 1.
+    # ARF's online bagging does with its Poisson(6) weights). Gradient learners (logistic
+    # regression) always learn at weight 1. Off (1) by default: on abrupt drifts 10 recovers
+    # as fast as ARF, but on a noisy gradual drift the hurried splits overfit (bench/README).
     catch_up_weight: float = field(
-        default=10.0, metadata=_rule("a number between 1 and 100", lambda v: 1 <= v <= 100)
+        default=1.0, metadata=_rule("a number between 1 and 100", lambda v: 1 <= v <= 100)
     )
     catch_up_events: int = field(default=5000, metadata=_rule("an integer >= 0", lambda v: v >= 0))
     # After a reset or promotion the old champion is kept as a shadow for

@@ -11,8 +11,9 @@ Per drift kind, ``policy.<kind>`` lists actions:
   one-sided two-proportion z-test), with at least ``promotion_min_samples``; it is
   discarded after ``challenger_timeout`` labeled events otherwise.
 
-A model started after a drift is young when it is needed most. When its learner counts
-evidence (River's Hoeffding trees), it *catches up*: its first ``catch_up_events`` labeled
+A model started after a drift is young when it is needed most. With ``catch_up_weight``
+above 1 (off by default) and a learner that counts evidence (River's Hoeffding trees), it
+*catches up*: its first ``catch_up_events`` labeled
 events (warm start, trial as a challenger, first events as champion) are learned with
 sample weight ``catch_up_weight``, so it splits that many times sooner, as ARF's online
 bagging does for its trees. The count left travels with the challenger into promotion
