@@ -311,10 +311,7 @@ class Engine:
         policy = self.policy
         if policy is not None and policy.catch_up is not None:  # a young model catching up
             weight = policy.champion_weight(self.serving.version)
-            if weight != 1.0:
-                self.model.learn_one(features, label, w=weight)
-            else:
-                self.model.learn_one(features, label)
+            models.learn_weighted(self.model, features, label, weight)
         else:
             self.model.learn_one(features, label)
         if self.watch is not None:

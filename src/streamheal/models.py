@@ -104,6 +104,15 @@ def counts_evidence(model: base.Classifier) -> bool:
     return isinstance(last, HoeffdingTree)
 
 
+def learn_weighted(model: base.Classifier, features: dict, label: Any, weight: float) -> None:
+    """``learn_one`` with sample weight ``weight`` (River's keyword ``w``; only passed
+    when it is not 1, so a learner without one is never handed it)."""
+    if weight == 1.0:
+        model.learn_one(features, label)
+    else:
+        model.learn_one(features, label, w=weight)
+
+
 def supports_mini_batch(model: base.Classifier) -> bool:
     return hasattr(model, "learn_many") and hasattr(model, "predict_proba_many")
 

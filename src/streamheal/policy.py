@@ -13,10 +13,10 @@ Per drift kind, ``policy.<kind>`` lists actions:
 
 A model started after a drift is young when it is needed most. With ``catch_up_weight``
 above 1 (off by default) and a learner that counts evidence (River's Hoeffding trees), it
-*catches up*: its first ``catch_up_events`` labeled
-events (warm start, trial as a challenger, first events as champion) are learned with
-sample weight ``catch_up_weight``, so it splits that many times sooner, as ARF's online
-bagging does for its trees. The count left travels with the challenger into promotion
+*catches up*: its first ``catch_up_events`` labeled events (warm start, trial as a
+challenger, first events as champion) are learned with sample weight
+``catch_up_weight``, so it splits that many times sooner, as ARF's online bagging does
+for its trees. The count left travels with the challenger into promotion
 and is tied to the champion's version: a rollback or an installed model learns at
 weight 1.
 
@@ -174,10 +174,8 @@ class Policy(Stateful):
             self.champion_right.append(int(champion_right))
             weight, left = self.challenger_catch_up
             if left:
-                self.challenger.learn_one(features, label, w=weight)
                 self.challenger_catch_up = (weight, left - 1)
-            else:
-                self.challenger.learn_one(features, label)
+            models.learn_weighted(self.challenger, features, label, weight if left else 1.0)
             self.challenger_seen += 1
             actions += self._maybe_promote(index)
         if self.shadow is not None:
@@ -227,11 +225,8 @@ class Policy(Stateful):
         left = cfg.catch_up_events if weight != 1.0 else 0
         if cfg.challenger == "warm":
             for features, label in self.recent:
-                if left:
-                    model.learn_one(features, label, w=weight)
-                    left -= 1
-                else:
-                    model.learn_one(features, label)
+                models.learn_weighted(model, features, label, weight if left else 1.0)
+                left = max(left - 1, 0)
         return model, (weight, left)
 
     def _reset(self, index: int, cause: str) -> Action:
@@ -262,7 +257,7 @@ class Policy(Stateful):
             "champion_accuracy": round(champion_accuracy, 4),
             "samples": n,
         }
-        # A lead too large to be luck (one-sided z-test at EARLY_LEVEL) promotes from
+        # A lead too large to be luck (one-sided z-test at level 0.001) promotes from
         # `promotion_early_samples` on: after an abrupt drift the old champion is often
         # right only by chance, and each labeled event it keeps serving is one lost.
         early = (
