@@ -163,6 +163,16 @@ def test_a_tree_started_after_a_drift_catches_up_then_learns_at_weight_one() -> 
     assert linear.policy._fresh()[1] == (1.0, 0) and linear.policy.catch_up is None
 
 
+def test_a_reset_tree_catches_up_too() -> None:
+    policy = {"concept": ["reset"], "catch_up_weight": 10.0, "catch_up_events": 300}
+    engine = Engine(Config().replace(model=TREE, policy=policy))
+    outputs = run(engine, stagger())
+    *_, reset = actions(outputs, "reset", "rollback", "promote", "fork")
+    assert reset.action == "reset" and reset.index > 8000
+    learned = engine.config.policy.warm_start + 16000 - reset.index
+    assert learned_weight(engine.model) == 10 * 300 + (learned - 300)
+
+
 def test_catch_up_makes_a_tree_recover_sooner_and_hold() -> None:
     def accuracy_after_drift(policy: dict) -> float:
         events = stagger()
