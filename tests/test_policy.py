@@ -160,7 +160,7 @@ def test_a_tree_started_after_a_drift_catches_up_then_learns_at_weight_one() -> 
     # A gradient learner never catches up: a weight would only be a larger step.
     linear = Engine(Config())
     run(linear, stagger())
-    assert linear.policy._fresh()[1] == (1.0, 0) and linear.policy.catch_up is None
+    assert linear.policy._fresh()[1] == 0 and linear.policy.catch_up is None
 
 
 def test_a_reset_tree_catches_up_too() -> None:

@@ -126,10 +126,10 @@ class Policy(Stateful):
         self.shadow_right: deque[int] = deque(maxlen=cfg.rollback_window)
         self.new_right: deque[int] = deque(maxlen=cfg.rollback_window)
         self.snapshot_at: tuple[int, int] | None = None  # (event, version) of the last one
-        # Catch-up (see the module doc): (weight, events left) for the challenger, and
-        # (version, weight, events left) for a champion that started after a drift.
-        self.challenger_catch_up: tuple[float, int] = (1.0, 0)
-        self.catch_up: tuple[int, float, int] | None = None
+        # Catch-up (see the module doc), learned at weight cfg.catch_up_weight: events left
+        # for the challenger, and (version, events left) for a champion started after a drift.
+        self.challenger_catch_up = 0
+        self.catch_up: tuple[int, int] | None = None
 
     # ------------------------------------------------------------- drift hooks
     def on_drift(self, drift: Drift, now: Progress) -> list[Action]:
@@ -172,10 +172,11 @@ class Policy(Stateful):
         if self.challenger is not None:
             self.challenger_right.append(int(self.challenger.predict_one(features) == label))
             self.champion_right.append(int(champion_right))
-            weight, left = self.challenger_catch_up
+            left = self.challenger_catch_up
             if left:
-                self.challenger_catch_up = (weight, left - 1)
-            models.learn_weighted(self.challenger, features, label, weight if left else 1.0)
+                self.challenger_catch_up = left - 1
+            weight = self.cfg.catch_up_weight if left else 1.0
+            models.learn_weighted(self.challenger, features, label, weight)
             self.challenger_seen += 1
             actions += self._maybe_promote(index)
         if self.shadow is not None:
@@ -191,12 +192,12 @@ class Policy(Stateful):
         catch_up = self.catch_up
         if catch_up is None:
             return 1.0
-        served, weight, left = catch_up
+        served, left = catch_up
         if served != version or not left:
             self.catch_up = None  # another model serves now, or the catch-up is over
             return 1.0
-        self.catch_up = (served, weight, left - 1)
-        return weight
+        self.catch_up = (served, left - 1)
+        return self.cfg.catch_up_weight
 
     @property
     def busy(self) -> bool:
@@ -215,25 +216,25 @@ class Policy(Stateful):
             model=models.dumps(serving.model),
         )
 
-    def _fresh(self) -> tuple[Any, tuple[float, int]]:
-        """A new model for a reset or a fork, and its catch-up (weight, events left)."""
+    def _fresh(self) -> tuple[Any, int]:
+        """A new model for a reset or a fork, and the events it has left to catch up."""
         cfg = self.cfg
         if cfg.challenger == "copy":  # the champion's statistics: nothing to catch up
-            return copy.deepcopy(self.serving.model), (1.0, 0)
+            return copy.deepcopy(self.serving.model), 0
         model = self.make_model()
-        weight = cfg.catch_up_weight if models.counts_evidence(model) else 1.0
-        left = cfg.catch_up_events if weight != 1.0 else 0
+        catches_up = cfg.catch_up_weight != 1.0 and models.counts_evidence(model)
+        left = cfg.catch_up_events if catches_up else 0
         if cfg.challenger == "warm":
             for features, label in self.recent:
-                models.learn_weighted(model, features, label, weight if left else 1.0)
+                models.learn_weighted(model, features, label, cfg.catch_up_weight if left else 1.0)
                 left = max(left - 1, 0)
-        return model, (weight, left)
+        return model, left
 
     def _reset(self, index: int, cause: str) -> Action:
         """A fresh champion (the Engine gives it a new drift reference on this action)."""
-        model, (weight, left) = self._fresh()
+        model, left = self._fresh()
         previous = self.serving.replace(model, action="reset", cause=cause, index=index)
-        self.catch_up = (self.serving.version, weight, left) if left else None
+        self.catch_up = (self.serving.version, left) if left else None
         self._keep_shadow(previous, cause)
         return Action("reset", index, self.serving.version, cause)
 
@@ -275,8 +276,8 @@ class Policy(Stateful):
             challenger, cause = self.challenger, self.challenger_cause
             self.challenger = None
             previous = self.serving.replace(challenger, action="promote", cause=cause, index=index)
-            weight, left = self.challenger_catch_up
-            self.catch_up = (self.serving.version, weight, left) if left else None
+            left = self.challenger_catch_up
+            self.catch_up = (self.serving.version, left) if left else None
             self._keep_shadow(previous, cause)
             return [Action("promote", index, self.serving.version, cause, detail)]
         if self.challenger_seen >= cfg.challenger_timeout:
