@@ -103,7 +103,7 @@ def run_kafka_bench(
         figures.update(
             kafka_one_process_eps=max(ones),
             kafka_two_processes_eps=max(twos),
-            kafka_two_workers_speedup=round(_median_ratio(twos, ones), 2),
+            kafka_two_workers_speedup=_median_ratio(twos, ones, digits=2),
             kafka_process_events=2 * events,
         )
     figures.update(
@@ -114,8 +114,8 @@ def run_kafka_bench(
     return figures
 
 
-def _median_ratio(side: list[float], base: list[float]) -> float:
-    return round(statistics.median(a / b for a, b in zip(side, base, strict=True)), 3)
+def _median_ratio(side: list[float], base: list[float], digits: int = 3) -> float:
+    return round(statistics.median(a / b for a, b in zip(side, base, strict=True)), digits)
 
 
 def _bench_config(config: Config) -> Config:
