@@ -1,11 +1,13 @@
 import math
+import random
 
+import orjson
 import pytest
 
 from streamheal import models
 from streamheal.config import Config
-from streamheal.engine import Engine, Prediction
-from streamheal.events import Event, Reason, Rejection, Source
+from streamheal.engine import Engine, Prediction, _PerEvent
+from streamheal.events import Event, Reason, Rejection, Source, decode
 from streamheal.kafka.records import record_of
 from streamheal.scenarios import breast_cancer
 
@@ -198,3 +200,68 @@ def test_per_event_outputs_do_not_depend_on_how_batches_are_cut() -> None:
     whole, cut = records(500), records(37)
     assert any(r.get("type") == "action" for r in whole if isinstance(r, dict))
     assert whole == cut
+
+
+def _mixed_stream(seed: int, events: int = 2500) -> list[bytes]:
+    """Labels inline, with about 1% each of poison values, bad labels, labels sent later
+    on their own and undecodable records around a drift: every path of the record loop."""
+    rnd = random.Random(seed)
+    raws = []
+    scenario = breast_cancer(events=events, seed=seed, label_delay=0, drift_at=events // 2)
+    for event in scenario.events:
+        event = dict(event)
+        draw = rnd.random()
+        if draw < 0.01:
+            features = dict(event["features"])
+            features[rnd.choice(sorted(features))] = rnd.choice([1e308, -1e308, "a", None])
+            event["features"] = features
+        elif draw < 0.02:
+            event["label"] = rnd.choice([2, "yes", None])
+        elif draw < 0.03:  # the label comes later, as a label event
+            label_value = event.pop("label")
+            raws.append(orjson.dumps(event))
+            event = {"id": event["id"], "ts": event["ts"] + 1, "label": label_value}
+        elif draw < 0.035:
+            raws.append(b"{not json")
+        raws.append(orjson.dumps(event))
+    return raws
+
+
+@pytest.mark.parametrize(
+    ("seed", "config", "batch"),
+    [
+        (1, Config(), 100),
+        (2, Config().replace(guards={"clip_outliers": False}), 7),  # models restored
+        (
+            3,
+            Config().replace(
+                model={"name": "hoeffding_tree", "params": {}}, policy={"catch_up_weight": 10.0}
+            ),
+            500,
+        ),
+    ],
+)
+def test_runs_of_labeled_events_give_what_the_event_by_event_path_gives(
+    seed: int, config: Config, batch: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Engine._learn_run takes runs of labeled events in two passes (River back to back,
+    # then the bookkeeping); the per-event path is its oracle: the same records out, in
+    # the same order, and the same model at the end.
+    raws = _mixed_stream(seed)
+    probe = breast_cancer(events=200, seed=seed + 100).events
+
+    def outputs(runs: bool) -> tuple[list, list]:
+        monkeypatch.setattr(_PerEvent, "runs", runs)
+        engine = Engine(config)
+        records = [decode(raw, Source("events", 0, i)) for i, raw in enumerate(raws)]
+        out = []
+        for start in range(0, len(records), batch):
+            for o in engine.process(records[start : start + batch]):
+                out.append((o.reason, o.detail) if type(o) is Rejection else record_of(o))
+        answers = [engine.model.predict_proba_one(e["features"]) for e in probe]
+        return out, answers, engine.watch.since_good, engine.counters
+
+    with_runs, event_by_event = outputs(True), outputs(False)
+    assert with_runs == event_by_event
+    kinds = {o.get("action") for o in with_runs[0] if isinstance(o, dict)}
+    assert "restore" in kinds or seed != 2  # the restore path was taken
