@@ -310,8 +310,16 @@ def label_kind(label: Any) -> str:
 
 
 def finite_probabilities(proba: dict[Any, float]) -> bool:
-    """True when every probability is a finite number (NaN and inf fail ``x - x == 0``)."""
-    return all(p - p == 0.0 for p in proba.values())
+    """True when every probability is a finite number: a NaN or an infinity makes the sum
+    non-finite (one C-level pass; probabilities are at most 1, so a finite sum cannot
+    overflow).
+
+    >>> finite_probabilities({0: 0.25, 1: 0.75}), finite_probabilities({0: float("nan"), 1: 1.0})
+    (True, False)
+    >>> finite_probabilities({0: float("inf"), 1: float("-inf")}), finite_probabilities({})
+    (False, True)
+    """
+    return math.isfinite(sum(proba.values()))
 
 
 def healthy(linear: list[Any], weights: bool = True) -> bool:
