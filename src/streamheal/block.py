@@ -89,17 +89,19 @@ class FeatureBlock:
             return None
         return self.matrix[np.ix_(positions, columns)]
 
-    def within(self, names: Sequence[str], lows: Sequence[float], highs: Sequence[float]) -> bool:
-        """True when the block's columns are exactly ``names`` (in any order) and every
-        value lies in its name's ``[low, high]`` (NaN lies in none)."""
+    def rows_within(
+        self, names: Sequence[str], lows: Sequence[float], highs: Sequence[float]
+    ) -> np.ndarray | None:
+        """Per row, True when every value lies in its name's ``[low, high]`` (NaN lies in
+        none); None unless the block's columns are exactly ``names`` (in any order)."""
         if len(names) != len(self.names):
-            return False
+            return None
         if tuple(names) != self.names:
             order = {name: j for j, name in enumerate(names)}
             try:
                 columns = [order[name] for name in self.names]
             except KeyError:
-                return False
+                return None
             lows, highs = [lows[j] for j in columns], [highs[j] for j in columns]
         matrix = self.matrix
-        return bool((matrix >= np.asarray(lows)).all() and (matrix <= np.asarray(highs)).all())
+        return ((matrix >= np.asarray(lows)) & (matrix <= np.asarray(highs))).all(axis=1)

@@ -254,17 +254,24 @@ class Engine:
                 self.guard.label_kind = label_kind(first)
         block = FeatureBlock.of(rows)
         out: list[Event | Rejection] | None = None
-        if block is not None and self.guard.passes_unchanged(block):
+        # Rows the guard would pass unchanged are known at once; only the others (an
+        # outlier to clip, the first rows of a new layout) are admitted one by one.
+        unchanged = None if block is None else self.guard.unchanged_rows(block)
+        if unchanged is not None and all(unchanged):
             for record in records:  # nothing to admit one by one
                 if type(record) is not Rejection and record.features is not None and record.missing:
                     self.guard.note_missing(record.missing)
         else:
             admit = self.guard.admit
+            row = -1
             for i, record in enumerate(records):
                 if type(record) is Rejection or record.features is None:
                     continue
+                row += 1
                 if record.missing:
                     self.guard.note_missing(record.missing)
+                if unchanged is not None and unchanged[row]:
+                    continue
                 admitted = admit(record.features)
                 if admitted is not record.features:
                     out = list(records) if out is None else out

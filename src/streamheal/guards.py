@@ -109,12 +109,19 @@ class InputGuard(Stateful):
         self._remember_layout(out)
         return out
 
-    def passes_unchanged(self, block: FeatureBlock) -> bool:
-        """True when :meth:`admit` would return every row of ``block`` unchanged: all of
-        them carry the bounded names of the last layout, inside their bounds. One numpy
-        comparison for the whole batch instead of one :meth:`admit` per row."""
+    def unchanged_rows(self, block: FeatureBlock) -> list[bool] | None:
+        """Per row of ``block``, True when :meth:`admit` would return it unchanged (with
+        nothing counted): it carries the bounded names of the last layout, every value
+        inside its bounds. One numpy comparison for the whole batch instead of one
+        :meth:`admit` per row; None when the block's names are not that layout's."""
         fast = self._fast
-        return fast is not None and block.within(*fast)
+        inside = None if fast is None else block.rows_within(*fast)
+        return None if inside is None else inside.tolist()
+
+    def passes_unchanged(self, block: FeatureBlock) -> bool:
+        """True when :meth:`admit` would return every row of ``block`` unchanged."""
+        inside = self.unchanged_rows(block)
+        return inside is not None and all(inside)
 
     def _remember_layout(self, features: dict[str, Any]) -> None:
         known = self.features
