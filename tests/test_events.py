@@ -6,7 +6,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamheal.events import Event, InvalidEvent, Reason, Rejection, Source, decode, json_schema
+from streamheal.config import EventsConfig
+from streamheal.events import (
+    Event,
+    InvalidEvent,
+    Reason,
+    Rejection,
+    Source,
+    _checked_features,
+    _finite_floats,
+    decode,
+    json_schema,
+)
 from streamheal.events import validate as validate_event
 
 SRC = Source("events", 3, 41)
@@ -104,3 +115,34 @@ def test_decode_never_raises_on_arbitrary_json_objects(obj: dict) -> None:
     if isinstance(result, Event) and result.features is not None:
         for value in result.features.values():
             assert isinstance(value, str) or math.isfinite(value)
+
+
+feature_values = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.floats(min_value=-1e308, max_value=1e308),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.booleans(),
+    st.none(),
+    st.text(max_size=3),
+)
+feature_names = st.one_of(st.text(max_size=6), st.text(min_size=60, max_size=70))
+
+
+@given(st.dictionaries(feature_names, feature_values, max_size=8), st.integers(1, 64))
+def test_the_all_floats_fast_path_takes_exactly_what_the_careful_check_keeps_as_is(
+    features: dict, longest: int
+) -> None:
+    # decode skips the per-feature loop when every value is a finite float and every name
+    # fits; the loop must then keep every value as it is and miss nothing.
+    limits = EventsConfig(max_feature_name_length=longest)
+    for _ in range(2):  # the second time through, the names are known valid
+        if _finite_floats(features, longest):
+            kept, missing = _checked_features(features, limits)
+            assert kept == features and list(kept) == list(features) and missing == ()
+    try:
+        kept, missing = _checked_features(features, limits)
+    except InvalidEvent:
+        assert not _finite_floats(features, longest)
+        return
+    if missing or kept != features or not all(type(v) is float for v in kept.values()):
+        assert not _finite_floats(features, longest)

@@ -235,6 +235,52 @@ def _check(
             Reason.TOO_MANY_FEATURES,
             f"{len(raw_features)} features, limit is {limits.max_features}",
         )
+    if _finite_floats(raw_features, limits.max_feature_name_length):
+        return event_id, float(ts), raw_features, label, ()
+    features, missing = _checked_features(raw_features, limits)
+    return event_id, float(ts), features, label, missing
+
+
+_FLOAT_ONLY = {float}
+# The last names _finite_floats found valid, with the length limit they were checked
+# against: a stream's events mostly share one layout, so its names are checked once.
+_valid_names: tuple[tuple[str, ...], int] = ((), 0)
+
+
+def _finite_floats(raw_features: dict[str, Any], longest: int) -> bool:
+    """True when every value is a finite float and every name has 1 to ``longest``
+    characters: what :func:`_checked_features` would take as it is, missing nothing. A few
+    C-level passes, where the careful loop costs ~0.2 µs per feature (most events are
+    all floats).
+
+    >>> _finite_floats({"a": 1.5, "b": -0.0}, 64), _finite_floats({"a": 1.5, "b": 2}, 64)
+    (True, False)
+    >>> _finite_floats({"a": float("nan")}, 64), _finite_floats({"": 1.0}, 64)
+    (False, False)
+    """
+    global _valid_names
+    values = raw_features.values()
+    if not (
+        raw_features
+        and set(map(type, values)) == _FLOAT_ONLY
+        # A NaN or an infinity makes the sum non-finite (so, rarely, do huge finite
+        # values: they take the careful path, which accepts them).
+        and math.isfinite(sum(values))
+    ):
+        return False
+    names = tuple(raw_features)
+    if _valid_names != (names, longest):
+        if not (min(map(len, names)) > 0 and max(map(len, names)) <= longest):
+            return False
+        _valid_names = (names, longest)
+    return True
+
+
+def _checked_features(
+    raw_features: dict[str, Any], limits: EventsConfig
+) -> tuple[dict[str, FeatureValue], tuple[str, ...]]:
+    """The features to score (NaN, infinities and nulls left out) and the missing names;
+    raises :class:`InvalidEvent` for a bad name or value."""
     features: dict[str, FeatureValue] = {}
     missing: list[str] = []
     longest = limits.max_feature_name_length
@@ -266,7 +312,7 @@ def _check(
                 Reason.BAD_FEATURE_VALUE,
                 f"feature {name!r} must be a number, string or null, got {_preview(value)}",
             )
-    return event_id, float(ts), features, label, tuple(missing)
+    return features, tuple(missing)
 
 
 _REPR = reprlib.Repr()  # Python 3.11: limits are attributes, not arguments
