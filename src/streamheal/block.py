@@ -36,7 +36,7 @@ class FeatureBlock:
     is not in the block, and whoever asks for it takes the careful path.
     """
 
-    __slots__ = ("_rows", "_where", "matrix", "names")
+    __slots__ = ("_index", "_rows", "_where", "matrix", "names")
 
     def __init__(
         self, names: tuple[str, ...], matrix: np.ndarray, rows: Sequence[dict[str, Any]]
@@ -45,6 +45,7 @@ class FeatureBlock:
         self.matrix = matrix
         self._rows = rows  # kept alive, so the identities in _where stay theirs
         self._where: dict[int, int] | None = None
+        self._index: dict[str, int] | None = None  # column of each name, made on first need
 
     @classmethod
     def of(cls, rows: Sequence[dict[str, Any]]) -> FeatureBlock | None:
@@ -82,7 +83,9 @@ class FeatureBlock:
             return None
         if tuple(names) == self.names:
             return self.matrix[positions]
-        index = {name: j for j, name in enumerate(self.names)}
+        if self._index is None:
+            self._index = {name: j for j, name in enumerate(self.names)}
+        index = self._index
         try:
             columns = [index[name] for name in names]
         except KeyError:
