@@ -28,6 +28,7 @@ from streamheal.errors import StreamhealError
 
 log = logging.getLogger("streamheal.committer")
 _RETRIES = 10
+_ABORT_ATTEMPT_SECONDS = 10.0  # one abort attempt; delivery reports are served between
 _FENCED = (KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH)
 
 
@@ -129,12 +130,32 @@ class Committer:
         """Abort the open transaction (exactly-once) or drop queued outputs (at-least-once)."""
         if self.exactly_once and self._open:
             try:
-                self._producer.abort_transaction(self.timeout)
+                self._abort_transaction()
             except KafkaException as err:
                 self._fail(err, "abort_transaction")
             finally:
                 self._open = False
         self._errors.clear()
+
+    def _abort_transaction(self) -> None:
+        """Abort the open transaction; raises KafkaException when it cannot be done.
+
+        An abort waits for every outstanding message, and a failed delivery counts as
+        outstanding until its report is served; librdkafka's answer to a timed-out abort
+        is that delivery reports must be polled before aborting. So each attempt first
+        serves them, and a timed-out (retriable) attempt is tried again, all within the
+        transaction timeout (a CI run once lost its whole 60 s to one waiting abort)."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            self._producer.poll(0)
+            left = max(deadline - time.monotonic(), 0.1)
+            try:
+                self._producer.abort_transaction(min(_ABORT_ATTEMPT_SECONDS, left))
+                return
+            except KafkaException as err:
+                if not err.args[0].retriable() or time.monotonic() >= deadline:
+                    raise
+                log.warning("abort_transaction: %s (serving delivery reports, retrying)", err)
 
     def close(self, timeout: float = 30.0) -> None:
         if self._open:
@@ -165,7 +186,7 @@ class Committer:
         if self.exactly_once and not error.fatal() and abortable:
             log.warning("%s: %s: aborting the transaction", during, error)
             try:
-                self._producer.abort_transaction(self.timeout)
+                self._abort_transaction()
             except KafkaException as abort_err:
                 raise CommitFailed(f"abort after {during} failed: {abort_err}") from err
             finally:
