@@ -345,9 +345,11 @@ def healthy(linear: list[Any], weights: bool = True) -> bool:
 
 def linear_parts(model: Any) -> list[Any]:
     """The generalized linear models inside ``model`` (the parts a NaN can poison for good)."""
-    from river import compose, linear_model, multiclass
+    from river import linear_model, multiclass
 
-    last = model[list(model.steps)[-1]] if isinstance(model, compose.Pipeline) else model
+    from streamheal.models import final_step
+
+    last = final_step(model)
     if isinstance(last, linear_model.base.GLM):
         return [last]
     if isinstance(last, multiclass.OneVsRestClassifier):

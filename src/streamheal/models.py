@@ -90,9 +90,14 @@ def build_model(cfg: ModelConfig, seed: int) -> base.Classifier:
     raise ValueError(f"unknown model name {cfg.name!r}")
 
 
+def final_step(model: base.Classifier) -> Any:
+    """The estimator that answers: a pipeline's last step, or the model itself."""
+    return model[list(model.steps)[-1]] if isinstance(model, compose.Pipeline) else model
+
+
 def is_binary_bool(model: base.Classifier) -> bool:
     """True when the model reports classes as False/True (River's binary classifiers)."""
-    last = model[list(model.steps)[-1]] if isinstance(model, compose.Pipeline) else model
+    last = final_step(model)
     return isinstance(last, base.Classifier) and not last._multiclass
 
 
@@ -100,8 +105,7 @@ def counts_evidence(model: base.Classifier) -> bool:
     """True when the model's statistics are weighted counts (River's Hoeffding trees): an
     event learned with sample weight ``w`` then counts as ``w`` events (a gradient
     learner would take a ``w`` times larger step instead)."""
-    last = model[list(model.steps)[-1]] if isinstance(model, compose.Pipeline) else model
-    return isinstance(last, HoeffdingTree)
+    return isinstance(final_step(model), HoeffdingTree)
 
 
 def learn_weighted(model: base.Classifier, features: dict, label: Any, weight: float) -> None:
