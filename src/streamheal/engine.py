@@ -530,9 +530,7 @@ class Engine:
         if self.watch is not None and not finite_probabilities(proba):
             self._restore_model("non-finite probabilities")
             proba = self.model.predict_proba_one(features)
-        if self._binary:
-            return {0: proba.get(False, 0.0), 1: proba.get(True, 0.0)}
-        return proba
+        return _on_the_wire(proba) if self._binary else proba
 
     def _labeled_run(self, records: list[Event | Rejection], at: int, limit: int) -> list[Event]:
         """The feature events carrying a label that ``records[at:]`` starts with (at most
@@ -576,14 +574,17 @@ class Engine:
         binary, watch = self._binary, self.watch
         linear = self._watched_linear
         answers: list[dict[Any, float]] = []
+        labels: list[Label] = []  # as the model learned them (0/1 as False/True)
         check_last = False
         for event in run:
             features = event.features
             proba = predict(features)
             if watch is not None and not finite_probabilities(proba):
                 break
-            learn(features, bool(event.label) if binary else event.label)
+            label = bool(event.label) if binary else event.label
+            learn(features, label)
             answers.append(proba)
+            labels.append(label)
             if watch is not None:
                 if watch.since_good + 1 >= watch.every or not healthy(linear, weights=False):
                     check_last = True  # a good state to keep, or one to restore
@@ -594,14 +595,14 @@ class Engine:
         last = len(answers) - 1
         for i, proba in enumerate(answers):
             event = run[i]
-            if binary:
-                proba = {0: proba.get(False, 0.0), 1: proba.get(True, 0.0)}
-            prediction = self._emit_prediction(event, proba, outputs)
+            prediction = self._emit_prediction(
+                event, _on_the_wire(proba) if binary else proba, outputs
+            )
             self._account_own_label(event, prediction)
             if i == last and check_last:
                 self._check_model()
             if recent is not None:
-                recent.append((event.features, bool(event.label) if binary else event.label))
+                recent.append((event.features, labels[i]))
         return len(answers)
 
     # ---------------------------------------------------------------- mini batch
@@ -716,6 +717,11 @@ class Engine:
     def _pass_rejection(self, rejection: Rejection, outputs: list[Output]) -> None:
         self.counters.dead_lettered[rejection.reason] += 1
         outputs.append(rejection)
+
+
+def _on_the_wire(proba: dict[Any, float]) -> dict[Any, float]:
+    """A River binary answer (keyed False/True) as the wire speaks it: keyed 0/1."""
+    return {0: proba.get(False, 0.0), 1: proba.get(True, 0.0)}
 
 
 def _feature_rows(records: list[Event | Rejection]) -> list[dict[str, Any]]:
