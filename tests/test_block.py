@@ -105,11 +105,12 @@ def test_batches_that_cannot_be_one_matrix_are_refused() -> None:
 def test_the_guard_refuses_a_block_with_a_value_out_of_bounds_or_nan() -> None:
     guard = trained_guard()
     inside = [{"a": 5.0, "b": -3.0, "c": 2.0}]
-    assert guard.passes_unchanged(FeatureBlock.of(inside))
-    assert guard.passes_unchanged(FeatureBlock.of([{"c": 2.0, "a": 5.0, "b": -3.0}]))
+    assert guard.unchanged_rows(FeatureBlock.of(inside)) == [True]
+    assert guard.unchanged_rows(FeatureBlock.of([{"c": 2.0, "a": 5.0, "b": -3.0}])) == [True]
     for bad in (1e308, math.nan, math.inf):
-        assert not guard.passes_unchanged(FeatureBlock.of([{"a": bad, "b": -3.0, "c": 2.0}]))
-    assert not guard.passes_unchanged(FeatureBlock.of([{"a": 5.0, "b": -3.0}]))
+        rows = [*inside, {"a": bad, "b": -3.0, "c": 2.0}]
+        assert guard.unchanged_rows(FeatureBlock.of(rows)) == [True, False]
+    assert guard.unchanged_rows(FeatureBlock.of([{"a": 5.0, "b": -3.0}])) is None
 
 
 def test_mini_batch_frames_from_the_block_equal_the_careful_frames() -> None:

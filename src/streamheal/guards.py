@@ -118,11 +118,6 @@ class InputGuard(Stateful):
         inside = None if fast is None else block.rows_within(*fast)
         return None if inside is None else inside.tolist()
 
-    def passes_unchanged(self, block: FeatureBlock) -> bool:
-        """True when :meth:`admit` would return every row of ``block`` unchanged."""
-        inside = self.unchanged_rows(block)
-        return inside is not None and all(inside)
-
     def _remember_layout(self, features: dict[str, Any]) -> None:
         known = self.features
         bounds = [known.get(name) for name in features]

@@ -77,16 +77,6 @@ class Committer:
         headers: list[tuple[str, bytes]] | None = None,
         partition: int | None = None,
     ) -> None:
-        if partition is None:  # the hot path (every prediction): no keyword dict built
-            try:
-                self._producer.produce(
-                    topic, value, key, headers=headers, on_delivery=self._on_delivery
-                )
-                return
-            except BufferError:  # local queue full: drain, then the loop below retries
-                self._producer.poll(0.1)
-            except KafkaException as err:
-                self._fail(err, "produce")
         extra = {} if partition is None else {"partition": partition}
         while True:
             try:
