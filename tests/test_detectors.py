@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from river.datasets import synth
 
 from streamheal.config import Config, DetectorsConfig
+from streamheal.detectors import cusum as cusum_module
 from streamheal.detectors import stats
 from streamheal.detectors.cusum import VectorCusum
 from streamheal.detectors.suite import Drift, DriftSuite, Observation
@@ -209,6 +210,47 @@ def test_vectorized_cusum_equals_the_per_event_recursion_whatever_the_chunks() -
                 cusum.advance(min(50, size - piece))
             start += size
             np.testing.assert_allclose(cusum.statistic, expected[start - 1], atol=1e-9)
+
+
+def _cusum_run(compiled_loops: object, seed: int) -> list:
+    """Every observable of a VectorCusum driven through chunks, advances, checks (with
+    caps) and re-arms, with ``cusum.compiled`` set to ``compiled_loops``."""
+    rng = np.random.default_rng(seed)
+    m = int(rng.integers(1, 8))
+    cusum_module.compiled, saved = compiled_loops, cusum_module.compiled
+    try:
+        cusum = VectorCusum(m, k=0.25, threshold=4.0, prior_weight=int(rng.integers(1, 60)))
+        seen, at = [], 0
+        for _ in range(12):
+            size = int(rng.integers(1, 120))
+            scores = rng.normal(size=(size, m)) + rng.choice([0.0, 1.5], size=m)
+            if rng.random() < 0.3:
+                scores[rng.random(scores.shape) < 0.05] = np.nan
+            indices = None if rng.random() < 0.5 else np.sort(rng.integers(at, at + 200, size))
+            cusum.begin(scores, at, indices)
+            left = size
+            while left:
+                step = min(left, int(rng.integers(1, 40)))
+                seen.append(cusum.advance(step).tolist())
+                left -= step
+                seen.append((cusum.level().tolist(), cusum.last_zero.tolist()))
+                if rng.random() < 0.5:
+                    cusum.end_check()  # caps a long excursion, then walks the rest again
+                if rng.random() < 0.2:
+                    cusum.reset_series(int(rng.integers(m)))
+            at += size + 200
+            seen.append(pickle.dumps((cusum.upper, cusum.lower, cusum.peak, cusum.total)))
+        return seen
+    finally:
+        cusum_module.compiled = saved
+
+
+@pytest.mark.skipif(cusum_module.compiled is None, reason="the C loops were not built")
+def test_the_compiled_cusum_loops_give_numpys_numbers_bit_for_bit() -> None:
+    # Bit for bit, not approximately: a restarted worker, a replay and a machine without a
+    # C compiler must all cross a threshold at the same event.
+    for seed in range(40):
+        assert _cusum_run(cusum_module.compiled, seed) == _cusum_run(None, seed), seed
 
 
 # ---------------------------------------------------------------- each drift kind

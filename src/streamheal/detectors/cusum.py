@@ -9,6 +9,12 @@ minimum, so a chunk of ``n`` events for ``m`` features costs a few numpy passes 
 ``n x m`` array instead of ``n * m`` Python steps. Missing values (NaN) leave ``S``
 unchanged.
 
+The running sums and minima are the suite's largest cost (numpy's ``accumulate`` along
+an axis takes about 5 ns per element, and each chunk makes a dozen temporaries), so
+``_cusum.c`` does them in one pass when it was built (``setup.py``; optional). It gives
+numpy's numbers bit for bit (a test holds it to that), so a detector crosses its
+threshold at the same event whichever path ran.
+
 >>> import numpy as np
 >>> cusum = VectorCusum(n_series=2, k=0.5, threshold=5.0)
 >>> z = np.zeros((20, 2)); z[:, 1] = 1.5            # series 1 shifts by 1.5 sd
@@ -24,6 +30,11 @@ import math
 import numpy as np
 
 from streamheal.detectors.base import Level, Stateful
+
+try:  # the compiled inner loops (see _cusum.c); numpy does the same where it was not built
+    from streamheal.detectors import _cusum as compiled
+except ImportError:  # pragma: no cover - a build without a C compiler
+    compiled = None
 
 # Siegmund's correction for the overshoot of a Gaussian random walk over a boundary.
 _OVERSHOOT = 1.166
@@ -120,6 +131,17 @@ class VectorCusum(Stateful):
         """
         n = len(scores)
         m = scores.shape[1]
+        if compiled is not None and n:
+            cumulative = np.empty((n, 2 * m))
+            total = np.empty(m)
+            scores = np.ascontiguousarray(scores, dtype=float)
+            count = np.asarray(self.count, dtype=float)  # an int prior weight makes it int64
+            k = float(self.k)
+            if compiled.increments(scores, self.total, count, k, cumulative, total, n, m):
+                self.total, self.count = total, self.count + n
+                self._prepare(cumulative, first_index, indices)
+                return
+            # A missing value: the masked path below.
         ramp = np.arange(1.0, n + 1.0)[:, None]
         missing = np.isnan(scores)
         if not missing.any():  # the common case: no missing value, no masking needed
@@ -142,6 +164,12 @@ class VectorCusum(Stateful):
         np.subtract(moved, shrink, out=cumulative[:, :m])
         np.negative(moved, out=cumulative[:, m:])
         cumulative[:, m:] -= shrink
+        self._prepare(cumulative, first_index, indices)
+
+    def _prepare(
+        self, cumulative: np.ndarray, first_index: int, indices: np.ndarray | None
+    ) -> None:
+        n = len(cumulative)
         self._batch = {
             "cumulative": cumulative,
             "indices": (
@@ -160,16 +188,24 @@ class VectorCusum(Stateful):
         if batch is None or n == 0:
             return np.zeros(m)
         at = batch["position"] - batch["path_from"]
-        segment = batch["path"][at : at + n]
+        path = batch["path"]
         indices = batch["indices"][batch["position"] : batch["position"] + n]
-        touched = np.where(segment <= 0.0, indices, -1).max(axis=0)
         zeros = np.concatenate([self.zero_upper, self.zero_lower])
-        zeros = np.where(touched >= 0, touched + 1, zeros)
+        if compiled is not None:
+            moved = np.empty(2 * m, dtype=np.int64)
+            peaks = np.empty(2 * m)
+            compiled.summarize(path, at, n, indices, zeros, moved, peaks, len(path), 2 * m)
+            zeros = moved
+            end = path[at + n - 1]
+        else:
+            segment = path[at : at + n]
+            touched = np.where(segment <= 0.0, indices, -1).max(axis=0)
+            zeros = np.where(touched >= 0, touched + 1, zeros)
+            peaks = segment.max(axis=0)
+            end = segment[-1]
         self.zero_upper, self.zero_lower = zeros[:m], zeros[m:]
-        end = segment[-1]
         self.upper = end[:m].copy() if self.watch_up else np.zeros(m)
         self.lower = end[m:].copy() if self.watch_down else np.zeros(m)
-        peaks = segment.max(axis=0)
         chunk_peak = np.maximum(
             peaks[:m] if self.watch_up else 0.0, peaks[m:] if self.watch_down else 0.0
         )
@@ -183,11 +219,17 @@ class VectorCusum(Stateful):
         # S_t = W_t - min(0, min W) with W the state plus the increments since `row`.
         batch = self._batch
         cumulative = batch["cumulative"]
-        since = cumulative[row:] - cumulative[row - 1] if row else cumulative
-        walk = since + np.concatenate([self.upper, self.lower])
-        floor = np.minimum.accumulate(walk, axis=0)
-        np.minimum(floor, 0.0, out=floor)
-        walk -= floor
+        state = np.concatenate([self.upper, self.lower])
+        if compiled is not None:
+            rows, width = cumulative.shape
+            walk = np.empty((rows - row, width))
+            compiled.walk(cumulative, row, state, walk, rows, width)
+        else:
+            since = cumulative[row:] - cumulative[row - 1] if row else cumulative
+            walk = since + state
+            floor = np.minimum.accumulate(walk, axis=0)
+            np.minimum(floor, 0.0, out=floor)
+            walk -= floor
         batch["path"] = walk
         batch["path_from"] = row
 

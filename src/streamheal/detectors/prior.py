@@ -22,11 +22,11 @@ class LabelMonitor(Stateful):
         self.window: deque[Any] = deque(maxlen=window_size)
 
     def observe(self, labels: list[Any]) -> None:
-        for label in labels:
-            if sum(self.reference.values()) < self.reference_size:
-                self.reference[label] += 1
-            else:
-                self.window.append(label)
+        need = self.reference_size - self.reference.total()
+        if need > 0:  # the first labels fill the reference, the rest go to the window
+            self.reference.update(labels[:need])
+            labels = labels[need:]
+        self.window.extend(labels)
 
     def reset(self) -> None:
         self.reference.clear()

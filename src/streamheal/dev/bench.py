@@ -29,6 +29,7 @@ from river import drift
 
 from streamheal import models
 from streamheal.config import Config
+from streamheal.detectors import cusum
 from streamheal.engine import Engine
 from streamheal.events import Event, Source
 from streamheal.scenarios import breast_cancer
@@ -118,6 +119,8 @@ def run_bench(
         features=len(stream[0].features),
         model=config.model.name,
         batch_size=config.engine.batch_size,
+        # Whether VectorCusum's inner loops ran compiled (setup.py) or in numpy.
+        cusum_loops="compiled" if cusum.compiled is not None else "numpy",
         river=river.__version__,
         python=platform.python_version(),
     )
