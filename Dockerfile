@@ -1,5 +1,5 @@
 # The streamheal worker image (for docker-compose users; development here needs no Docker).
-# A build stage compiles the one C extension (VectorCusum's inner loops, setup.py) into a
+# A build stage compiles the one C extension (the detectors' inner loops, setup.py) into a
 # wheel; the slim runtime image needs no compiler. Without the build stage the worker
 # would still run, with numpy doing those loops (about 2 us per event slower).
 FROM python:3.11-slim AS build

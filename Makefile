@@ -15,7 +15,7 @@ TEST_KAFKA := STREAMHEAL_LOCAL_KAFKA__PORT=$(TEST_KAFKA_PORT) STREAMHEAL_LOCAL_K
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py src/streamheal/detectors/_cusum.c
+$(STAMP): pyproject.toml setup.py src/streamheal/detectors/_loops.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test,report,mlflow]'

@@ -1,4 +1,4 @@
-"""The one compiled part: VectorCusum's inner loops (src/streamheal/detectors/_cusum.c).
+"""The one compiled part: VectorCusum's inner loops (src/streamheal/detectors/_loops.c).
 
 Everything else is in pyproject.toml. The extension is optional: without a C compiler
 the build goes on without it and cusum.py computes the same numbers with numpy (about
@@ -15,8 +15,8 @@ STRICT_FLOATS = [] if sys.platform == "win32" else ["-O2", "-ffp-contract=off"]
 setup(
     ext_modules=[
         Extension(
-            "streamheal.detectors._cusum",
-            ["src/streamheal/detectors/_cusum.c"],
+            "streamheal.detectors._loops",
+            ["src/streamheal/detectors/_loops.c"],
             extra_compile_args=STRICT_FLOATS,
             optional=True,
         )

@@ -253,6 +253,29 @@ def test_the_compiled_cusum_loops_give_numpys_numbers_bit_for_bit() -> None:
         assert _cusum_run(cusum_module.compiled, seed) == _cusum_run(None, seed), seed
 
 
+@pytest.mark.skipif(stats.compiled is None, reason="the C loops were not built")
+@given(
+    st.lists(
+        st.lists(st.sampled_from([-np.inf, -1.0, -0.0, 0.0, 0.5, 1.0, np.inf, np.nan]), max_size=9),
+        min_size=1,
+        max_size=4,
+    ),
+    st.lists(st.sampled_from([-np.inf, -1.0, 0.0, 0.25, 1.0, 2.0, np.inf, np.nan]), max_size=6),
+    st.sampled_from(["left", "right"]),
+)
+def test_compiled_row_searches_answer_as_numpys_searchsorted(
+    rows: list[list[float]], needles: list[float], side: str
+) -> None:
+    # Ties, signed zeros, infinities and NaN (sorted last, as np.sort leaves them).
+    width = max(len(r) for r in rows)
+    haystack = np.sort(np.array([r + [np.nan] * (width - len(r)) for r in rows]), axis=1)
+    keys = np.tile(np.array(needles, dtype=float), (len(rows), 1))
+    expected = [
+        np.searchsorted(h, k, side=side).tolist() for h, k in zip(haystack, keys, strict=True)
+    ]
+    assert stats.searchsorted_rows(haystack, keys, side).tolist() == expected
+
+
 # ---------------------------------------------------------------- each drift kind
 
 

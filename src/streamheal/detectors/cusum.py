@@ -11,7 +11,7 @@ unchanged.
 
 The running sums and minima are the suite's largest cost (numpy's ``accumulate`` along
 an axis takes about 5 ns per element, and each chunk makes a dozen temporaries), so
-``_cusum.c`` does them in one pass when it was built (``setup.py``; optional). It gives
+``_loops.c`` does them in one pass when it was built (``setup.py``; optional). It gives
 numpy's numbers bit for bit (a test holds it to that), so a detector crosses its
 threshold at the same event whichever path ran.
 
@@ -31,8 +31,8 @@ import numpy as np
 
 from streamheal.detectors.base import Level, Stateful
 
-try:  # the compiled inner loops (see _cusum.c); numpy does the same where it was not built
-    from streamheal.detectors import _cusum as compiled
+try:  # the compiled inner loops (see _loops.c); numpy does the same where it was not built
+    from streamheal.detectors import _loops as compiled
 except ImportError:  # pragma: no cover - a build without a C compiler
     compiled = None
 

@@ -23,12 +23,37 @@ import numpy as np
 from scipy import special
 from scipy.stats import distributions
 
+try:  # the compiled inner loops (see _loops.c); numpy does the same where it was not built
+    from streamheal.detectors import _loops as compiled
+except ImportError:  # pragma: no cover - a build without a C compiler
+    compiled = None
+
 # scipy's own switch between the exact and the asymptotic p-value (ks_2samp, mode="auto").
 EXACT_MAX_N = 10_000
 # Grid points per column for KsColumns.upper_bounds: with about 1/64 of the reference's
 # mass between two points, a quiet window's bound stays below the clear level.
 BOUND_GRID_POINTS = 64
 PSI_EPSILON = 1e-4  # added to empty bins' shares before the log (Evidently's convention)
+
+
+def searchsorted_rows(haystack: np.ndarray, needles: np.ndarray, side: str) -> np.ndarray:
+    """``np.searchsorted(haystack[r], needles[r], side)`` for every row ``r`` (each row of
+    ``haystack`` sorted, NaN last), as one ``int64`` array shaped like ``needles``.
+
+    >>> searchsorted_rows(np.array([[1.0, 2, 3], [0, 0, np.nan]]),
+    ...                   np.array([[2.0, 9], [0, np.inf]]), "right").tolist()
+    [[2, 3], [2, 2]]
+    """
+    haystack = np.ascontiguousarray(haystack, dtype=float)
+    needles = np.ascontiguousarray(needles, dtype=float)
+    (rows, length), count = haystack.shape, needles.shape[1]
+    out = np.empty((rows, count), dtype=np.int64)
+    if compiled is not None:
+        compiled.searchsorted_rows(haystack, needles, side == "right", out, rows, length, count)
+    else:
+        for r in range(rows):
+            out[r] = np.searchsorted(haystack[r], needles[r], side=side)
+    return out
 
 
 def ks_2samp(sorted_reference: np.ndarray, current: np.ndarray) -> tuple[float, float]:
@@ -106,8 +131,7 @@ class KsColumns:
         n1, n2 = self.columns.shape[1], window.shape[1]
         counts = np.zeros((len(picked), self.grid.shape[1] + 2), dtype=np.int64)
         counts[:, -1] = n2
-        for i, j in enumerate(picked.tolist()):
-            counts[i, 1:-1] = np.searchsorted(window[i], self.grid[j], side="right")
+        counts[:, 1:-1] = searchsorted_rows(window, self.grid[picked], "right")
         at = self.grid_at[picked]
         gaps = np.maximum(
             at[:, 1:] * n2 - counts[:, :-1] * n1, counts[:, 1:] * n1 - at[:, :-1] * n2
@@ -120,12 +144,9 @@ class KsColumns:
         """:meth:`statistics` of a window given as sorted rows (one row per column)."""
         picked = np.arange(len(self.columns)) if which is None else np.flatnonzero(which)
         n2 = window.shape[1]
-        shape = (len(picked), self.columns.shape[1])
-        at, before = np.empty(shape), np.empty(shape)
-        for i, j in enumerate(picked.tolist()):
-            values, column = self.columns[j], window[i]
-            at[i] = np.searchsorted(column, values, side="right")
-            before[i] = np.searchsorted(column, values, side="left")
+        values = self.columns[picked]
+        at = searchsorted_rows(window, values, "right")
+        before = searchsorted_rows(window, values, "left")
         at_gap = np.abs(self.at[picked] - at / n2).max(axis=1)
         before_gap = np.abs(self.before[picked] - before / n2).max(axis=1)
         return np.maximum(at_gap, before_gap)
@@ -195,8 +216,7 @@ def psi_of_sorted(edges: np.ndarray, reference_counts: np.ndarray, rows: np.ndar
     at_most = np.empty((k, width + 2), dtype=np.int64)  # values <= each edge, per column
     at_most[:, 0] = 0
     at_most[:, -1] = finite
-    for j in range(k):  # NaN sorts last: a search never counts it
-        at_most[j, 1:-1] = np.searchsorted(rows[j], edges[j], side="right")
+    at_most[:, 1:-1] = searchsorted_rows(rows, edges, "right")  # NaN sorts last: never counted
     np.minimum(at_most, finite[:, None], out=at_most)
     counts = np.diff(at_most, axis=1)
     return _psi_rows(reference_counts, counts)
