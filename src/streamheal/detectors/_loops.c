@@ -294,13 +294,23 @@ searchsorted_rows(PyObject *Py_UNUSED(self), PyObject *args)
         int64_t *o = (int64_t *)out.buf + r * count;
         for (Py_ssize_t q = 0; q < count; q++) {
             double key = v[q];
-            Py_ssize_t low = 0, high = length;
-            while (low < high) {  /* the first position whose value goes after key */
-                Py_ssize_t mid = low + (high - low) / 2;
-                if (right ? !lt(key, a[mid]) : lt(a[mid], key))
-                    low = mid + 1;
-                else
-                    high = mid;
+            Py_ssize_t low;
+            if (q > 0 && !lt(key, v[q - 1])) {
+                /* Keys in order (the callers' case): walk on from the last answer, a
+                 * merge of the two sorted rows, O(length + count) per row. */
+                low = o[q - 1];
+                while (low < length && (right ? !lt(key, a[low]) : lt(a[low], key)))
+                    low++;
+            } else {
+                Py_ssize_t high = length;
+                low = 0;
+                while (low < high) { /* the first position whose value goes after key */
+                    Py_ssize_t mid = low + (high - low) / 2;
+                    if (right ? !lt(key, a[mid]) : lt(a[mid], key))
+                        low = mid + 1;
+                    else
+                        high = mid;
+                }
             }
             o[q] = low;
         }
