@@ -103,8 +103,8 @@ class CovariateMonitor(Stateful):
                     threshold=cusum.threshold,
                     started_index=int(cusum.last_zero[j]),
                     # Summaries of the reference and of the current window, computed only
-                    # if a record is written.
-                    describe=_describe(self.reference.sorted[j], self._current(j)),
+                    # if a record is written (at this check: the window is as it is now).
+                    describe=self._describer(j),
                 )
             )
         cusum.end_check()
@@ -114,6 +114,11 @@ class CovariateMonitor(Stateful):
         """The finite values of numeric feature ``j`` in the current window (a copy)."""
         column = self.numeric_window[: min(self.seen, self.window_size), j]
         return column[np.isfinite(column)]
+
+    def _describer(self, j: int) -> Callable[[], tuple[dict[str, Any], dict[str, Any]]]:
+        """Summaries of numeric feature ``j``'s reference and current window, made when
+        called: a watched feature's clear reading at a check rarely becomes a record."""
+        return lambda: (stats.summary(self.reference.sorted[j]), stats.summary(self._current(j)))
 
     def reset_sequential(self, feature: str) -> None:
         self.cusum.reset_series(self.reference.numeric_names.index(feature))
@@ -161,7 +166,7 @@ class CovariateMonitor(Stateful):
             for j in sorted(ks_kept | psi_kept):
                 if not tested[j]:
                     continue
-                describe = _describe(ref.sorted[j], self._current(j))
+                describe = self._describer(j)
                 if j in ks_kept:
                     evidence.append(
                         Evidence(

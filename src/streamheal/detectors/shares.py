@@ -102,14 +102,14 @@ class ShareMonitor(Stateful):
         cusum = self.cusum
         if cusum is None:
             return []
-        levels = cusum.level()
+        level = Level(int(cusum.level().max()))  # any class raising raises; all clear clears
+        if level == Level.CLEAR and not watched:
+            cusum.end_check()
+            return []
         j = int(np.argmax(cusum.peak))
-        level = Level(int(levels.max()))  # any class raising raises; all clear clears
         peak = float(cusum.peak[j])
         started = int(cusum.last_zero[j])
         cusum.end_check()
-        if level == Level.CLEAR and not watched:
-            return []
         classes = sorted(self.reference, key=str)
         names = [str(c) for c in classes]
         current = Counter(self.recent)
