@@ -435,6 +435,44 @@ def test_no_input_raises_or_poisons_the_detectors(rows: list[dict]) -> None:
         assert np.isfinite(cusum.total).all()
 
 
+@pytest.mark.parametrize("mode", ["per_event", "mini_batch"])
+def test_a_quiet_check_ends_as_the_full_check_would(
+    mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # DriftSuite._quiet_check closes a check whose readings are all clear without making
+    # them; the full check is its oracle. The streams fire and resolve alarms of every
+    # sequential kind (covariate, label and class mix, concept), so clear readings feed
+    # existing alarms too.
+    streams = [
+        scenario_events(breast_cancer(events=9000, drift_at=4000, label_delay=30)),
+        scenario_events(prior_shift(events=9000, drift_at=4500, label_delay=20)),
+        events_from(stagger_rows(9000, 4000), label_delay=10),
+    ]
+    config = Config().replace(engine={"mode": mode})
+    taken = []
+    quiet = DriftSuite._quiet_check
+
+    def counted(self: DriftSuite) -> bool:
+        taken.append(quiet(self))
+        return taken[-1]
+
+    def run(events: list[Event]) -> tuple[list, bytes]:
+        engine = Engine(config)
+        found = []
+        for i in range(0, len(events), 700):
+            found += [o for o in engine.process(events[i : i + 700]) if isinstance(o, Drift)]
+        return [vars(d) for d in found], pickle.dumps(engine.drift.alarms)
+
+    for events in streams:
+        monkeypatch.setattr(DriftSuite, "_quiet_check", counted)
+        fast = run(events)
+        monkeypatch.setattr(DriftSuite, "_quiet_check", lambda self: False)
+        assert fast == run(events)
+    statuses = {d["status"] for d in fast[0]}
+    assert statuses == {"firing", "resolved"}
+    assert any(taken) and not all(taken)  # both paths were taken
+
+
 def test_a_suite_restored_mid_stream_continues_exactly_like_the_uninterrupted_one() -> None:
     events = scenario_events(breast_cancer(events=6000, drift_at=3000, label_delay=30))
     whole = Engine(Config())

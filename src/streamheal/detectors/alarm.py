@@ -25,6 +25,12 @@ class Alarm(Stateful):
         self.quiet_until = -1
         self.first_raise_index: int | None = None
 
+    def takes_clear_quietly(self) -> bool:
+        """Whether a CLEAR reading now is sure to change nothing but the history: the
+        alarm is not firing (so it cannot resolve) and has no raise on record (so it
+        cannot fire)."""
+        return not self.firing and Level.RAISE not in self.history
+
     def update(self, level: int, index: int) -> str | None:
         """Record one check's level at event ``index``; return a state change or None."""
         self.history.append(level)

@@ -233,6 +233,13 @@ class VectorCusum(Stateful):
         batch["path"] = walk
         batch["path_from"] = row
 
+    def all_clear(self) -> bool:
+        """Whether :meth:`level` would read CLEAR for every series (a NaN is not clear)."""
+        if not len(self.peak):
+            return True
+        clear = self.clear_ratio * self.threshold
+        return bool(self.peak.max() <= self.threshold and self.statistic.max() < clear)
+
     def level(self) -> np.ndarray:
         """Per-series :class:`Level` at a check (peak since the last check vs thresholds)."""
         level = np.full(len(self.upper), int(Level.HOLD))

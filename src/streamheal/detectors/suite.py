@@ -342,6 +342,9 @@ class DriftSuite(Stateful):
                 if mix.cusum is not None:
                     mix.cusum.end_check()
             return []
+        windowed = self.index % cfg.window_check_every == 0
+        if not windowed and self.index % cfg.model_check_every and self._quiet_check():
+            return []
         # Clear readings matter only where an alarm exists to be confirmed or cleared.
         alarms = self.alarms
         watched = {key[2] for key in alarms if key[3] == "cusum"}
@@ -357,7 +360,7 @@ class DriftSuite(Stateful):
         for mix in (self.label_mix, self.class_mix):
             evidence += mix.evidence((mix.kind, mix.signal, None, "cusum") in alarms)
         args = (self.alpha, cfg.clear_p_value, cfg.psi_threshold)
-        if self.index % cfg.window_check_every == 0:
+        if windowed:
             logging = self.check_log is not None
             windowed = covariate.window_evidence(
                 *args, watched=None if logging else set(self.alarms)
@@ -401,6 +404,42 @@ class DriftSuite(Stateful):
                 self.alarms.pop(key)
             self.episodes.close_kind("covariate")
         return drifts
+
+    def _quiet_check(self) -> bool:
+        """Close a check whose readings are all clear, as the full check would, without
+        making them (most checks of a stationary stream): each CUSUM's check is closed,
+        and each alarm the full check would feed a clear reading gets it. False, with
+        nothing changed, when a reading is not clear, a detector fired, or an alarm
+        could change state (firing, or a raise on record): the full check runs then."""
+        errors = self.errors
+        if errors.fired_at is not None or errors.fell_at is not None:
+            return False
+        mixes = [mix for mix in (self.label_mix, self.class_mix) if mix.cusum is not None]
+        cusums = [self.covariate.cusum, self.predictions.page_hinkley]
+        cusums += [mix.cusum for mix in mixes]
+        if not all(cusum.all_clear() for cusum in cusums):
+            return False
+        fed = [self.alarms[key] for key in self._clear_readings(mixes) if key in self.alarms]
+        if not all(alarm.takes_clear_quietly() for alarm in fed):
+            return False
+        for alarm in fed:
+            alarm.update(Level.CLEAR, self.index)
+        for cusum in cusums:
+            cusum.end_check()
+        return True
+
+    def _clear_readings(self, mixes: list[ShareMonitor]) -> list[tuple]:
+        """The keys of the readings a full sequential check makes when all are clear and
+        every alarm is watched (only those with an alarm are fed to it)."""
+        name = self.errors.name
+        keys = [
+            ("covariate", "feature", feature, "cusum")
+            for feature in self.covariate.reference.numeric_names
+        ]
+        keys += [("concept", "error", None, name), ("concept", "error_fall", None, name)]
+        keys.append(("confidence", "confidence", None, "page_hinkley"))
+        keys += [(mix.kind, mix.signal, None, "cusum") for mix in mixes]
+        return keys
 
     def _firing(self, key: tuple) -> bool:
         alarm = self.alarms.get(key)
