@@ -18,6 +18,7 @@ from river.datasets import synth
 from streamheal.config import Config, DetectorsConfig
 from streamheal.detectors import cusum as cusum_module
 from streamheal.detectors import stats
+from streamheal.detectors.concept import ErrorMonitor
 from streamheal.detectors.cusum import VectorCusum
 from streamheal.detectors.suite import Drift, DriftSuite, Observation
 from streamheal.engine import Engine
@@ -498,6 +499,32 @@ def test_a_suite_restored_mid_stream_continues_exactly_like_the_uninterrupted_on
         return [replace(o, model=None) if isinstance(o, Action) else o for o in outputs]
 
     assert comparable(resumed_out) == comparable(whole_out)
+
+
+@pytest.mark.parametrize("name", ["adwin", "hddm_a"])
+def test_the_error_monitor_reads_the_same_whatever_the_chunks(name: str) -> None:
+    # Its windows take a chunk at once; a firing must still compare the windows as they
+    # stood at its own error, as one error at a time would.
+    rng = np.random.default_rng(11)
+    rates = np.r_[np.full(3000, 0.1), np.full(3000, 0.45), np.full(3000, 0.05)]
+    errors = (rng.random(len(rates)) < rates).astype(int).tolist()
+
+    def readings(chunk: int) -> list[tuple]:
+        monitor = ErrorMonitor(name, 0.002, 300)
+        monitor.watch_falls(True)
+        seen = []
+        for start in range(0, len(errors), 100):
+            for piece in range(start, start + 100, chunk):
+                end = min(piece + chunk, start + 100)
+                monitor.observe(errors[piece:end], list(range(piece, end)))
+            seen.append((monitor.fired_at, monitor.error_before))
+            seen.append((monitor.fell_at, monitor.error_before_fall))
+            monitor.fired_at = monitor.fell_at = None
+        return seen
+
+    one_by_one = readings(1)
+    assert any(fired for fired, _ in one_by_one[::2]) and any(f for f, _ in one_by_one[1::2])
+    assert readings(100) == one_by_one == readings(7)
 
 
 @pytest.mark.parametrize("name", ["adwin", "page_hinkley", "ddm", "hddm_a"])

@@ -55,12 +55,16 @@ class ErrorMonitor(Stateful):
         detector, falls = self.detector, self.falls
         warns = hasattr(detector, "warning_detected")
         window, recent = self.window, self.recent
-        for error, at in zip(errors, learned_at, strict=True):
-            window.append(error)
-            recent.append(error)
+        # The windows take the chunk at once; a firing (rare) reads them as they stood
+        # at its own error (see _windows_at).
+        kept = (list(window), list(recent))
+        window.extend(errors)
+        recent.extend(errors)
+        for i, (error, at) in enumerate(zip(errors, learned_at, strict=True)):
             detector.update(error)
             if falls is not None:
-                before = falls.estimation
+                width = falls.width  # falls.estimation, with one property call less
+                before = falls.total / width if width else 0.0
                 falls.update(error)
                 if falls.drift_detected and falls.estimation < before - MIN_FALL:
                     self.fell_at = at
@@ -68,10 +72,19 @@ class ErrorMonitor(Stateful):
             if warns and detector.warning_detected:
                 self.warned = True
             if detector.drift_detected:  # rare: the window sums are taken only here
-                before = sum(window) / len(window)
-                if sum(recent) / len(recent) > before:  # a rise, not an improvement
+                long, short = self._windows_at(kept, errors[: i + 1])
+                before = sum(long) / len(long)
+                if sum(short) / len(short) > before:  # a rise, not an improvement
                     self.fired_at = at
                     self.error_before = before
+
+    def _windows_at(
+        self, kept: tuple[list[int], list[int]], seen: list[int]
+    ) -> tuple[list[int], list[int]]:
+        """The long and the recent window as they stood after the errors ``seen`` of a
+        chunk (``kept``: both windows before the chunk)."""
+        long, short = kept
+        return (long + seen)[-self.window.maxlen :], (short + seen)[-self.recent.maxlen :]
 
     def watch_falls(self, on: bool) -> None:
         """Start (a settled model) or stop (a new, young model) watching for falls."""
