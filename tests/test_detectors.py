@@ -277,6 +277,24 @@ def test_compiled_row_searches_answer_as_numpys_searchsorted(
     assert stats.searchsorted_rows(haystack, keys, side).tolist() == expected
 
 
+@pytest.mark.skipif(stats.compiled is None, reason="the C loops were not built")
+@given(st.integers(0, 2**32 - 1), st.integers(2, 60), st.integers(1, 60))
+def test_compiled_ks_statistics_are_numpys_bit_for_bit(seed: int, n1: int, n2: int) -> None:
+    rng = np.random.default_rng(seed)
+    reference = np.sort(rng.integers(0, 6, (n1, 5)).astype(float), axis=0)  # ties
+    window = np.sort(rng.integers(0, 7, (5, n2)) + rng.choice([0.0, 0.5], (5, n2)), axis=1)
+    which = rng.random(5) < 0.6
+    which[int(rng.integers(5))] = True
+    ready = stats.KsColumns(reference)
+    compiled = ready.statistics_of_sorted(window[which], which=which)
+    saved, stats.compiled = stats.compiled, None
+    try:
+        expected = ready.statistics_of_sorted(window[which], which=which)
+    finally:
+        stats.compiled = saved
+    assert compiled.tolist() == expected.tolist()
+
+
 # ---------------------------------------------------------------- each drift kind
 
 

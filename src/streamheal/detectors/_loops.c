@@ -321,11 +321,100 @@ searchsorted_rows(PyObject *Py_UNUSED(self), PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* ks_statistics(columns, at, before, picked, window, out, count, total, n1, n2)
+ *
+ * For each of the ``count`` picked reference columns j (``picked``, int64; ``columns``,
+ * ``at`` and ``before`` have ``total`` rows of n1) and the matching sorted, NaN-free row
+ * of ``window`` (count rows of n2), stats.KsColumns.statistics_of_sorted's
+ *
+ *   max(abs(at[j] - searchsorted(w, columns[j], "right") / n2).max(),
+ *       abs(before[j] - searchsorted(w, columns[j], "left") / n2).max())
+ *
+ * with both searches one merge of the two sorted rows. Both sides are NaN-free (the
+ * caller's contract, as KsColumns'), so the plain order is numpy's order.
+ */
+static PyObject *
+ks_statistics(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *o_columns, *o_at, *o_before, *o_picked, *o_window, *o_out;
+    Py_ssize_t count, total, n1, n2;
+    if (!PyArg_ParseTuple(args, "OOOOOOnnnn", &o_columns, &o_at, &o_before, &o_picked,
+                          &o_window, &o_out, &count, &total, &n1, &n2))
+        return NULL;
+    Py_buffer columns, at, before, picked, window, out;
+    int taken = 0;
+    if (take(o_columns, &columns, total * n1, 0, 0, "columns") < 0)
+        goto release;
+    taken++;
+    if (take(o_at, &at, total * n1, 0, 0, "at") < 0)
+        goto release;
+    taken++;
+    if (take(o_before, &before, total * n1, 0, 0, "before") < 0)
+        goto release;
+    taken++;
+    if (take(o_picked, &picked, count, 0, 1, "picked") < 0)
+        goto release;
+    taken++;
+    if (take(o_window, &window, count * n2, 0, 0, "window") < 0)
+        goto release;
+    taken++;
+    if (take(o_out, &out, count, 1, 0, "out") < 0)
+        goto release;
+    taken++;
+    const int64_t *which = picked.buf;
+    for (Py_ssize_t r = 0; r < count; r++) {
+        if (which[r] < 0 || which[r] >= total) {
+            PyErr_SetString(PyExc_ValueError, "ks_statistics: picked column out of range");
+            goto release;
+        }
+    }
+    for (Py_ssize_t r = 0; r < count; r++) {
+        Py_ssize_t j = which[r];
+        const double *v = (const double *)columns.buf + j * n1;
+        const double *ref_at = (const double *)at.buf + j * n1;
+        const double *ref_before = (const double *)before.buf + j * n1;
+        const double *w = (const double *)window.buf + r * n2;
+        Py_ssize_t right = 0, left = 0; /* window values <= v[i], < v[i] */
+        double at_gap = 0.0, before_gap = 0.0;
+        for (Py_ssize_t i = 0; i < n1; i++) {
+            while (right < n2 && !(v[i] < w[right])) /* NaN-free rows: plain order */
+                right++;
+            while (left < n2 && w[left] < v[i])
+                left++;
+            double a = fabs(ref_at[i] - (double)right / (double)n2);
+            double b = fabs(ref_before[i] - (double)left / (double)n2);
+            at_gap = i ? nan_max(at_gap, a) : a;
+            before_gap = i ? nan_max(before_gap, b) : b;
+        }
+        ((double *)out.buf)[r] = nan_max(at_gap, before_gap);
+    }
+    taken = -taken; /* success: release all */
+release:
+    if (taken < 0)
+        taken = -taken;
+    if (taken >= 6)
+        PyBuffer_Release(&out);
+    if (taken >= 5)
+        PyBuffer_Release(&window);
+    if (taken >= 4)
+        PyBuffer_Release(&picked);
+    if (taken >= 3)
+        PyBuffer_Release(&before);
+    if (taken >= 2)
+        PyBuffer_Release(&at);
+    if (taken >= 1)
+        PyBuffer_Release(&columns);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"increments", increments, METH_VARARGS, "A chunk's cumulative CUSUM increments."},
     {"walk", walk, METH_VARARGS, "The CUSUM path from a row of the cumulative increments."},
     {"summarize", summarize, METH_VARARGS, "Last zero and peak of each series in a segment."},
     {"searchsorted_rows", searchsorted_rows, METH_VARARGS, "searchsorted, row by row."},
+    {"ks_statistics", ks_statistics, METH_VARARGS, "Two-sample KS statistics of sorted rows."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -144,6 +144,15 @@ class KsColumns:
         """:meth:`statistics` of a window given as sorted rows (one row per column)."""
         picked = np.arange(len(self.columns)) if which is None else np.flatnonzero(which)
         n2 = window.shape[1]
+        if compiled is not None and n2 and len(picked):
+            out = np.empty(len(picked))
+            total, n1 = self.columns.shape
+            window = np.ascontiguousarray(window, dtype=float)
+            picked = picked.astype(np.int64)
+            compiled.ks_statistics(
+                self.columns, self.at, self.before, picked, window, out, len(picked), total, n1, n2
+            )
+            return out
         values = self.columns[picked]
         at = searchsorted_rows(window, values, "right")
         before = searchsorted_rows(window, values, "left")
