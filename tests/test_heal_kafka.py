@@ -163,3 +163,43 @@ def test_registry_promote_reaches_a_running_worker_within_one_batch(
             by_partition[v["partition"]] = v["model_version"]
         assert set(by_partition.values()) == {version + 1}  # the good model serves again
     assert len(read_all(bootstrap, config.topics.predictions)) == 8000
+
+
+def test_a_champion_promoted_while_no_worker_ran_serves_when_the_workers_return(
+    config: Config, tmp_path: Path
+) -> None:
+    # A promote sent while the workers are down (a deploy, a crash) finds nobody on the
+    # control topic; the restored partitions see that the champion moved and install it
+    # before their first new event. A restart with no promotion keeps what was learned.
+    config, config_file = with_registry(config, tmp_path)
+    config = config.replace(engine={"batch_size": 200})
+    events = SCENARIOS["stationary"](events=6000, seed=7).events  # labels inline
+    parts = [events[:2000], events[2000:4000], events[4000:]]
+    registry = Registry(tmp_path / "registry", "streamheal")
+    first = registry.register(trained_model(parts[0], flip=False), cause="trained offline")
+    registry.promote(first)
+    bootstrap = config.kafka.bootstrap_servers
+
+    def serve(part: list[dict], total: int) -> None:
+        with running_worker(config):
+            produce(config, part)
+            read_topic(bootstrap, config.topics.predictions, lambda m: len(m) >= total)
+
+    serve(parts[0], 2000)
+    second = registry.register(trained_model(parts[1], flip=False), cause="retrained")
+    promote = [sys.executable, "-m", "streamheal.cli", "registry", "-c", str(config_file)]
+    done = subprocess.run([*promote, "promote", str(second)], capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    serve(parts[1], 4000)
+    serve(parts[2], 6000)
+
+    predictions = {v["id"]: v for v in values(read_all(bootstrap, config.topics.predictions))}
+    assert len(predictions) == 6000
+    assert {predictions[e["id"]]["model_version"] for e in parts[0]} == {first}
+    assert {predictions[e["id"]]["model_version"] for e in parts[1] + parts[2]} == {second}
+    installs = [v for v in values(read_all(bootstrap, config.topics.alerts)) if v.get("action")]
+    assert sorted((a["action"], a["partition"], a["model_version"]) for a in installs) == [
+        ("install", 0, second),
+        ("install", 1, second),
+    ]
+    assert "promoted while the partition was not served" in installs[0]["message"]

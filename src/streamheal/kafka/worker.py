@@ -128,6 +128,10 @@ class Worker:
         # partition -> part name -> (the object, the Part a committed checkpoint wrote)
         self._parts: dict[int, dict[str, tuple[Any, checkpoint.Part]]] = {}
         self._outbox: list[tuple[str, bytes, bytes]] = []  # records for the next transaction
+        # partition -> the registry champion its state accounts for (see _reconcile)
+        self._champion_seen: dict[int, int | None] = {}
+        # partition -> restored from a checkpoint: the champion may have moved meanwhile
+        self._reconcile: set[int] = set()
         self._fatal: WorkerError | None = None
         self._abort_streak = 0  # transactions aborted in a row (for the retry backoff)
         self._restoring = False
@@ -371,7 +375,8 @@ class Worker:
                 del self._catch_up[partition]
                 log.info("partition %d caught up with its committed offset %d", partition, boundary)
         if items:
-            self._publish(engine.process(items), batch)
+            installed = self._reconciled(partition, engine) if partition in self._reconcile else []
+            self._publish(installed + engine.process(items), batch)
             batch.stats.consumed += len(items)
         last = (items or quiet)[-1].source.offset
         self._next[partition] = last + 1
@@ -480,6 +485,7 @@ class Worker:
             chunk_bytes,
             engine.model_version,
             parts,
+            {"champion": self._champion_seen.get(partition)},
         ):
             self._committer.produce(
                 config.topics.state,
@@ -523,6 +529,11 @@ class Worker:
                     )
                     if rule == "model":
                         self._notice(partition, "checkpoint_partly_used", note.lstrip("; "))
+                    if "champion" in manifest.registry:
+                        self._champion_seen[partition] = manifest.registry["champion"]
+                        self._reconcile.add(partition)
+                    else:  # a checkpoint older than the record: take it as up to date
+                        self._champion_seen[partition] = self._alias()
                     return engine, manifest.offset
         except CheckpointError as err:
             why = f"checkpoint refused: {err}"
@@ -539,6 +550,8 @@ class Worker:
             start_from = Lineage(fresh, None, "initial", "a fresh model built from config", 0)
             engine.serving.load(engine.model, fresh, [start_from])
             start = f"a fresh model (v{fresh})"
+        self._champion_seen[partition] = champion
+        self._reconcile.discard(partition)
         self.stats.cold_starts += 1
         self._notice(partition, "cold_start", f"{why}: starting from {start}")
         return engine, None
@@ -622,6 +635,8 @@ class Worker:
                 )
                 action.partition = partition
                 installed.append(action)
+                self._champion_seen[partition] = command.version
+                self._reconcile.discard(partition)
             log.warning("applied control command at offset %d: %s", offset, command.describe())
         if installed or self._outbox:
             self._save(list(self.engines) if installed else [], installed)
@@ -704,8 +719,16 @@ class Worker:
 
     def _forget(self, partitions: list[int]) -> None:
         for partition in partitions:
-            for table in (self.engines, self._next, self._catch_up, self._unsaved, self._parts):
+            for table in (
+                self.engines,
+                self._next,
+                self._catch_up,
+                self._unsaved,
+                self._parts,
+                self._champion_seen,
+            ):
                 table.pop(partition, None)
+            self._reconcile.discard(partition)
 
     def _raise_fatal(self) -> None:
         if self._fatal is not None:
@@ -713,6 +736,34 @@ class Worker:
             raise fatal
 
     # ------------------------------------------------------------------ registry
+    def _alias(self) -> int | None:
+        """The registry's champion version now (None: none, or the registry cannot say)."""
+        try:
+            return self.registry.alias(CHAMPION)
+        except Exception as err:  # the stream must not stop on the registry
+            log.error("registry champion unreadable: %s", err)
+            return None
+
+    def _reconciled(self, partition: int, engine: Engine) -> list[Action]:
+        """A restored partition, before its first new event: if the registry's champion
+        moved while nobody served the partition (a promote or rollback sent while the
+        workers were down, or refused by them), it is installed now, as the command
+        would have been; the state learned since keeps serving otherwise."""
+        self._reconcile.discard(partition)
+        seen, champion = self._champion_seen.get(partition), self._alias()
+        if champion is None or champion == seen:
+            return []
+        try:
+            model = models.loads(self.registry.load_bytes(champion))
+        except Exception as err:  # RegistryError, or a verified file that does not load
+            log.error("registry champion v%d refused, keeping the checkpoint: %s", champion, err)
+            return []
+        cause = f"registry champion v{champion}, promoted while the partition was not served"
+        action = engine.install(model, champion, cause)
+        action.partition = partition
+        self._champion_seen[partition] = champion
+        return [action]
+
     def _champion(self) -> tuple[int | None, bytes | None]:
         """The registry champion to serve, or (None, None): a registry that cannot give a
         sound one must not stop the worker, so a fresh model serves instead (loudly)."""

@@ -88,6 +88,9 @@ class Manifest:
     format: int = FORMAT
     # part name -> {"sha256", "size", "chunks", "signature"}
     parts: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    # {"champion": version or None}: the registry champion this state already accounts
+    # for (served from it, or installed it); empty in checkpoints older than the field.
+    registry: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(dataclasses.asdict(self))
@@ -153,6 +156,7 @@ def encode(
     chunk_bytes: int,
     model_version: int = 1,
     parts: dict[str, Part] | None = None,
+    registry: dict[str, Any] | None = None,
 ) -> list[Record]:
     """The records of one checkpoint, ``(key, value, headers)``, the manifest last; parts
     with a payload are written, the others only named."""
@@ -180,6 +184,7 @@ def encode(
         model_version=model_version,
         created_at=time.time(),
         parts={name: part.describe() for name, part in (parts or {}).items()},
+        registry=registry or {},
     )
     records.append((manifest_key(topic, partition), manifest.to_bytes(), []))
     return records
