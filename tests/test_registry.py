@@ -617,3 +617,29 @@ def test_a_registry_that_cannot_answer_does_not_stop_or_stall_the_stream(
     assert versions.fallbacks == 2
     # Once the registry answers again, its numbers are used (the late answer took 9).
     assert versions.issue_version(parent=9, cause="c", partition=1, action="promote") == 10
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--reason", "first line\nsecond line"), ("--by", "ana\x1b[31m"), ("--reason", "x" * 501)],
+)
+def test_the_command_line_refuses_what_the_workers_would_before_moving_the_champion(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    option: str,
+    value: str,
+) -> None:
+    # Workers refuse a command whose `by` or `reason` breaks their schema; the champion
+    # must not move on a promote that every worker would then ignore.
+    from streamheal.cli import main
+
+    monkeypatch.setenv("STREAMHEAL_REGISTRY__PATH", str(tmp_path))
+    monkeypatch.setenv("STREAMHEAL_REGISTRY__MODEL_NAME", "m")
+    registry, _ = one_version(tmp_path)
+    with pytest.raises(SystemExit) as exited:
+        main(["registry", "promote", "1", option, value])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: streamheal registry promote") and option in err
+    assert registry.aliases == {}

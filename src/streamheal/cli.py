@@ -82,10 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     _config_option(run)
     run.add_argument(
         "--workers",
-        type=_positive_int,
+        type=_worker_count,
         default=1,
         metavar="N",
-        help="start N worker processes in one consumer group (one core each)",
+        help="start N worker processes in one consumer group (one core each; N <= 64)",
     )
 
     _simulate_parser(commands)
@@ -489,9 +489,34 @@ def _registry_parser(commands: Any) -> None:
             help="version number, as `registry list` shows it (3 for v3)",
         )
     for verb in (promote, rollback):
-        verb.add_argument("--reason", default="", help="why (goes into the alert record)")
-        verb.add_argument("--by", default=None, help="who (default: the login name)")
+        verb.add_argument(
+            "--reason",
+            default="",
+            type=_command_text("reason"),
+            help="why (goes into the alert record; one line, up to 500 characters)",
+        )
+        verb.add_argument(
+            "--by",
+            default=None,
+            type=_command_text("by"),
+            help="who (default: the login name; one line, up to 100 characters)",
+        )
     tag.add_argument("pair", type=_key_value, metavar="KEY=VALUE", help="the tag to set")
+
+
+def _command_text(name: str) -> Any:
+    """An argparse type for a command's ``--by`` / ``--reason``: what the workers would
+    refuse is refused here (usage, exit 2), before the champion moves."""
+    from streamheal.commands import text_problem
+
+    def check(text: str) -> str:
+        why = text_problem(name, text)
+        if why is not None:
+            raise argparse.ArgumentTypeError(why)
+        return text
+
+    check.__name__ = name  # argparse names the type in its message
+    return check
 
 
 def _silence_parser(commands: Any) -> None:
@@ -1030,6 +1055,18 @@ def _scenario_names() -> list[str]:
     from streamheal.scenarios import SCENARIOS
 
     return sorted(SCENARIOS)
+
+
+def _worker_count(text: str) -> int:
+    from streamheal.workers import MAX_WORKERS
+
+    value = _positive_int(text)
+    if value > MAX_WORKERS:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer between 1 and {MAX_WORKERS}, got {text} (one process per "
+            "core: more partitions want more machines)"
+        )
+    return value
 
 
 def _positive_int(text: str) -> int:

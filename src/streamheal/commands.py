@@ -119,18 +119,27 @@ def _schema_problem(record: dict[str, Any]) -> str | None:
     version = record.get("version")
     if type(version) is not int or version < 1:
         return f"'version' must be an integer >= 1, got {_preview_value(version)}"
-    for name, limit in (("by", MAX_BY_LENGTH), ("reason", MAX_REASON_LENGTH)):
-        text = record.get(name, "")
-        if type(text) is not str:
-            return f"'{name}' must be a string"
-        if len(text) > limit:
-            return f"'{name}' is {len(text)} characters, limit is {limit}"
-        if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in text):
-            # A newline in `by` would forge log lines and alert text.
-            return f"'{name}' must not contain control characters"
+    for name in ("by", "reason"):
+        why = text_problem(name, record.get(name, ""))
+        if why is not None:
+            return why
     issued_at = record.get("issued_at")
     if issued_at is not None and type(issued_at) not in (int, float):
         return "'issued_at' must be seconds since the epoch"
+    return None
+
+
+def text_problem(name: str, text: Any) -> str | None:
+    """Why a command's ``by`` or ``reason`` would be refused by the workers, or None (the
+    command line asks before it moves the champion, so the two never disagree)."""
+    limit = MAX_BY_LENGTH if name == "by" else MAX_REASON_LENGTH
+    if type(text) is not str:
+        return f"'{name}' must be a string"
+    if len(text) > limit:
+        return f"'{name}' is {len(text)} characters, limit is {limit}"
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in text):
+        # A newline in `by` would forge log lines and alert text.
+        return f"'{name}' must not contain control characters"
     return None
 
 
