@@ -431,6 +431,29 @@ def test_a_state_larger_than_a_record_is_chunked_and_restored_whole(config: Conf
     ]
 
 
+def test_stray_records_on_the_state_topic_do_not_cost_a_partition_its_checkpoint(
+    config: Config,
+) -> None:
+    # Compaction keeps every key for good: a record under a key no worker writes (a typo,
+    # a hostile or broken producer) must be passed over, not make every restart cold.
+    engine = Engine(Config())
+    engine.process(bench_events(600))
+    stream = stream_name(config.kafka.group_id, config.topics.events)
+    good = encode(stream, 0, 600, engine.to_bytes(), Config(), None, 512 * 1024)
+    base = f"{stream}:0".encode()
+    stray = [
+        (base + b"#x", b"junk", []),
+        (base + b"#123456789012345678901234567890", b"junk", []),
+        (base + b"$\xd9\xff#0", b"junk", []),
+        (base + b"$name#", b"junk", []),
+    ]
+    write_checkpoints(config, 0, good, stray)
+    manifest, chunks, _ = latest_checkpoint(config, 0)
+    restored = Engine(Config())
+    restored.load_bytes(assemble(manifest, chunks, None))
+    assert restored.counters.feature_events == 600
+
+
 def test_replay_of_a_transactional_topic_ends_at_its_commit_marker(config: Config) -> None:
     events = SCENARIOS["sea"](events=300, seed=2).events
     producer = Producer(
@@ -482,6 +505,45 @@ def test_run_with_two_workers_shares_the_partitions_and_stops_cleanly(
     assert set(counts.values()) == {1} and len(counts) == sum(
         1 for e in events if e.get("features")
     )
+
+
+def test_a_worker_that_dies_under_run_workers_stops_the_set_with_its_exit_code(
+    config: Config, tmp_path: Path
+) -> None:
+    # The supervisor does not restart a child (systemd or Kubernetes does, on its exit
+    # code): so it must not sit on with one worker of two, looking healthy.
+    config_file = write_config(config, tmp_path / "worker.toml", metrics={"port": 0})
+    log = tmp_path / "supervisor.log"
+    supervisor = subprocess.Popen(
+        [sys.executable, "-m", "streamheal.cli", "run", "--workers", "2", "-c", str(config_file)],
+        stdout=log.open("a"),
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "STREAMHEAL_WORKER__ID": "pair"},
+    )
+    try:
+        wait_for(
+            lambda: (
+                "worker pair-0 starting" in log.read_text()
+                and "worker pair-1 starting" in log.read_text()
+            ),
+            timeout=600,
+            what="both workers started",
+        )
+        pids = {
+            line.split("worker ")[1].split(" started")[0]: int(line.split("(pid ")[1].rstrip(")"))
+            for line in log.read_text().splitlines()
+            if " started (pid " in line
+        }
+        os.kill(pids["pair-1"], signal.SIGKILL)
+        assert supervisor.wait(timeout=600) == 128 + signal.SIGKILL, log.read_text()[-3000:]
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
+    text = log.read_text()
+    assert "stopped unasked: stopping the others" in text
+    assert "streamheal worker stopped" in text  # pair-0 committed and left cleanly
+    with pytest.raises(ProcessLookupError):
+        os.kill(pids["pair-0"], 0)
 
 
 def test_bench_measures_the_worker_against_the_hand_written_loop_through_the_broker(

@@ -73,14 +73,19 @@ class CheckpointReader:
                     if key == wanted_manifest:
                         manifest_value = message.value()
                     elif key.startswith(prefix):
-                        index = int(key[len(prefix) :])
+                        index = _index(key[len(prefix) :])
+                        if index is None:
+                            continue  # not a chunk key a worker writes: someone else's record
                         headers = dict(message.headers() or [])
                         chunks[index] = (headers.get(CHECKPOINT_HEADER, b""), message.value())
                     elif key.startswith(part_prefix):
-                        name, _, index = key[len(part_prefix) :].decode().rpartition("#")
+                        name, _, tail = key[len(part_prefix) :].rpartition(b"#")
+                        index = _index(tail)
+                        if index is None or not name.isascii():
+                            continue  # compaction keeps a stray key: it must not cost the state
                         headers = dict(message.headers() or [])
                         tag = headers.get(CHECKPOINT_HEADER, b"")
-                        part_chunks[(name, int(index))] = (tag, message.value())
+                        part_chunks[(name.decode(), index)] = (tag, message.value())
                 [position] = self._consumer.position([tp])
                 if position.offset >= high:
                     break
@@ -111,3 +116,8 @@ class CheckpointReader:
 
     def close(self) -> None:
         self._consumer.close()
+
+
+def _index(digits: bytes) -> int | None:
+    """The chunk index a key ends with, or None when it is not one a worker writes."""
+    return int(digits) if digits.isdigit() and len(digits) <= 9 else None
