@@ -273,3 +273,15 @@ def test_replay_progress_shows_share_and_eta_in_plain_lines(capsys, tmp_path, mo
     assert lines[0].startswith("replay: 500 of 1,500 records (33%), ETA ")
     assert lines[-1].startswith("replay: 1,500 records") and " done in " in lines[-1]
     assert "\r" not in "".join(lines)
+
+
+def test_run_bounds_its_worker_count_and_their_metrics_ports(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert "between 1 and 64" in usage_error(capsys, ["run", "--workers", "100000"])
+    # Worker i serves metrics on metrics.port + i: none may fall past the last TCP port.
+    monkeypatch.setenv("STREAMHEAL_METRICS__PORT", "65535")
+    assert main(["run", "--workers", "2"]) == 78
+    assert "metrics.port (65535): 2 workers serve metrics on 65535..65536" in (
+        capsys.readouterr().err
+    )

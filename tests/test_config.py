@@ -68,6 +68,17 @@ def test_env_overrides_the_file(tmp_path: Path) -> None:
         ("[kafka]\nconnect_timeout_seconds = 0\n", "kafka.connect_timeout_seconds: expected a"),
         ("[kafka]\nconnect_timeout_seconds = inf\n", "kafka.connect_timeout_seconds: expected"),
         ("[kafka]\ncommon = {a = {b = 1}}\n", "kafka.common: expected a table of librdkafka"),
+        # What exactly-once rests on is the worker's to set, not a tuning knob.
+        (
+            '[kafka]\nconsumer = {"enable.auto.commit" = true}\n',
+            'kafka.consumer."enable.auto.commit": the worker sets it; offsets are committed',
+        ),
+        (
+            '[kafka]\nconsumer = {"isolation.level" = "read_uncommitted"}\n',
+            'kafka.consumer."isolation.level": the worker sets it',
+        ),
+        ('[kafka]\nproducer = {"transactional.id" = "x"}\n', 'kafka.producer."transactional.id"'),
+        ('[kafka]\ncommon = {"acks" = 1}\n', 'kafka.common."acks": the worker sets it'),
         ("[registry]\npath = ''\n", "registry.path: expected a non-empty string, got ''"),
         ("[engine]\nmode = 'fast'\n", "engine.mode: expected one of 'per_event', 'mini_batch'"),
         ("[engine]\nbatchsize = 5\n", "engine.batchsize: unknown key; expected one of"),

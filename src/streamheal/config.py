@@ -117,6 +117,21 @@ def redact(value: Any, name: str = "") -> Any:
     return value
 
 
+# librdkafka properties the worker owns (kafka.common / consumer / producer refuse them).
+_OWNED_PROPERTIES = {
+    "bootstrap.servers": "set kafka.bootstrap_servers instead",
+    "group.id": "set kafka.group_id instead",
+    "group.instance.id": "it is worker.id (static membership)",
+    "enable.auto.commit": "offsets are committed with the outputs, never on a timer",
+    "isolation.level": "the worker reads committed records only (read_committed)",
+    "partition.assignment.strategy": "partitions move incrementally (cooperative-sticky)",
+    "transactional.id": "it is <kafka.group_id>-<worker.id>, which fences a stale worker",
+    "transaction.timeout.ms": "set worker.transaction_timeout_seconds instead",
+    "enable.idempotence": "outputs must not be duplicated by retries",
+    "acks": "an output is written only once every in-sync replica has it (acks=all)",
+}
+
+
 @dataclass(frozen=True, repr=False)
 class KafkaConfig:
     bootstrap_servers: str = field(default="127.0.0.1:19092", metadata=_non_empty())
@@ -131,6 +146,16 @@ class KafkaConfig:
     common: dict[str, Any] = field(default_factory=dict, metadata=_client_properties())
     consumer: dict[str, Any] = field(default_factory=dict, metadata=_client_properties())
     producer: dict[str, Any] = field(default_factory=dict, metadata=_client_properties())
+
+    def __post_init__(self) -> None:
+        # Properties the worker sets itself because exactly-once or the group depends on
+        # them: overridden here, a worker would commit offsets its transactions do not
+        # cover, read aborted records, or lose its transactional fencing.
+        for table in ("common", "consumer", "producer"):
+            for name in getattr(self, table):
+                why = _OWNED_PROPERTIES.get(name)
+                if why is not None:
+                    raise ConfigError(f'kafka.{table}."{name}": the worker sets it; {why}')
 
     def __repr__(self) -> str:
         # The dataclass repr would print `sasl.password` and friends into any log line.

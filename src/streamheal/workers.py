@@ -5,8 +5,10 @@ is a plain ``streamheal run`` with its own ``worker.id`` (``<id or hostname>-<i>
 transactional id and static group membership) and, when metrics are served, its own port
 (``metrics.port + i``). SIGINT/SIGTERM are passed on to every child; the supervisor exits
 with the first non-zero exit code of a child (0 when all stopped cleanly). A child that
-dies is not restarted here: that is the job of systemd, Kubernetes or docker-compose,
-which see the exit code.
+stops unasked (it crashed, was killed, or gave up) stops the others too (SIGTERM: each
+commits and checkpoints) and the supervisor exits with that child's code: a dead child is
+not restarted here, that is the job of systemd, Kubernetes or docker-compose, which only
+see the exit code if the supervisor exits.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ import sys
 import time
 from collections.abc import Sequence
 
-from streamheal.config import Config
+from streamheal.config import Config, ConfigError
 
 log = logging.getLogger("streamheal.workers")
+
+MAX_WORKERS = 64  # processes on one machine; more partitions want more machines
 
 
 def child_environment(config: Config, index: int) -> dict[str, str]:
@@ -40,6 +44,12 @@ def child_environment(config: Config, index: int) -> dict[str, str]:
 
 def run_workers(count: int, config: Config, config_args: Sequence[str]) -> int:
     """Start ``count`` workers, forward stop signals, return the first failure's code."""
+    port = config.metrics.port
+    if port and port + count - 1 > 65535:
+        raise ConfigError(
+            f"metrics.port ({port}): {count} workers serve metrics on {port}..{port + count - 1}, "
+            "past the last TCP port (65535); choose a lower port"
+        )
     children: list[subprocess.Popen] = []
     for index in range(count):
         env = {**os.environ, **child_environment(config, index)}
@@ -49,7 +59,7 @@ def run_workers(count: int, config: Config, config_args: Sequence[str]) -> int:
 
     forwarded: set[int] = set()
 
-    def forward(signum: int, _frame: object) -> None:
+    def forward(signum: int, _frame: object = None) -> None:
         forwarded.add(signum)
         for child in children:
             if child.poll() is None:
@@ -65,6 +75,8 @@ def run_workers(count: int, config: Config, config_args: Sequence[str]) -> int:
             if code is None:
                 continue
             running.remove(child)
+            if code < 0 and -code not in forwarded:
+                code = 128 - code  # killed by signal N: the shell's 128 + N, e.g. 137
             if -code in forwarded:
                 # Stopped by the signal passed on to it, before its own handler was in place
                 # (still starting): it stopped as asked, nothing was in flight.
@@ -72,5 +84,10 @@ def run_workers(count: int, config: Config, config_args: Sequence[str]) -> int:
             if code != 0 and not first_failure:
                 first_failure = code
                 log.error("worker pid %d exited with %d", child.pid, code)
+            if not forwarded and running:
+                # Stopped unasked: the set is no longer what was started. The others stop
+                # cleanly and the supervisor exits, so whatever restarts it sees the code.
+                log.error("worker pid %d stopped unasked: stopping the others", child.pid)
+                forward(signal.SIGTERM)
         time.sleep(0.2)
     return first_failure
