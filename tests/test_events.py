@@ -68,6 +68,37 @@ def test_null_nan_and_infinity_are_missing_values_not_errors(missing: str) -> No
     assert event.missing == ("x",)
 
 
+@pytest.mark.parametrize(
+    ("value", "features", "missing"),
+    [
+        (b"1e400", {}, ("x",)),  # beyond a double: infinite, so missing (as Infinity)
+        (b"-1" + b"0" * 400, {}, ("x",)),
+        (b"1180591620717411303424", {"x": 1.1805916207174113e21}, ()),  # 2**70: a float
+        (b"18446744073709551615", {"x": 18446744073709551615}, ()),  # the largest u64
+        (b"2.5", {"x": 2.5}, ()),
+    ],
+)
+def test_a_records_verdict_does_not_depend_on_unrelated_bytes(
+    value: bytes, features: dict, missing: tuple
+) -> None:
+    # orjson refuses bare NaN, and the stdlib parser reads what orjson refuses: the same
+    # number must come out whether or not "NaN" appears elsewhere in the record (in a
+    # value, or only in a string).
+    for extra, also_missing in ((b"", ()), (b', "pad": NaN', ("pad",)), (b', "s": "NaN"', ())):
+        raw = b'{"id": "a", "ts": 1.0, "features": {"x": ' + value + extra + b"}}"
+        event = decode(raw, SRC)
+        assert isinstance(event, Event), (raw, event)
+        assert {k: v for k, v in event.features.items() if k != "s"} == features
+        assert event.missing == missing + also_missing
+
+
+def test_nesting_past_the_parsers_depth_is_too_deep_with_or_without_nan() -> None:
+    for extra in (b"", b', "pad": NaN'):
+        raw = b'{"id": "a", "ts": 1.0, "features": {"x": 1.0' + extra + b'}, "y": '
+        raw += b"[" * 5000 + b"]" * 5000 + b"}"
+        assert reason_of(raw) == Reason.TOO_DEEP
+
+
 def test_python_json_dumps_output_with_nan_is_accepted() -> None:
     raw = json.dumps({"id": "a", "ts": 1.0, "features": {"x": math.nan, "c": "red"}}).encode()
     event = decode(raw, SRC)

@@ -224,8 +224,8 @@ def test_memory_levels_off_under_an_endless_stream_of_new_feature_names(config: 
 POISON = [
     # Deeply nested JSON with NaN: the strict parser refuses it, the fallback recursed.
     (b'{"id": "deep", "ts": 1, "features": {"x": NaN}, "y": ' + b"[" * 5000 + b"]" * 5000 + b"}"),
-    # A 400-digit integer through the NaN-tolerant path.
-    b'{"id": "huge-int", "ts": 1, "features": {"a": NaN, "b": 1' + b"0" * 400 + b"}}",
+    # An object where a feature value belongs, on the NaN-tolerant path.
+    b'{"id": "nested", "ts": 1, "features": {"a": NaN, "b": {"c": 1' + b"0" * 400 + b"}}}",
     orjson.dumps({"id": "wide", "ts": 1.0, "features": {f"w{k}": 1.0 for k in range(3000)}}),
     orjson.dumps({"id": "ms", "ts": 1_764_201_600_250, "features": {"mean radius": 14.0}}),
 ]

@@ -35,7 +35,7 @@ FeatureValue = float | int | str
 # Seconds since the epoch stop being plausible here (year 5138): a larger ts is almost
 # always milliseconds or microseconds sent by mistake.
 MAX_TS = 1e11
-# Integers beyond 64 bits only reach us through the NaN-tolerant fallback parser.
+# The integers orjson reads as ints (beyond them, floats; loads() reads them the same).
 _INT_RANGE = (-(1 << 63), 1 << 64)
 # Dead-letter details are headers: keep them short whatever the record held.
 _MAX_DETAIL = 300
@@ -164,22 +164,42 @@ def validate(obj: Any, limits: EventsConfig = _DEFAULT_LIMITS) -> None:
 
 
 def loads(raw: bytes) -> Any:
-    """Parse JSON like the worker does (bare NaN/Infinity accepted as missing values)."""
+    """Parse JSON like the worker does (bare NaN/Infinity accepted as missing values).
+
+    orjson refuses two things Python's ``json`` module writes or reads: the bare literals
+    ``NaN`` and ``Infinity``, and numbers beyond a double's range (``1e400``). Both mean an
+    infinite or undefined value, which is a missing one here, so whatever orjson refuses
+    is read again by the stdlib parser (strict UTF-8, integers beyond 64 bits as the
+    nearest float, as orjson reads them). The verdict on a record thus depends on the
+    record, not on whether the bytes ``NaN`` happen to appear somewhere in it.
+    Raises ``RecursionError`` for nesting past either parser's depth limit, ValueError
+    for anything else that is not JSON.
+    """
     try:
         return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        # Python's json.dumps writes NaN/Infinity as bare literals that strict parsers refuse;
-        # accept them (they mean "missing") through the slower stdlib parser, only on this path.
-        if b"NaN" in raw or b"Infinity" in raw:
-            obj = json.loads(raw)
-            # The stdlib parser takes what orjson refuses: lone surrogates ("\ud800"), which
-            # no UTF-8 output can carry. Round-trip through orjson to refuse them here.
-            try:
-                json.dumps(obj, ensure_ascii=False).encode("utf-8")
-            except UnicodeEncodeError:
-                raise ValueError("a string holds a lone UTF-16 surrogate") from None
-            return obj
-        raise
+    except orjson.JSONDecodeError as err:
+        if "depth limit" in str(err):
+            raise RecursionError(str(err)) from None
+        refused = err
+    try:
+        obj = json.loads(raw.decode("utf-8"), parse_int=_int_like_orjson)
+    except UnicodeDecodeError:
+        raise refused from None
+    except ValueError:  # refused by both: orjson's message says where
+        raise refused from None
+    # The stdlib parser takes what orjson refuses: lone surrogates ("\ud800"), which no
+    # UTF-8 output can carry. Refuse them here.
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("a string holds a lone UTF-16 surrogate") from None
+    return obj
+
+
+def _int_like_orjson(digits: str) -> int | float:
+    """An integer literal as orjson reads it: an int within 64 bits, else a float."""
+    value = int(digits)
+    return value if _INT_RANGE[0] <= value < _INT_RANGE[1] else float(digits)
 
 
 def _check(
