@@ -285,3 +285,36 @@ def test_run_bounds_its_worker_count_and_their_metrics_ports(
     assert "metrics.port (65535): 2 workers serve metrics on 65535..65536" in (
         capsys.readouterr().err
     )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        (
+            "STREAMHEAL_DETECTORS__REFERENCE_PROFILE",
+            "/nonexistent/profile.json",
+            "detectors.reference_profile: '/nonexistent/profile.json': No such file",
+        ),
+        ("STREAMHEAL_ALERTS__SILENCES", '[{match = "kind=~("}]', "alerts.silences[0]: bad regex"),
+    ],
+)
+def test_files_and_patterns_the_config_names_are_checked_at_start(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    variable: str,
+    value: str,
+    message: str,
+) -> None:
+    # Not a traceback when the first partition starts, nor a notifier that never matches.
+    monkeypatch.setenv(variable, value)
+    assert main(["run"]) == 78
+    assert message in capsys.readouterr().err
+
+
+def test_simulate_says_why_it_cannot_write_its_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["simulate", "sea", "--events", "10", "--out", str(blocker / "x.jsonl")]) == 1
+    assert "streamheal simulate: cannot write" in capsys.readouterr().err

@@ -79,6 +79,8 @@ def test_env_overrides_the_file(tmp_path: Path) -> None:
         ),
         ('[kafka]\nproducer = {"transactional.id" = "x"}\n', 'kafka.producer."transactional.id"'),
         ('[kafka]\ncommon = {"acks" = 1}\n', 'kafka.common."acks": the worker sets it'),
+        ("[guards]\nmax_abs_value = inf\n", "guards.max_abs_value: expected a finite number"),
+        ("[policy]\npromotion_margin = 2\n", "policy.promotion_margin: expected an accuracy"),
         ("[registry]\npath = ''\n", "registry.path: expected a non-empty string, got ''"),
         ("[engine]\nmode = 'fast'\n", "engine.mode: expected one of 'per_event', 'mini_batch'"),
         ("[engine]\nbatchsize = 5\n", "engine.batchsize: unknown key; expected one of"),

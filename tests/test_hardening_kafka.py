@@ -80,6 +80,8 @@ HOSTILE = [
     orjson.dumps({"command": "self-destruct", "version": 1}),
     orjson.dumps({"command": "promote", "version": 2, "reason": "x" * 600_000}),
     None,  # a tombstone
+    # Looks like a silence (the notifier's records share the topic) but is not one.
+    b'{"type":"silence garbage',
 ]
 
 

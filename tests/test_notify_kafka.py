@@ -199,7 +199,9 @@ def test_streamheal_notify_sends_serves_its_metrics_and_stops_cleanly_on_sigterm
         tmp_path,
         '[alerts]\ngroup_window_seconds = 1\nnotifier_port = 0\nnotifier_address = "127.0.0.1"\n',
     )
-    produce_alerts(config, [drift(partition=p) for p in (0, 1)])
+    # One alert record: exactly one message, however the machine's load spaces the reads
+    # (two partitions' records could fall into two 1 s groups; grouping is tested apart).
+    produce_alerts(config, [drift(partition=0)])
     with slack_web_api() as api:
         env = {**os.environ, **api.env(), "SLACK_SIGNING_SECRET": "s3cret"}
         process = subprocess.Popen(

@@ -27,6 +27,7 @@ EXIT_CONFIG = 78  # sysexits.h EX_CONFIG
 DEFAULT_EVENTS = 2000  # simulate's feature events when --events is not given (not csv)
 # Commands that build the configured model: a bad model.params stops them at start.
 _MODEL_COMMANDS = ("run", "bench", "retrain")
+_DETECTOR_COMMANDS = ("run", "bench", "retrain", "replay")  # they build drift suites
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -582,10 +583,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(config_option if not isinstance(config_option, list) else None)
         if args.command in _MODEL_COMMANDS:
             check_model(config)
+        if args.command in _DETECTOR_COMMANDS:
+            check_reference_profile(config)
+        if args.command in ("run", "notify"):
+            check_silences(config)
         return handler[args.command](args, config)
     except ConfigError as err:  # at start, or found on the cluster (a missing topic)
         print(f"streamheal: config error: {err}", file=sys.stderr)
         return EXIT_CONFIG
+
+
+def check_reference_profile(config: Config) -> None:
+    """Load ``detectors.reference_profile`` once, at start: a missing or unreadable file is
+    a ConfigError naming the key, not a traceback when the first partition starts."""
+    path = config.detectors.reference_profile
+    if not path:
+        return
+    from streamheal.detectors.reference import Reference
+
+    expected = "a reference profile JSON (DriftSuite.profile(), README 'Drift detection')"
+    try:
+        Reference.from_profile(json.loads(Path(path).read_text()), config.detectors.psi_bins)
+    except OSError as err:
+        raise ConfigError(f"detectors.reference_profile: {path!r}: {err.strerror}") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise ConfigError(
+            f"detectors.reference_profile: {path!r} is not {expected}: {err!r}"
+        ) from None
+
+
+def check_silences(config: Config) -> None:
+    """Parse ``alerts.silences`` at start (matchers, regexes, times), for the worker's
+    embedded notifier and ``notify`` alike: a bad one is a ConfigError naming it."""
+    from streamheal.alerts.silences import SilenceError, Silences
+
+    try:
+        Silences.from_config(config.alerts.silences)
+    except SilenceError as err:
+        raise ConfigError(str(err)) from None
 
 
 def check_model(config: Config) -> None:
@@ -683,11 +718,15 @@ def _simulate(args: argparse.Namespace, config: Config) -> int:
     truth_path = args.truth or (args.out.with_suffix(".truth.json") if args.out else None)
     count = 0
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        with open(args.out, "wb") as out:
-            for event in scenario.stream():  # streamed: a million events need no memory
-                out.write(encode(event) + b"\n")
-                count += 1
+        try:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            with open(args.out, "wb") as out:
+                for event in scenario.stream():  # streamed: a million events need no memory
+                    out.write(encode(event) + b"\n")
+                    count += 1
+        except OSError as err:
+            print(f"streamheal simulate: cannot write {args.out}: {err.strerror}", file=sys.stderr)
+            return 1
         target = str(args.out)
     else:
         from streamheal.kafka.admin import ensure_topics
@@ -714,7 +753,12 @@ def _simulate(args: argparse.Namespace, config: Config) -> int:
                     time.sleep(pause)
         target = f"topic {config.topics.events}"
     if truth_path:
-        truth_path.write_text(json.dumps(scenario.truth, indent=2) + "\n")
+        try:
+            truth_path.write_text(json.dumps(scenario.truth, indent=2) + "\n")
+        except OSError as err:
+            why = f"cannot write {truth_path}: {err.strerror}"
+            print(f"streamheal simulate: {why}", file=sys.stderr)
+            return 1
     print(
         f"{scenario.name}: {count} records to {target}; "
         f"truth {json.dumps(scenario.truth)}" + (f" in {truth_path}" if truth_path else "")

@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import re
 import tomllib
@@ -346,7 +347,10 @@ class PolicyConfig:
     promotion_test: PromotionTest = "margin"
     promotion_window: int = field(default=300, metadata=_positive())
     promotion_min_samples: int = field(default=100, metadata=_positive())
-    promotion_margin: float = field(default=0.02, metadata=_rule("a number >= 0", lambda v: v >= 0))
+    promotion_margin: float = field(
+        default=0.02,
+        metadata=_rule("an accuracy difference >= 0 and < 1", lambda v: 0 <= v < 1),
+    )
     # From `promotion_early_samples` labeled events on, a lead significant at the 0.001 level
     # (one-sided two-proportion z-test) promotes at once; 0 turns early promotion off.
     promotion_early_samples: int = field(
@@ -401,7 +405,9 @@ class GuardsConfig:
     # (its first `reference_size` values, central 98%) or beyond `max_abs_value` is clipped.
     clip_outliers: bool = True
     outlier_scales: float = field(default=3.0, metadata=_rule("a number > 0", lambda v: v > 0))
-    max_abs_value: float = field(default=1e15, metadata=_rule("a number > 0", lambda v: v > 0))
+    max_abs_value: float = field(
+        default=1e15, metadata=_rule("a finite number > 0", lambda v: 0 < v < math.inf)
+    )
     reference_size: int = field(default=500, metadata=_rule("an integer >= 10", lambda v: v >= 10))
     # Distinct feature names per partition, and distinct values per string feature; past
     # them a new name is ignored (not fed to the model or detectors), a new value becomes

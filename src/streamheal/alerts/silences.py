@@ -24,6 +24,7 @@ False
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import uuid
@@ -36,6 +37,8 @@ import orjson
 
 from streamheal.errors import StreamhealError
 from streamheal.signing import Signer
+
+log = logging.getLogger("streamheal.silences")
 
 LABELS = ("model", "kind", "signal", "feature", "severity", "alert")
 SILENCE = "silence"
@@ -222,9 +225,12 @@ class Silences:
         (with a key set) is refused and counted, never raised. Unlike a command, a signed
         silence is not refused for its age: it carries its own window, so reading it again
         (a restarted notifier reads the topic from its start) changes nothing."""
-        record = _silence_record(value)
-        if record is None:
+        if not is_silence_record(value):
             return False
+        record = silence_record(value)
+        if record is None:  # claims to be a silence, is none (not JSON, too large, ...)
+            self._refuse(value, "not a silence record (JSON object of type silence)")
+            return True
         try:
             _verify(record, signer)
             if record["type"] == SILENCE_EXPIRED:
@@ -243,9 +249,14 @@ class Silences:
                     str(record.get("comment", ""))[:500],
                 )
             )
-        except (SilenceError, KeyError, TypeError, ValueError):
-            self.refused += 1
+        except (SilenceError, KeyError, TypeError, ValueError) as err:
+            self._refuse(value, f"{type(err).__name__}: {err}")
         return True
+
+    def _refuse(self, value: bytes, why: str) -> None:
+        self.refused += 1
+        preview = value[:200].decode("utf-8", "replace")
+        log.warning("silence record refused: %s [%s]", why[:300], preview)
 
     def match(self, labels: Mapping[str, str], now: float) -> Silence | None:
         """The first active silence whose matchers all match ``labels``."""
@@ -284,7 +295,9 @@ def is_silence_record(value: bytes | None) -> bool:
     return value is not None and value.startswith((b'{"type":"silence', b'{"type": "silence'))
 
 
-def _silence_record(value: bytes | None) -> dict[str, Any] | None:
+def silence_record(value: bytes | None) -> dict[str, Any] | None:
+    """The record, when ``value`` is a JSON object of a silence type (the notifier's to
+    apply or refuse); None otherwise (workers treat it as a command, and refuse it)."""
     if not is_silence_record(value) or len(value) > MAX_RECORD_BYTES:
         return None
     try:

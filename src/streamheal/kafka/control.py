@@ -16,7 +16,7 @@ import logging
 from confluent_kafka import OFFSET_END, TopicPartition
 
 from streamheal import commands
-from streamheal.alerts.silences import is_silence_record
+from streamheal.alerts.silences import silence_record
 from streamheal.commands import Command, Refusal
 from streamheal.config import Config
 from streamheal.kafka.connect import deliver, partitions_of, topic_reader
@@ -48,7 +48,7 @@ class ControlListener:
         """New records as ``(offset, command or refusal)``; never raises on their content."""
         out: list[tuple[int, Command | Refusal]] = []
         for message in self._consumer.consume(num_messages=100, timeout=0):
-            if message.error() is not None or is_silence_record(message.value()):
+            if message.error() is not None or silence_record(message.value()) is not None:
                 continue  # silences on the same topic are the notifier's, not commands
             out.append((message.offset(), commands.parse(message.value(), self._signer)))
         return out
