@@ -27,6 +27,7 @@ A reference with a single class watches nothing (the windowed chi-square still t
 from __future__ import annotations
 
 from collections import Counter, deque
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -77,8 +78,9 @@ class ShareMonitor(Stateful):
         self.classes = []
         self.cusum = None
 
-    def observe(self, values: list[Any], indices: list[int]) -> None:
-        """Values in order; ``indices[i]`` is the feature event index value ``i`` belongs to."""
+    def observe(self, values: list[Any], indices: Sequence[int]) -> None:
+        """Values in order; ``indices[i]`` is the feature event index value ``i`` belongs to
+        (a ``range`` when they are consecutive: the CUSUM then numbers them itself)."""
         if not values:
             return
         self.recent.extend(values)
@@ -94,8 +96,13 @@ class ShareMonitor(Stateful):
         code = self._code
         codes = np.array([code.get(v, -1) for v in values[start:]])
         hits = codes[:, None] == np.arange(len(self.classes))[None, :]
-        scores = np.clip((hits - self.centre) / self.scale, -Z_CLIP, Z_CLIP)
-        self.cusum.update(scores, indices[start], np.asarray(indices[start:]))
+        # Each score is one of two values per class (a hit or not): computed per class,
+        # then picked, the same numbers as standardizing every cell.
+        hit, miss = (np.clip((h - self.centre) / self.scale, -Z_CLIP, Z_CLIP) for h in (1.0, 0.0))
+        scores = np.where(hits, hit, miss)
+        rest = indices[start:]
+        consecutive = isinstance(rest, range) and rest.step == 1
+        self.cusum.update(scores, indices[start], None if consecutive else np.asarray(rest))
 
     def evidence(self, watched: bool) -> list[Evidence]:
         """One reading for the whole stream at a check: the most moved class decides."""

@@ -201,7 +201,7 @@ class DriftSuite(Stateful):
                 self.predictions.observe(chunk, top[start:end], self.index)
                 if settled and seen.predicted:
                     self.class_mix.observe(
-                        seen.predicted[start:end], list(range(self.index, self.index + end - start))
+                        seen.predicted[start:end], range(self.index, self.index + end - start)
                     )
             self.index += len(chunk)
             # Labels learned before feature event `index` belong to this chunk.
