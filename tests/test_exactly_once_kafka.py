@@ -478,13 +478,8 @@ def test_replay_of_a_transactional_topic_ends_at_its_commit_marker(config: Confi
     )
 
 
-def test_run_with_two_workers_shares_the_partitions_and_stops_cleanly(
-    config: Config, tmp_path: Path
-) -> None:
-    events = SCENARIOS["sea"](events=3000, label_delay=10, seed=6).events
-    with EventProducer(config.kafka.bootstrap_servers, config.topics.events) as producer:
-        for event in events:
-            producer.send_event(event)
+def start_pair(config: Config, tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+    """`streamheal run --workers 2` (workers pair-0 and pair-1), logging to a file."""
     config_file = write_config(config, tmp_path / "worker.toml", metrics={"port": 0})
     log = tmp_path / "supervisor.log"
     supervisor = subprocess.Popen(
@@ -493,6 +488,17 @@ def test_run_with_two_workers_shares_the_partitions_and_stops_cleanly(
         stderr=subprocess.STDOUT,
         env={**os.environ, "STREAMHEAL_WORKER__ID": "pair"},
     )
+    return supervisor, log
+
+
+def test_run_with_two_workers_shares_the_partitions_and_stops_cleanly(
+    config: Config, tmp_path: Path
+) -> None:
+    events = SCENARIOS["sea"](events=3000, label_delay=10, seed=6).events
+    with EventProducer(config.kafka.bootstrap_servers, config.topics.events) as producer:
+        for event in events:
+            producer.send_event(event)
+    supervisor, log = start_pair(config, tmp_path)
     try:
         until_committed(config, len(events), [supervisor], log)
     finally:
@@ -512,14 +518,7 @@ def test_a_worker_that_dies_under_run_workers_stops_the_set_with_its_exit_code(
 ) -> None:
     # The supervisor does not restart a child (systemd or Kubernetes does, on its exit
     # code): so it must not sit on with one worker of two, looking healthy.
-    config_file = write_config(config, tmp_path / "worker.toml", metrics={"port": 0})
-    log = tmp_path / "supervisor.log"
-    supervisor = subprocess.Popen(
-        [sys.executable, "-m", "streamheal.cli", "run", "--workers", "2", "-c", str(config_file)],
-        stdout=log.open("a"),
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "STREAMHEAL_WORKER__ID": "pair"},
-    )
+    supervisor, log = start_pair(config, tmp_path)
     try:
         wait_for(
             lambda: (
