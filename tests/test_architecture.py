@@ -29,8 +29,10 @@ CORE = (
 
 
 def _modules() -> dict[str, Path]:
+    """Every module by name: Python files, and C extensions by their source (``_x.c`` is
+    ``_x``, built by setup.py; it imports no project module)."""
     modules = {}
-    for path in PACKAGE.rglob("*.py"):
+    for path in [*PACKAGE.rglob("*.py"), *PACKAGE.rglob("*.c")]:
         parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
         if parts[-1] == "__init__":
             parts = parts[:-1]
@@ -65,7 +67,10 @@ def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
 
 def _graph() -> dict[str, set[str]]:
     modules = _modules()
-    return {name: _imports(name, path, modules) for name, path in modules.items()}
+    return {
+        name: _imports(name, path, modules) if path.suffix == ".py" else set()
+        for name, path in modules.items()
+    }
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
