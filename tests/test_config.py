@@ -79,6 +79,11 @@ def test_env_overrides_the_file(tmp_path: Path) -> None:
         ),
         ('[kafka]\nproducer = {"transactional.id" = "x"}\n', 'kafka.producer."transactional.id"'),
         ('[kafka]\ncommon = {"acks" = 1}\n', 'kafka.common."acks": the worker sets it'),
+        # librdkafka's own names for the same properties, any case, with its topic. prefix.
+        ('[kafka]\nproducer = {"request.required.acks" = 1}\n', "the worker sets it"),
+        ('[kafka]\ncommon = {"topic.acks" = 1}\n', 'kafka.common."topic.acks": the worker'),
+        ('[kafka]\nconsumer = {" Enable.Auto.Commit " = true}\n', "the worker sets it"),
+        ('[kafka]\nconsumer = {"auto.commit.enable" = true}\n', "the worker sets it"),
         ("[guards]\nmax_abs_value = inf\n", "guards.max_abs_value: expected a finite number"),
         ("[policy]\npromotion_margin = 2\n", "policy.promotion_margin: expected an accuracy"),
         ("[registry]\npath = ''\n", "registry.path: expected a non-empty string, got ''"),

@@ -73,6 +73,7 @@ def test_null_nan_and_infinity_are_missing_values_not_errors(missing: str) -> No
     [
         (b"1e400", {}, ("x",)),  # beyond a double: infinite, so missing (as Infinity)
         (b"-1" + b"0" * 400, {}, ("x",)),
+        (b"1" + b"0" * 5000, {}, ("x",)),  # past int()'s digit limit too
         (b"1180591620717411303424", {"x": 1.1805916207174113e21}, ()),  # 2**70: a float
         (b"18446744073709551615", {"x": 18446744073709551615}, ()),  # the largest u64
         (b"2.5", {"x": 2.5}, ()),

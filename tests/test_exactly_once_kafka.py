@@ -545,6 +545,36 @@ def test_a_worker_that_dies_under_run_workers_stops_the_set_with_its_exit_code(
         os.kill(pids["pair-0"], 0)
 
 
+def test_a_stopped_worker_does_not_hang_the_supervisors_shutdown(
+    config: Config, tmp_path: Path
+) -> None:
+    # SIGSTOP (a debugger, a stuck container runtime) would hold the forwarded SIGTERM
+    # pending forever: the supervisor continues its children so they stop cleanly.
+    supervisor, log = start_pair(config, tmp_path)
+    try:
+        wait_for(
+            lambda: (
+                " pair-1 started (pid " in log.read_text()
+                and "worker pair-1 starting" in log.read_text()
+            ),
+            timeout=600,
+            what="both workers started",
+        )
+        line = next(x for x in log.read_text().splitlines() if " pair-1 started (pid " in x)
+        os.kill(int(line.split("(pid ")[1].rstrip(")")), signal.SIGSTOP)
+        supervisor.send_signal(signal.SIGTERM)
+        code = supervisor.wait(timeout=600)
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
+    text = log.read_text()
+    # Both stop cleanly, or (when the stop caught the group mid-rebalance and the other
+    # worker's leave waited on its stopped peer) the laggard is killed after the grace
+    # period and the supervisor says so in its exit code: never a hang.
+    assert code == 0 or (code == 128 + signal.SIGKILL and "after stop: killed" in text), text
+    assert "streamheal worker stopped" in text
+
+
 def test_bench_measures_the_worker_against_the_hand_written_loop_through_the_broker(
     config: Config,
 ) -> None:

@@ -12,6 +12,7 @@ import pytest
 
 from streamheal import models
 from streamheal.config import Config
+from streamheal.kafka.checkpoints import CheckpointReader
 from streamheal.registry import Registry
 from streamheal.scenarios import SCENARIOS
 from tests.conftest import produce, read_all, read_topic, running_worker, values, wait_for
@@ -180,17 +181,28 @@ def test_a_champion_promoted_while_no_worker_ran_serves_when_the_workers_return(
     registry.promote(first)
     bootstrap = config.kafka.bootstrap_servers
 
-    def serve(part: list[dict], total: int) -> None:
+    def serve(part: list[dict], total: int, installs: bool = False) -> None:
         with running_worker(config):
             produce(config, part)
             read_topic(bootstrap, config.topics.predictions, lambda m: len(m) >= total)
+            if not installs:
+                return
+            # The install is checkpointed with its batch, whatever the cadence: a crash now
+            # must not restore the old champion's state and install (and re-learn) again.
+            wait_for(
+                lambda: all(
+                    champion_in_checkpoint(config, p) == registry.alias("champion") for p in (0, 1)
+                ),
+                what="checkpoints that account for the champion",
+            )
 
+    config = config.replace(worker={"checkpoint_every_batches": 1000})
     serve(parts[0], 2000)
     second = registry.register(trained_model(parts[1], flip=False), cause="retrained")
     promote = [sys.executable, "-m", "streamheal.cli", "registry", "-c", str(config_file)]
     done = subprocess.run([*promote, "promote", str(second)], capture_output=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    serve(parts[1], 4000)
+    serve(parts[1], 4000, installs=True)
     serve(parts[2], 6000)
 
     predictions = {v["id"]: v for v in values(read_all(bootstrap, config.topics.predictions))}
@@ -203,3 +215,12 @@ def test_a_champion_promoted_while_no_worker_ran_serves_when_the_workers_return(
         ("install", 1, second),
     ]
     assert "promoted while the partition was not served" in installs[0]["message"]
+
+
+def champion_in_checkpoint(config: Config, partition: int) -> int | None:
+    reader = CheckpointReader(config)
+    try:
+        found = reader.latest(config.topics.events, partition, timeout=60)
+    finally:
+        reader.close()
+    return None if found is None else found[0].registry.get("champion")

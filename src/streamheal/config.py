@@ -132,6 +132,11 @@ _OWNED_PROPERTIES = {
     "acks": "an output is written only once every in-sync replica has it (acks=all)",
 }
 
+_PROPERTY_ALIASES = {
+    "request.required.acks": "acks",
+    "auto.commit.enable": "enable.auto.commit",
+}
+
 
 @dataclass(frozen=True, repr=False)
 class KafkaConfig:
@@ -154,7 +159,9 @@ class KafkaConfig:
         # cover, read aborted records, or lose its transactional fencing.
         for table in ("common", "consumer", "producer"):
             for name in getattr(self, table):
-                why = _OWNED_PROPERTIES.get(name)
+                # librdkafka's aliases and its "topic." prefix name the same property.
+                canonical = name.strip().lower().removeprefix("topic.")
+                why = _OWNED_PROPERTIES.get(_PROPERTY_ALIASES.get(canonical, canonical))
                 if why is not None:
                     raise ConfigError(f'kafka.{table}."{name}": the worker sets it; {why}')
 

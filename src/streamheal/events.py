@@ -198,6 +198,8 @@ def loads(raw: bytes) -> Any:
 
 def _int_like_orjson(digits: str) -> int | float:
     """An integer literal as orjson reads it: an int within 64 bits, else a float."""
+    if len(digits) > 20:  # past 64 bits whatever the digits (and past int()'s 4,300)
+        return float(digits)
     value = int(digits)
     return value if _INT_RANGE[0] <= value < _INT_RANGE[1] else float(digits)
 

@@ -59,11 +59,20 @@ def run_workers(count: int, config: Config, config_args: Sequence[str]) -> int:
 
     forwarded: set[int] = set()
 
+    stopping_since: list[float] = []
+    # A child gets this long to finish its batch and commit once asked to stop; then it is
+    # killed (its open transaction aborts; its partitions' next owner restores them).
+    grace = config.worker.transaction_timeout_seconds + 30
+
     def forward(signum: int, _frame: object = None) -> None:
         forwarded.add(signum)
+        stopping_since.append(time.monotonic())
         for child in children:
             if child.poll() is None:
                 child.send_signal(signum)
+                # A stopped child (SIGSTOP, a debugger) would hold the signal pending
+                # forever: let it run, so it can stop cleanly.
+                child.send_signal(signal.SIGCONT)
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, forward)
@@ -89,5 +98,12 @@ def run_workers(count: int, config: Config, config_args: Sequence[str]) -> int:
                 # cleanly and the supervisor exits, so whatever restarts it sees the code.
                 log.error("worker pid %d stopped unasked: stopping the others", child.pid)
                 forward(signal.SIGTERM)
+        if stopping_since and running and time.monotonic() - stopping_since[0] > grace:
+            for child in running:
+                log.error("worker pid %d still running %.0fs after stop: killed", child.pid, grace)
+                child.kill()
+                child.wait()
+            first_failure = first_failure or 128 + signal.SIGKILL
+            running = []
         time.sleep(0.2)
     return first_failure

@@ -374,6 +374,7 @@ class Worker:
             if items or quiet[-1].source.offset + 1 >= boundary:
                 del self._catch_up[partition]
                 log.info("partition %d caught up with its committed offset %d", partition, boundary)
+        installed: list[Action] = []
         if items:
             installed = self._reconciled(partition, engine) if partition in self._reconcile else []
             self._publish(installed + engine.process(items), batch)
@@ -381,6 +382,12 @@ class Worker:
         last = (items or quiet)[-1].source.offset
         self._next[partition] = last + 1
         self._unsaved[partition] = self._unsaved.get(partition, 0) + 1
+        if installed:
+            # Checkpointed in this transaction, whatever the cadence: restored from an
+            # older checkpoint after a crash, the partition would install it again and
+            # re-learn the events since on the model it replaced.
+            every = self.config.worker.checkpoint_every_batches
+            self._unsaved[partition] = max(self._unsaved[partition], every)
 
     def _offsets(self, partitions: Any) -> list[TopicPartition]:
         """Offsets to commit: the next to process, but never back below a catch-up boundary
