@@ -491,6 +491,20 @@ def start_pair(config: Config, tmp_path: Path) -> tuple[subprocess.Popen, Path]:
     return supervisor, log
 
 
+def pair_started(log: Path) -> dict[str, int]:
+    """Once both workers of :func:`start_pair` are running: their pids by worker id."""
+    wait_for(
+        lambda: all(f"worker pair-{i} starting" in log.read_text() for i in (0, 1)),
+        timeout=600,
+        what="both workers started",
+    )
+    return {
+        line.split("worker ")[1].split(" started")[0]: int(line.split("(pid ")[1].rstrip(")"))
+        for line in log.read_text().splitlines()
+        if " started (pid " in line
+    }
+
+
 def test_run_with_two_workers_shares_the_partitions_and_stops_cleanly(
     config: Config, tmp_path: Path
 ) -> None:
@@ -520,19 +534,7 @@ def test_a_worker_that_dies_under_run_workers_stops_the_set_with_its_exit_code(
     # code): so it must not sit on with one worker of two, looking healthy.
     supervisor, log = start_pair(config, tmp_path)
     try:
-        wait_for(
-            lambda: (
-                "worker pair-0 starting" in log.read_text()
-                and "worker pair-1 starting" in log.read_text()
-            ),
-            timeout=600,
-            what="both workers started",
-        )
-        pids = {
-            line.split("worker ")[1].split(" started")[0]: int(line.split("(pid ")[1].rstrip(")"))
-            for line in log.read_text().splitlines()
-            if " started (pid " in line
-        }
+        pids = pair_started(log)
         os.kill(pids["pair-1"], signal.SIGKILL)
         assert supervisor.wait(timeout=600) == 128 + signal.SIGKILL, log.read_text()[-3000:]
     finally:
@@ -552,16 +554,7 @@ def test_a_stopped_worker_does_not_hang_the_supervisors_shutdown(
     # pending forever: the supervisor continues its children so they stop cleanly.
     supervisor, log = start_pair(config, tmp_path)
     try:
-        wait_for(
-            lambda: (
-                " pair-1 started (pid " in log.read_text()
-                and "worker pair-1 starting" in log.read_text()
-            ),
-            timeout=600,
-            what="both workers started",
-        )
-        line = next(x for x in log.read_text().splitlines() if " pair-1 started (pid " in x)
-        os.kill(int(line.split("(pid ")[1].rstrip(")")), signal.SIGSTOP)
+        os.kill(pair_started(log)["pair-1"], signal.SIGSTOP)
         supervisor.send_signal(signal.SIGTERM)
         code = supervisor.wait(timeout=600)
     finally:

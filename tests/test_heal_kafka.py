@@ -200,7 +200,7 @@ def test_a_champion_promoted_while_no_worker_ran_serves_when_the_workers_return(
     serve(parts[0], 2000)
     second = registry.register(trained_model(parts[1], flip=False), cause="retrained")
     promote = [sys.executable, "-m", "streamheal.cli", "registry", "-c", str(config_file)]
-    done = subprocess.run([*promote, "promote", str(second)], capture_output=True, timeout=60)
+    done = subprocess.run([*promote, "promote", str(second)], capture_output=True, timeout=900)
     assert done.returncode == 0, done.stderr
     serve(parts[1], 4000, installs=True)
     serve(parts[2], 6000)
