@@ -376,7 +376,7 @@ class Worker:
                 log.info("partition %d caught up with its committed offset %d", partition, boundary)
         installed: list[Action] = []
         if items:
-            installed = self._reconciled(partition, engine) if partition in self._reconcile else []
+            installed = self._reconciled(partition) if partition in self._reconcile else []
             self._publish(installed + engine.process(items), batch)
             batch.stats.consumed += len(items)
         last = (items or quiet)[-1].source.offset
@@ -635,15 +635,10 @@ class Worker:
                 continue
             if not self.engines:
                 log.warning("control %s: no partitions assigned here", command.describe())
-            for partition, engine in self.engines.items():
+            for partition in self.engines:
                 # Each partition gets its own copy: models learn in place.
-                action = engine.install(
-                    models.loads(model_bytes), command.version, command.describe()
-                )
-                action.partition = partition
-                installed.append(action)
-                self._champion_seen[partition] = command.version
-                self._reconcile.discard(partition)
+                model, cause = models.loads(model_bytes), command.describe()
+                installed.append(self._install(partition, model, command.version, cause))
             log.warning("applied control command at offset %d: %s", offset, command.describe())
         if installed or self._outbox:
             self._save(list(self.engines) if installed else [], installed)
@@ -751,7 +746,7 @@ class Worker:
             log.error("registry champion unreadable: %s", err)
             return None
 
-    def _reconciled(self, partition: int, engine: Engine) -> list[Action]:
+    def _reconciled(self, partition: int) -> list[Action]:
         """A restored partition, before its first new event: if the registry's champion
         moved while nobody served the partition (a promote or rollback sent while the
         workers were down, or refused by them), it is installed now, as the command
@@ -766,10 +761,16 @@ class Worker:
             log.error("registry champion v%d refused, keeping the checkpoint: %s", champion, err)
             return []
         cause = f"registry champion v{champion}, promoted while the partition was not served"
-        action = engine.install(model, champion, cause)
+        return [self._install(partition, model, champion, cause)]
+
+    def _install(self, partition: int, model: Any, version: int, cause: str) -> Action:
+        """Serve the registry's ``version`` on ``partition``: its state now accounts for
+        that champion (what the next checkpoint records)."""
+        action = self.engines[partition].install(model, version, cause)
         action.partition = partition
-        self._champion_seen[partition] = champion
-        return [action]
+        self._champion_seen[partition] = version
+        self._reconcile.discard(partition)
+        return action
 
     def _champion(self) -> tuple[int | None, bytes | None]:
         """The registry champion to serve, or (None, None): a registry that cannot give a
