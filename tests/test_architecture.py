@@ -18,6 +18,7 @@ CORE = (
     "streamheal.errors",
     "streamheal.events",
     "streamheal.models",
+    "streamheal.pickling",
     "streamheal.joins",
     "streamheal.guards",
     "streamheal.block",
