@@ -79,3 +79,34 @@ def test_a_setstate_that_needs_its_instance_and_a_read_only_property_still_load(
     shadowed.__dict__["level"] = 5  # an instance entry under a read-only property's name
     twin = pickling.copy(shadowed)
     assert twin.__dict__["level"] == 5 and twin.level == 2
+
+
+def test_the_engine_serves_a_fast_copy_after_keeping_a_good_state_and_after_a_checkpoint() -> None:
+    from streamheal.config import Config
+    from streamheal.engine import Engine
+    from streamheal.guards import linear_parts
+
+    events = bench_events(2400)
+    engine = Engine(Config().replace(guards={"good_state_every": 1000}))
+    engine.process(events[:1200])  # a good state was kept at the 1,000th label
+    reference = Engine(Config().replace(guards={"check_model": False}))  # never pickled
+    reference.process(events[:1200])
+    for name in ("model", "served"):
+        model = linear_parts(engine.model)[0] if name == "served" else engine.model
+        assert not _attributes_in_a_dict(model, "optimizer" if name == "served" else "steps")
+    scaler = (
+        engine.model.steps["TransformerUnion"].transformers["Pipeline"].steps["_StandardScaler"]
+    )
+    assert all(a is b for a, b in zip(scaler.means, events[0].features, strict=True))
+    blob = engine.to_bytes()
+    assert not _attributes_in_a_dict(linear_parts(engine.model)[0], "optimizer")
+    # The same state: the copy answers and learns as the never-pickled model does.
+    for engine_ in (engine, reference):
+        engine_.process(events[1200:])
+    probe = [e.features for e in events[:50]]
+    assert [engine.model.predict_proba_one(x) for x in probe] == [
+        reference.model.predict_proba_one(x) for x in probe
+    ]
+    restored = Engine(Config())
+    restored.load_bytes(blob)
+    assert restored.counters.feature_events == 1200

@@ -55,6 +55,8 @@ from streamheal.serving import ServingModel, VersionAuthority
 Output = Any  # Prediction | Rejection | Drift | Action | Notice
 # Feature names beyond the distinct-name cap share one slot in the per-feature counters.
 OTHER_FEATURES = "(other)"
+# A champion pickled to at most this many bytes is served as a fresh copy afterwards.
+COPY_MAX_BYTES = 256 * 1024
 
 
 @dataclass(slots=True)
@@ -361,14 +363,19 @@ class Engine:
             if not healthy(self._watched_linear):
                 self._restore_model("non-finite weights")
                 return
-            watch.keep(models.dumps(self.model), self.model_version)
-            self._serve_copy()
+            good = models.dumps(self.model)
+            watch.keep(good, self.model_version)
+            self._serve_copy(len(good))
 
-    def _serve_copy(self) -> None:
+    def _serve_copy(self, pickled_bytes: int) -> None:
         """Serve a copy of the champion (the same state) after pickling it: pickling slows
         River's learning step by about 5% on CPython 3.11, the copy runs as the model did
         before (:mod:`streamheal.pickling`). Its feature-name keys are the names the guard
-        took from the events, the objects every later event uses too."""
+        took from the events, the objects every later event uses too. Only for a small
+        state (``pickled_bytes``, the pickle just made): a linear model's copy costs a
+        third of a millisecond, a forest's (megabytes) more than the pickle itself."""
+        if pickled_bytes > COPY_MAX_BYTES:
+            return
         self.serving.repair(pickling.copy(self.model, self.guard.features))
         self._watched = self.model
         self._watched_linear = linear_parts(self.model)
@@ -465,7 +472,10 @@ class Engine:
         if without_parts and self.drift is not None:
             state["drift"] = self.drift.state_without_parts()
         blob = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
-        self._serve_copy()
+        # The model's own size: its last good state's, else the whole state's (an upper
+        # bound; the join buffer can make it large).
+        good = self.watch.good if self.watch is not None else None
+        self._serve_copy(len(good) if good is not None else len(blob))
         return blob
 
     def stable_parts(self) -> dict[str, Any]:
