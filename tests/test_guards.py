@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from streamheal.config import Config
 from streamheal.engine import Engine, Prediction
 from streamheal.events import Event, Reason, Rejection, Source, decode
-from streamheal.guards import EventClock, InputGuard, Notice
+from streamheal.guards import GOOD_STATE_BYTES_PER_EVENT, EventClock, InputGuard, ModelWatch, Notice
 from streamheal.policy import Action
 from streamheal.replay import file_records, replay
 from streamheal.scenarios import breast_cancer
@@ -504,3 +504,26 @@ def test_strings_no_output_can_carry_and_unprintable_values_are_dead_letters() -
     assert result.reason is Reason.BAD_FEATURE_VALUE and len(result.detail) <= 300
     huge_label = b'{"id": "l", "ts": 1.0, "features": {"x": NaN}, "label": 1' + b"0" * 30 + b"}"
     assert decode(huge_label, SRC).reason is Reason.BAD_LABEL
+
+
+def test_a_model_with_a_large_pickle_keeps_its_good_state_less_often() -> None:
+    watch = ModelWatch(every=1000)
+    watch.keep(b"\0" * 3_000, version=1)  # a linear model: every 1,000 labeled events
+    assert watch.interval == 1000 and watch.since_good == 0
+    watch.keep(b"\0" * 700_000, version=1)  # a grown tree: about 1 us per event
+    assert watch.interval == 700_000 // GOOD_STATE_BYTES_PER_EVENT > 10_000
+    watch.load_state_dict(watch.state_dict())  # restored: a good state at the next step
+    assert watch.since_good == watch.interval == 1000
+
+
+def test_a_tree_engine_spaces_its_good_states_by_the_size_of_its_pickle() -> None:
+    from streamheal.dev.bench import bench_events
+
+    events = bench_events(6000)
+    engine = Engine(Config().replace(model={"name": "hoeffding_tree"}))
+    engine.process(events)
+    watch = engine.watch
+    assert watch.good is not None and watch.interval == max(
+        1000, len(watch.good) // GOOD_STATE_BYTES_PER_EVENT
+    )
+    assert watch.since_good < watch.interval

@@ -354,12 +354,12 @@ class Engine:
             # A new champion (reset, promotion, rollback, install): its own good state.
             self._watched = self.model
             self._watched_linear = linear_parts(self.model)
-            watch.since_good = watch.every
+            watch.since_good = watch.interval
         if not healthy(self._watched_linear, weights=False):
             self._restore_model("non-finite model state after learning")
             return
         watch.since_good += learned
-        if watch.since_good >= watch.every:
+        if watch.since_good >= watch.interval:
             if not healthy(self._watched_linear):
                 self._restore_model("non-finite weights")
                 return
@@ -608,7 +608,7 @@ class Engine:
             answers.append(proba)
             labels.append(label)
             if watch is not None:
-                if watch.since_good + 1 >= watch.every or not healthy(linear, weights=False):
+                if watch.since_good + 1 >= watch.interval or not healthy(linear, weights=False):
                     check_last = True  # a good state to keep, or one to restore
                     break
                 watch.since_good += 1

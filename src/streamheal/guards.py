@@ -276,17 +276,22 @@ class EventClock(Stateful):
         return now
 
 
+GOOD_STATE_BYTES_PER_EVENT = 64
+
+
 class ModelWatch:
     """Detects a model that learning has broken (non-finite state) and keeps a good copy.
 
     Linear models are checked after every learning step through their intercept (a NaN
     anywhere in the gradient reaches it) and the sum of their weights; every model's
     probabilities are checked where they are computed anyway. The last good state is the
-    pickled model, refreshed every ``good_state_every`` labeled events while healthy.
+    pickled model, refreshed every ``good_state_every`` labeled events while healthy (a
+    model whose pickle is large less often: see :meth:`keep`).
     """
 
     def __init__(self, every: int) -> None:
         self.every = every
+        self.interval = every  # labeled events between good states, for this model's size
         self.good: bytes | None = None
         self.good_version = 0
         self.since_good = 0
@@ -294,6 +299,11 @@ class ModelWatch:
 
     def keep(self, model_bytes: bytes, version: int) -> None:
         self.good, self.good_version, self.since_good = model_bytes, version, 0
+        # A good state costs a pickle of the model (about 60 MB/s here): a tree of 700 kB
+        # kept every 1,000 events cost 12 us per event, more than its learning step.
+        # A large model keeps one at most every (bytes / GOOD_STATE_BYTES_PER_EVENT)
+        # events, about a microsecond per event, and a restore goes back that far.
+        self.interval = max(self.every, len(model_bytes) // GOOD_STATE_BYTES_PER_EVENT)
 
     def state_dict(self) -> dict[str, Any]:
         # The good copy is left out of checkpoints (it would double their size): a restored
@@ -303,7 +313,7 @@ class ModelWatch:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.good, self.good_version = None, 0
         self.restores = state["restores"]
-        self.since_good = self.every
+        self.since_good = self.interval = self.every
 
 
 def label_kind(label: Any) -> str:
