@@ -511,7 +511,7 @@ def test_a_model_with_a_large_pickle_keeps_its_good_state_less_often() -> None:
     watch.keep(b"\0" * 3_000, version=1)  # a linear model: every 1,000 labeled events
     assert watch.interval == 1000 and watch.since_good == 0
     watch.keep(b"\0" * 700_000, version=1)  # a grown tree: about 1 us per event
-    assert watch.interval == 700_000 // GOOD_STATE_BYTES_PER_EVENT > 10_000
+    assert watch.interval == 10_000 == 1000 * (700_000 // (GOOD_STATE_BYTES_PER_EVENT * 1000))
     watch.load_state_dict(watch.state_dict())  # restored: a good state at the next step
     assert watch.since_good == watch.interval == 1000
 
@@ -523,7 +523,7 @@ def test_a_tree_engine_spaces_its_good_states_by_the_size_of_its_pickle() -> Non
     engine = Engine(Config().replace(model={"name": "hoeffding_tree"}))
     engine.process(events)
     watch = engine.watch
-    assert watch.good is not None and watch.interval == max(
-        1000, len(watch.good) // GOOD_STATE_BYTES_PER_EVENT
+    assert watch.good is not None and watch.interval == 1000 * max(
+        1, len(watch.good) // (GOOD_STATE_BYTES_PER_EVENT * 1000)
     )
     assert watch.since_good < watch.interval

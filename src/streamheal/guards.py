@@ -301,9 +301,12 @@ class ModelWatch:
         self.good, self.good_version, self.since_good = model_bytes, version, 0
         # A good state costs a pickle of the model (about 60 MB/s here): a tree of 700 kB
         # kept every 1,000 events cost 12 us per event, more than its learning step.
-        # A large model keeps one at most every (bytes / GOOD_STATE_BYTES_PER_EVENT)
-        # events, about a microsecond per event, and a restore goes back that far.
-        self.interval = max(self.every, len(model_bytes) // GOOD_STATE_BYTES_PER_EVENT)
+        # A large model keeps one every (bytes / GOOD_STATE_BYTES_PER_EVENT) events, about
+        # a microsecond per event, and a restore goes back that far. In whole multiples
+        # of `every`: the same state pickles to a few bytes more or less depending on how
+        # its objects share strings, which must not move the next keep.
+        every = self.every
+        self.interval = every * max(1, len(model_bytes) // (GOOD_STATE_BYTES_PER_EVENT * every))
 
     def state_dict(self) -> dict[str, Any]:
         # The good copy is left out of checkpoints (it would double their size): a restored
