@@ -595,6 +595,7 @@ class Engine:
         predict, learn = model.predict_proba_one, model.learn_one
         binary, watch = self._binary, self.watch
         linear = self._watched_linear
+        interval = watch.interval if watch is not None else 0  # changes only at a keep
         answers: list[dict[Any, float]] = []
         labels: list[Label] = []  # as the model learned them (0/1 as False/True)
         check_last = False
@@ -608,79 +609,24 @@ class Engine:
             answers.append(proba)
             labels.append(label)
             if watch is not None:
-                if watch.since_good + 1 >= watch.interval or not healthy(linear, weights=False):
+                if watch.since_good + 1 >= interval or not healthy(linear, weights=False):
                     check_last = True  # a good state to keep, or one to restore
                     break
                 watch.since_good += 1
-        self._account_run(run, answers, labels, outputs, check_last)
-        return len(answers)
-
-    def _account_run(
-        self,
-        run: list[Event],
-        answers: list[dict[Any, float]],
-        labels: list[Label],
-        outputs: list[Output],
-        check_last: bool,
-    ) -> None:
-        """The second pass of :meth:`_learn_run`: per answered event, what
-        :meth:`_emit_prediction` then :meth:`_account_own_label` would do, in their order,
-        with the lookups made once per run (a run is up to a check boundary's worth of
-        events, and this bookkeeping was a third of the Engine's own cost per event)."""
-        counters, binary, version = self.counters, self._binary, self.model_version
-        drift = self.drift is not None
-        seen = self._seen
-        rows, top, predicted = seen.rows, seen.top, seen.predicted
-        offsets, outcomes = seen.offsets, seen.outcomes
-        close, duplicate = self.join.close, Reason.DUPLICATE_LABEL
-        named, missing_counts = self.guard.features, counters.missing
         policy = self.policy
         recent = policy.recent if policy is not None else None
-        emit = outputs.append
-        index = counters.feature_events
         last = len(answers) - 1
-        correct = 0
         for i, proba in enumerate(answers):
             event = run[i]
-            if binary:  # on the wire as 0/1 (_on_the_wire); ties go to 0
-                proba = {0: proba.get(False, 0.0), 1: proba.get(True, 0.0)}
-                prediction = 1 if proba[1] > proba[0] else 0
-            elif proba:
-                prediction = max(proba, key=proba.__getitem__)
-            else:
-                prediction = None
-            missing = event.missing
-            for name in missing:
-                missing_counts[name if name in named else OTHER_FEATURES] += 1
-            if drift:
-                rows.append(event.features)
-                top.append(proba[prediction] if proba else 0.0)
-                predicted.append(prediction)
-                offsets.append(event.source.offset)
-            emit(
-                Prediction(
-                    event.id, event.ts, index, prediction, proba, version, event.source, missing
-                )
+            prediction = self._emit_prediction(
+                event, _on_the_wire(proba) if binary else proba, outputs
             )
-            index += 1
-            # The event's own label (_account_own_label): the outcome, and the id closed.
-            right = prediction == event.label
-            correct += right
-            if drift:
-                outcomes.append((index, event.label, int(right)))
-            close(event.id, duplicate)
-        counters.feature_events = index
-        counters.labeled += len(answers)
-        counters.correct += correct
-        if recent is not None:
-            # The policy keeps each labeled row for warm starts; the last one after the
-            # model check its event is due (a restore warm-starts from the rows before it).
-            kept = len(answers) - 1 if check_last else len(answers)
-            recent.extend((run[i].features, labels[i]) for i in range(kept))
-        if check_last:
-            self._check_model()
+            self._account_own_label(event, prediction)
+            if i == last and check_last:
+                self._check_model()
             if recent is not None:
-                recent.append((run[last].features, labels[last]))
+                recent.append((event.features, labels[i]))
+        return len(answers)
 
     # ---------------------------------------------------------------- mini batch
     def _proba_many(self, frame: Any, complete: list[bool]) -> tuple[list, list, list] | None:
