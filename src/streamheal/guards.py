@@ -291,7 +291,6 @@ class ModelWatch:
 
     def __init__(self, every: int) -> None:
         self.every = every
-        self.interval = every  # labeled events between good states, for this model's size
         self.good: bytes | None = None
         self.good_version = 0
         self.since_good = 0
@@ -299,14 +298,19 @@ class ModelWatch:
 
     def keep(self, model_bytes: bytes, version: int) -> None:
         self.good, self.good_version, self.since_good = model_bytes, version, 0
-        # A good state costs a pickle of the model (about 60 MB/s here): a tree of 700 kB
-        # kept every 1,000 events cost 12 us per event, more than its learning step.
-        # A large model keeps one every (bytes / GOOD_STATE_BYTES_PER_EVENT) events, about
-        # a microsecond per event, and a restore goes back that far. In whole multiples
-        # of `every`: the same state pickles to a few bytes more or less depending on how
-        # its objects share strings, which must not move the next keep.
+
+    @property
+    def interval(self) -> int:
+        """Labeled events between good states. A good state costs a pickle of the model
+        (about 60 MB/s here): a tree of 700 kB kept every 1,000 events cost 12 us per
+        event, more than its learning step. A large model keeps one every (bytes of the
+        last one / GOOD_STATE_BYTES_PER_EVENT) events, about a microsecond per event, and
+        a restore goes back that far. In whole multiples of ``every``: the same state
+        pickles to a few bytes more or less depending on how its objects share strings,
+        which must not move the next keep."""
         every = self.every
-        self.interval = every * max(1, len(model_bytes) // (GOOD_STATE_BYTES_PER_EVENT * every))
+        size = len(self.good) if self.good is not None else 0
+        return every * max(1, size // (GOOD_STATE_BYTES_PER_EVENT * every))
 
     def state_dict(self) -> dict[str, Any]:
         # The good copy is left out of checkpoints (it would double their size): a restored
@@ -316,7 +320,7 @@ class ModelWatch:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.good, self.good_version = None, 0
         self.restores = state["restores"]
-        self.since_good = self.interval = self.every
+        self.since_good = self.every
 
 
 def label_kind(label: Any) -> str:

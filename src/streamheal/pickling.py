@@ -47,18 +47,6 @@ _MANAGED_DICT = 1 << 4  # Py_TPFLAGS_MANAGED_DICT: attributes stored beside the 
 _plain: dict[type, bool] = {}  # per class: is its state its attribute dict?
 
 
-class _LayoutPickler(pickle.Pickler):
-    def reducer_override(self, obj: Any) -> Any:
-        cls = type(obj)
-        plain = _plain.get(cls)
-        if plain is None:
-            plain = _plain[cls] = _state_is_attributes(cls)
-        if not plain or not obj.__dict__:
-            return NotImplemented
-        # The reduction object.__reduce_ex__ makes, with our state setter in its place.
-        return copyreg.__newobj__, (cls,), obj.__dict__, None, None, _set_state
-
-
 def copy(obj: Any, names: Iterable[str] = ()) -> Any:
     """An independent copy of ``obj`` (through a pickle, so the same state to the last
     bit) whose plain instances have the fast layout and whose strings equal to one of
@@ -73,13 +61,23 @@ def copy(obj: Any, names: Iterable[str] = ()) -> Any:
     return _CopyUnpickler(buffer, canonical).load()
 
 
-class _CopyPickler(_LayoutPickler):
+class _CopyPickler(pickle.Pickler):
     def __init__(self, file: io.BytesIO, canonical: dict[str, str]) -> None:
         super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
         self.canonical = canonical
 
     def persistent_id(self, obj: Any) -> str | None:
         return obj if type(obj) is str and obj in self.canonical else None
+
+    def reducer_override(self, obj: Any) -> Any:
+        cls = type(obj)
+        plain = _plain.get(cls)
+        if plain is None:
+            plain = _plain[cls] = _state_is_attributes(cls)
+        if not plain or not obj.__dict__:
+            return NotImplemented
+        # The reduction object.__reduce_ex__ makes, with our state setter in its place.
+        return copyreg.__newobj__, (cls,), obj.__dict__, None, None, _set_state
 
 
 class _CopyUnpickler(pickle.Unpickler):
@@ -111,7 +109,8 @@ class _StandIn:
 
 
 def _set_state(obj: Any, state: dict[str, Any]) -> None:
-    setstate = getattr(type(obj), "__setstate__", None)
+    cls = type(obj)
+    setstate = getattr(cls, "__setstate__", None)
     if setstate is not None:
         stand_in = _StandIn()
         try:
@@ -120,7 +119,6 @@ def _set_state(obj: Any, state: dict[str, Any]) -> None:
             setstate(obj, state)
             return
         state = vars(stand_in)
-    cls = type(obj)
     for name, value in state.items():
         if hasattr(getattr(cls, name, None), "__set__"):  # a property or slot: as pickle does
             obj.__dict__[name] = value
