@@ -113,6 +113,16 @@ class _Batch:
     snapshots: list[Action]
 
 
+@dataclass
+class _InFlight:
+    """A batch's commit running in the background (see :meth:`Worker._launch`)."""
+
+    partitions: list[int]
+    batch: _Batch
+    thread: threading.Thread | None = None
+    error: BaseException | None = None
+
+
 class Worker:
     """Run with :meth:`run`; stop from any thread (or a signal handler) with :meth:`stop`."""
 
@@ -134,6 +144,7 @@ class Worker:
         self._reconcile: set[int] = set()
         self._fatal: WorkerError | None = None
         self._abort_streak = 0  # transactions aborted in a row (for the retry backoff)
+        self._in_flight: _InFlight | None = None  # the last batch's commit, not yet settled
         self._restoring = False
         self._started = False
         self.heartbeat = time.monotonic()
@@ -251,22 +262,29 @@ class Worker:
         try:
             while not self._stop.is_set():
                 self.heartbeat = time.monotonic()
+                # With a commit in flight, take only what is fetched already: when nothing
+                # is, the commit is settled at once rather than after a poll's wait.
+                busy = self._in_flight is not None
                 messages = self._consumer.consume(
                     num_messages=config.engine.batch_size,
-                    timeout=config.worker.poll_timeout_seconds,
+                    timeout=0 if busy else config.worker.poll_timeout_seconds,
                 )
                 self._raise_fatal()
                 if messages:
                     started = time.monotonic()
                     self._process_batch(messages)
                     self.metrics.observe_batch(time.monotonic() - started, len(messages))
+                else:  # nothing fetched: nothing to overlap the commit in flight with
+                    self._settle()
                 self._observe()
                 self._apply_commands()
                 if progress.due():
                     progress.report(self.stats.consumed, self._lag())
+            self._settle()  # a failed last commit is a failed run, as for any other batch
             clean = True
         finally:
             self._started = False
+            self._abandon_in_flight()  # only when an error stopped the loop
             self.metrics.close()
             if notifier is not None:
                 notifier.stop()
@@ -294,6 +312,10 @@ class Worker:
     # ------------------------------------------------------------------ the loop
     def _process_batch(self, messages: list[Message]) -> None:
         by_partition = self._decode(messages)
+        # Decoded while the previous batch's commit ran; the Engines wait for its outcome
+        # (an abort rewinds its partitions, and what was fetched for them is read again).
+        for partition in self._settle():
+            by_partition.pop(partition, None)
         if not by_partition:
             return
         batch = _Batch(WorkerStats(batches=1), [])
@@ -306,38 +328,108 @@ class Worker:
                 if self._unsaved.get(partition, 0) >= every:
                     self._checkpoint(partition)
 
-        self._transact(list(by_partition), batch, produce)
+        # Committed in the background only when more records are likely waiting (a full
+        # batch): a worker that has caught up commits at once, its outputs' latency first.
+        full = len(messages) >= self.config.engine.batch_size
+        self._transact(list(by_partition), batch, produce, background=full)
 
-    def _transact(self, partitions: list[int], batch: _Batch, produce: Callable[[], None]) -> None:
+    def _transact(
+        self,
+        partitions: list[int],
+        batch: _Batch,
+        produce: Callable[[], None],
+        background: bool = False,
+    ) -> None:
         """One transaction: what waits in the outbox, what ``produce()`` produces, and the
         offsets of ``partitions``. Aborted: the partitions go back to their checkpoints
-        (the Engines must not run ahead of what was committed)."""
+        (the Engines must not run ahead of what was committed). ``background``: the commit
+        runs while the loop fetches and decodes the next batch (:meth:`_launch`)."""
+        self._settle()
         try:
             self._committer.begin()
             self._flush_outbox()
             produce()
+            if background:
+                self._launch(partitions, batch)
+                return
             self._committer.commit(self._consumer, self._offsets(partitions))
-        except TransactionAborted as err:
+        except (TransactionAborted, CommitFailed) as err:
+            self._conclude(partitions, batch, err)
+            return
+        self._conclude(partitions, batch, None)
+
+    def _launch(self, partitions: list[int], batch: _Batch) -> None:
+        """Commit the open transaction on a thread of its own.
+
+        The commit is two round trips to the broker (offsets into the transaction, then
+        its end), about a tenth of a batch's time spent waiting; meanwhile the loop
+        fetches and decodes the next batch, which changes no state. Everything that
+        touches an Engine, the producer or the assignment settles the commit first
+        (:meth:`_settle`): the next batch's Engines, a revoke, an assign, a control
+        command, the final checkpoint."""
+        flight = _InFlight(partitions, batch)
+        offsets = self._offsets(partitions)  # taken now: the loop moves _next on
+
+        def commit() -> None:
+            try:
+                self._committer.commit(self._consumer, offsets)
+            except BaseException as err:  # handed to _settle, on the loop's thread
+                flight.error = err
+
+        flight.thread = threading.Thread(target=commit, name="streamheal-commit", daemon=True)
+        self._in_flight = flight
+        flight.thread.start()
+
+    def _settle(self) -> list[int]:
+        """Wait for the commit in flight, if any, and act on its outcome: the partitions
+        it rewound (aborted), or none. Raises WorkerError when the worker must stop."""
+        flight, self._in_flight = self._in_flight, None
+        if flight is None:
+            return []
+        assert flight.thread is not None
+        flight.thread.join()
+        return self._conclude(flight.partitions, flight.batch, flight.error)
+
+    def _abandon_in_flight(self) -> None:
+        """The loop stopped on an error: wait for the commit in flight (the producer must
+        not close under it); its outcome no longer matters, the worker is stopping."""
+        flight, self._in_flight = self._in_flight, None
+        if flight is not None and flight.thread is not None:
+            flight.thread.join()
+            if flight.error is not None:
+                log.error("the last batch's commit failed as the worker stopped: %s", flight.error)
+
+    def _conclude(
+        self, partitions: list[int], batch: _Batch, error: BaseException | None
+    ) -> list[int]:
+        """After a transaction: count it when committed; rewind ``partitions`` when it was
+        aborted (and return them); raise WorkerError when the worker cannot go on."""
+        if isinstance(error, TransactionAborted):
             self._abort_streak += 1
             # Bounded backoff: an abort that repeats (a broker refusing every batch) must
             # not spin the loop; a stop still ends the wait at once.
             delay = min(ABORT_BACKOFF_SECONDS * 2 ** (self._abort_streak - 1), ABORT_BACKOFF_MAX)
             log.warning(
                 "transaction aborted (%s): rewinding partitions %s, retrying in %.1fs",
-                err,
+                error,
                 partitions,
                 delay,
             )
             self.stats.aborted += 1
             self._parts.clear()  # what the aborted transaction wrote is not there to refer to
+            partitions = [p for p in partitions if p in self.engines]  # not those lost since
             self._rewind(partitions)
             self._stop.wait(delay)
-            return
-        except CommitFailed as err:
-            raise WorkerError(str(err), EXIT_FENCED if err.fenced else EXIT_KAFKA_FAILURE) from err
+            return partitions
+        if isinstance(error, CommitFailed):
+            code = EXIT_FENCED if error.fenced else EXIT_KAFKA_FAILURE
+            raise WorkerError(str(error), code) from error
+        if error is not None:
+            raise error
         if batch.stats.batches:  # a consumed batch went through: the retries are over
             self._abort_streak = 0
         self._committed(batch)
+        return []
 
     def _decode(self, messages: list[Message]) -> dict[int, list[Event | Rejection]]:
         limits = self.config.events
@@ -623,7 +715,10 @@ class Worker:
         command, or names a model the registry cannot serve, is refused (logged once and
         written as an alert record); nothing it holds can raise out of here."""
         installed: list[Action] = []
-        for offset, command in self._control.poll():
+        commands = self._control.poll()
+        if commands:
+            self._settle()  # an install must not be undone by the rewind of an abort
+        for offset, command in commands:
             if type(command) is Refusal:
                 self._refuse_command(offset, command.why, command.preview)
                 continue
@@ -656,6 +751,7 @@ class Worker:
     def _save(self, partitions: list[int], outputs: Sequence[Action] = ()) -> None:
         """Outside a batch: commit ``outputs``, what waits in the outbox and a checkpoint of
         those of ``partitions`` that changed since their last one."""
+        self._settle()  # a rewind changes what is unsaved
         unsaved = [p for p in partitions if self._unsaved.get(p, 0) > 0 or outputs]
         if not (unsaved or outputs or self._outbox):
             return
@@ -683,6 +779,7 @@ class Worker:
         """Restore each new partition before anything of it is consumed."""
         self._restoring = True
         try:
+            self._settle()
             committed = self._committed_offsets([tp.partition for tp in partitions])
             placed = []
             for tp in partitions:
@@ -694,6 +791,8 @@ class Worker:
             consumer.incremental_assign(placed)
         except KafkaException as err:
             self._fatal = WorkerError(f"assignment failed: {err}")
+        except WorkerError as err:  # the commit in flight failed
+            self._fatal = err
         finally:
             self._restoring = False
         log.info(
@@ -716,7 +815,11 @@ class Worker:
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Another worker owns these already: drop them, commit nothing."""
         owned = [tp.partition for tp in partitions if tp.partition in self.engines]
-        self._forget(owned)
+        self._forget(owned)  # first: an abort of the commit in flight leaves them alone
+        try:
+            self._settle()  # that commit fails or not; it is not retried
+        except WorkerError as err:
+            self._fatal = err
         log.warning("lost partitions %s (not committed; their new owner restores)", owned)
 
     def _forget(self, partitions: list[int]) -> None:
