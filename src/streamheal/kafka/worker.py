@@ -4,7 +4,8 @@ Per batch: ``consume`` up to ``engine.batch_size`` records, decode them, let eac
 partition's Engine process its records, produce predictions, alerts, dead letters and
 (every ``worker.checkpoint_every_batches`` batches) each touched partition's checkpoint,
 and commit all of it with the consumed offsets (:mod:`streamheal.kafka.committer`: one
-transaction under ``exactly-once``, the default).
+transaction under ``exactly-once``, the default). A full batch's commit runs on a thread
+while the next batch is fetched and decoded (:meth:`Worker._launch`).
 
 Recovery (:meth:`Worker._on_assign`): a partition's Engine is restored from its latest
 checkpoint on the state topic before anything is consumed, then consumption resumes at the
@@ -12,8 +13,8 @@ checkpoint's offset. Records between the checkpoint and the committed offset (wh
 checkpoints are taken less often than commits) are processed in *catch-up* mode: learned
 from, outputs dropped (they were committed before). Revoke checkpoints and commits what a
 partition learned before letting it go; a lost partition is dropped without committing.
-Rebalance callbacks run inside ``consume``, i.e. between batches, never inside a
-transaction.
+Rebalance callbacks run inside ``consume``, i.e. between batches; each first settles the
+commit in flight, so none runs inside a transaction.
 """
 
 from __future__ import annotations
