@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -199,3 +200,37 @@ def test_a_replication_factor_above_the_broker_count_is_a_config_error(config: C
     with pytest.raises(ConfigError) as err:
         ensure_topics(cfg)
     assert str(err.value).startswith("topics.replication_factor: the cluster refused")
+
+
+def _catches_sigterm(pid: int) -> bool:
+    """Whether process ``pid`` has a handler for SIGTERM (Linux: /proc's SigCgt mask)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+    return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux's /proc")
+def test_a_sigterm_while_the_worker_starts_or_waits_for_kafka_ends_it_with_exit_0(
+    tmp_path: Path,
+) -> None:
+    """An operator who stops a worker that is still starting (or still waiting for an
+    unreachable broker) gets a clean exit, not 143 from the default action nor 69 after
+    the whole connect timeout."""
+    path = write_config(tmp_path, {"kafka": {"connect_timeout_seconds": 600}})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamheal.cli", "run", "-c", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "STREAMHEAL_KAFKA__BOOTSTRAP_SERVERS": UNREACHABLE},
+    )
+    try:
+        wait_for(lambda: _catches_sigterm(process.pid), 120, "a SIGTERM handler in place")
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=300)  # only catches a hang
+    finally:
+        process.kill()
+    assert process.returncode == 0, output
+    assert "Traceback" not in output

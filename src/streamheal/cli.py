@@ -651,6 +651,11 @@ def _run(args: argparse.Namespace, config: Config) -> int:
         from streamheal.workers import run_workers
 
         return run_workers(args.workers, config, ["-c", str(args.config)] if args.config else [])
+    # A stop asked for while the worker is still being built (imports, clients) is kept and
+    # honoured, not left to the default action, which ends the process with 143.
+    asked: list[int] = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda signum, _: asked.append(signum))
     from confluent_kafka import KafkaException
 
     from streamheal.kafka.connect import BrokerUnavailable, refused_settings
@@ -665,6 +670,9 @@ def _run(args: argparse.Namespace, config: Config) -> int:
         raise ConfigError(f"registry.path: {err}") from None
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: worker.stop())
+    if asked:
+        print("streamheal: stopped before the worker started (nothing was done)", file=sys.stderr)
+        return 0
     try:
         worker.run()
     except BrokerUnavailable as err:

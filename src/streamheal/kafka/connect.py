@@ -210,21 +210,35 @@ def admin_settings(config: Config) -> dict[str, Any]:
     )
 
 
-def wait_for_cluster(config: Config) -> ClusterMetadata:
-    """The cluster's metadata, or :class:`BrokerUnavailable` after the connect timeout."""
+def wait_for_cluster(
+    config: Config, stopping: Callable[[], bool] | None = None
+) -> ClusterMetadata | None:
+    """The cluster's metadata, or :class:`BrokerUnavailable` after the connect timeout.
+
+    ``stopping``: asked about once a second while the cluster cannot be reached; when it
+    answers true the wait ends with None (a stop asked for before the worker could start).
+    """
     timeout = config.kafka.connect_timeout_seconds
     errors: deque[KafkaError] = deque(maxlen=16)  # one per retry, for as long as we wait
     # The reason goes into the one line we raise, so the probe's own repeats stay quiet
     # (log_level 2: critical only); a `log_level` or `debug` in kafka.common still wins.
     admin = AdminClient({"log_level": 2, **admin_settings(config), "error_cb": errors.append})
-    try:
-        return admin.list_topics(timeout=timeout)
-    except KafkaException as err:
-        admin.poll(0)  # serves error_cb: the broker-level reason, e.g. "Connection refused"
-        reason = _reason(errors) or err.args[0].str()
-        raise BrokerUnavailable(
-            f"cannot reach Kafka at {config.kafka.bootstrap_servers} within {timeout:g}s ({reason})"
-        ) from None
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            return admin.list_topics(timeout=max(min(left, 1.0), 0.01) if stopping else timeout)
+        except KafkaException as err:
+            if stopping is not None and stopping():
+                return None
+            if stopping is not None and time.monotonic() < deadline:
+                continue
+            admin.poll(0)  # serves error_cb: the broker-level reason, e.g. "Connection refused"
+            reason = _reason(errors) or err.args[0].str()
+            raise BrokerUnavailable(
+                f"cannot reach Kafka at {config.kafka.bootstrap_servers} within {timeout:g}s "
+                f"({reason})"
+            ) from None
 
 
 def require_topics(

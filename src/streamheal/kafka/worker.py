@@ -220,7 +220,11 @@ class Worker:
         # Fail fast: BrokerUnavailable after kafka.connect_timeout_seconds (exit 69), or
         # MissingTopics with topics.create = false (exit 78), never an idle worker.
         try:
-            metadata = wait_for_cluster(config)
+            metadata = wait_for_cluster(config, self._stop.is_set)
+            if metadata is None:  # stopped while the cluster could not be reached
+                log.info("streamheal worker stopped before it could reach Kafka")
+                self._snapshots.close()
+                return self.stats
             if config.topics.create:
                 ensure_topics(config)
             else:
