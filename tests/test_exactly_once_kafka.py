@@ -37,6 +37,7 @@ from streamheal.events import Rejection, decode
 from streamheal.kafka import records
 from streamheal.kafka.admin import ensure_topics
 from streamheal.kafka.checkpoints import CheckpointReader
+from streamheal.kafka.committer import CommitFailed, Committer
 from streamheal.kafka.connect import committed_offsets
 from streamheal.kafka.records import record_of
 from streamheal.policy import Action
@@ -707,3 +708,24 @@ def test_commits_aborted_in_the_background_rewind_and_redo_exactly_once(config: 
     ids = Counter(orjson.loads(m.value())["id"] for m in predictions)
     assert set(ids) == {e["id"] for e in events}
     assert max(ids.values()) == 1
+
+
+def test_at_least_once_an_output_the_broker_refuses_fails_the_commit_naming_it(
+    config: Config,
+) -> None:
+    """Delivery reports reach the committer through the producer's one callback: an
+    output the broker refuses (over the topic's max.message.bytes) is not taken for
+    delivered, and the commit says so instead of committing the offsets past it."""
+    _set_max_message_bytes(config, config.topics.predictions, 128)
+    settings = {"bootstrap.servers": config.kafka.bootstrap_servers, "acks": "all"}
+    committer = Committer(config.replace(worker={"guarantee": "at-least-once"}), settings, "w")
+    consumer = Consumer({"bootstrap.servers": config.kafka.bootstrap_servers, "group.id": "x"})
+    try:
+        committer.start()
+        committer.begin()
+        committer.produce(config.topics.predictions, b"x" * 1000, b"too-big")
+        with pytest.raises(CommitFailed, match=r"^1 outputs not acknowledged, .*too large"):
+            committer.commit(consumer, [])
+    finally:
+        consumer.close()
+        committer.close()
