@@ -729,3 +729,36 @@ def test_at_least_once_an_output_the_broker_refuses_fails_the_commit_naming_it(
     finally:
         consumer.close()
         committer.close()
+
+
+def test_a_partition_handed_over_while_background_commits_abort_is_done_exactly_once(
+    config: Config,
+) -> None:
+    """Every batch full (so committed in the background) and every commit refused while a
+    second worker joins: the first worker's revoke settles a commit in flight that
+    aborts, rewinds, and hands the partition over as of its last committed checkpoint.
+    Once the broker accepts again, every event has exactly one committed prediction."""
+    config = config.replace(engine={"batch_size": 25})
+    _set_max_message_bytes(config, config.topics.predictions, 128)
+    events = SCENARIOS["sea"](events=3000, seed=6).events
+    produce(config, events)
+    partitions = config.topics.partitions
+    with running_worker(config.replace(worker={"id": "first"})) as first:
+        wait_for(lambda: first.stats.aborted >= 2, 120, "the first worker's commits aborting")
+        with running_worker(config.replace(worker={"id": "second"})) as second:
+            wait_for(
+                lambda: second.engines and len(first.engines) < partitions,
+                120,
+                "a partition handed over",
+            )
+            assert committed_total(config, partitions) == 0  # nothing went through yet
+            _set_max_message_bytes(config, config.topics.predictions, 1_048_588)
+            wait_for(
+                lambda: committed_total(config, partitions) >= len(events),
+                120,
+                "every record committed",
+            )
+    predictions = read_all(config.kafka.bootstrap_servers, config.topics.predictions)
+    ids = Counter(orjson.loads(m.value())["id"] for m in predictions)
+    assert set(ids) == {e["id"] for e in events}
+    assert max(ids.values()) == 1
