@@ -467,7 +467,8 @@ class Engine:
         """The same state serialized (for checkpoints): pickled straight from the live
         objects, no copy first, so a checkpoint costs about a millisecond, not tens.
         ``without_parts``: the :meth:`stable_parts` are left out (named), for a checkpoint
-        that writes them only when they change."""
+        that writes them only when they change. Pickling slows the live model, so a small
+        one is replaced by a fast copy of the same state afterwards (:meth:`_serve_copy`)."""
         state = self._live_state()
         if without_parts and self.drift is not None:
             state["drift"] = self.drift.state_without_parts()

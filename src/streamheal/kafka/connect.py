@@ -215,8 +215,9 @@ def wait_for_cluster(
 ) -> ClusterMetadata | None:
     """The cluster's metadata, or :class:`BrokerUnavailable` after the connect timeout.
 
-    ``stopping``: asked about once a second while the cluster cannot be reached; when it
-    answers true the wait ends with None (a stop asked for before the worker could start).
+    Asked for in probes of 1 s, doubling up to 8 s (a broker slower than one probe still
+    answers a later one); between probes ``stopping``, if given, is asked, and when it
+    answers true the wait ends with None (a stop asked for before the worker started).
     """
     timeout = config.kafka.connect_timeout_seconds
     errors: deque[KafkaError] = deque(maxlen=16)  # one per retry, for as long as we wait
@@ -224,14 +225,15 @@ def wait_for_cluster(
     # (log_level 2: critical only); a `log_level` or `debug` in kafka.common still wins.
     admin = AdminClient({"log_level": 2, **admin_settings(config), "error_cb": errors.append})
     deadline = time.monotonic() + timeout
+    probe = 1.0
     while True:
-        left = deadline - time.monotonic()
         try:
-            return admin.list_topics(timeout=max(min(left, 1.0), 0.01) if stopping else timeout)
+            return admin.list_topics(timeout=max(min(deadline - time.monotonic(), probe), 0.01))
         except KafkaException as err:
             if stopping is not None and stopping():
                 return None
-            if stopping is not None and time.monotonic() < deadline:
+            if time.monotonic() < deadline:
+                probe = min(2 * probe, 8.0)
                 continue
             admin.poll(0)  # serves error_cb: the broker-level reason, e.g. "Connection refused"
             reason = _reason(errors) or err.args[0].str()

@@ -26,6 +26,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,8 +121,7 @@ class _InFlight:
 
     partitions: list[int]
     batch: _Batch
-    thread: threading.Thread | None = None
-    error: BaseException | None = None
+    commit: Future[None]
 
 
 class Worker:
@@ -146,6 +146,7 @@ class Worker:
         self._fatal: WorkerError | None = None
         self._abort_streak = 0  # transactions aborted in a row (for the retry backoff)
         self._in_flight: _InFlight | None = None  # the last batch's commit, not yet settled
+        self._commits = ThreadPoolExecutor(1, thread_name_prefix="streamheal-commit")
         self._restoring = False
         self._started = False
         self.heartbeat = time.monotonic()
@@ -289,7 +290,7 @@ class Worker:
             clean = True
         finally:
             self._started = False
-            self._abandon_in_flight()  # only when an error stopped the loop
+            self._abandon_in_flight()  # in flight only when an error stopped the loop
             self.metrics.close()
             if notifier is not None:
                 notifier.stop()
@@ -372,18 +373,9 @@ class Worker:
         touches an Engine, the producer or the assignment settles the commit first
         (:meth:`_settle`): the next batch's Engines, a revoke, an assign, a control
         command, the final checkpoint."""
-        flight = _InFlight(partitions, batch)
         offsets = self._offsets(partitions)  # taken now: the loop moves _next on
-
-        def commit() -> None:
-            try:
-                self._committer.commit(self._consumer, offsets)
-            except BaseException as err:  # handed to _settle, on the loop's thread
-                flight.error = err
-
-        flight.thread = threading.Thread(target=commit, name="streamheal-commit", daemon=True)
-        self._in_flight = flight
-        flight.thread.start()
+        commit = self._commits.submit(self._committer.commit, self._consumer, offsets)
+        self._in_flight = _InFlight(partitions, batch, commit)
 
     def _settle(self) -> list[int]:
         """Wait for the commit in flight, if any, and act on its outcome: the partitions
@@ -391,18 +383,18 @@ class Worker:
         flight, self._in_flight = self._in_flight, None
         if flight is None:
             return []
-        assert flight.thread is not None
-        flight.thread.join()
-        return self._conclude(flight.partitions, flight.batch, flight.error)
+        return self._conclude(flight.partitions, flight.batch, flight.commit.exception())
 
     def _abandon_in_flight(self) -> None:
         """The loop stopped on an error: wait for the commit in flight (the producer must
         not close under it); its outcome no longer matters, the worker is stopping."""
         flight, self._in_flight = self._in_flight, None
-        if flight is not None and flight.thread is not None:
-            flight.thread.join()
-            if flight.error is not None:
-                log.error("the last batch's commit failed as the worker stopped: %s", flight.error)
+        self._commits.shutdown()  # waits for it
+        if flight is not None and flight.commit.exception() is not None:
+            log.error(
+                "the last batch's commit failed as the worker stopped: %s",
+                flight.commit.exception(),
+            )
 
     def _conclude(
         self, partitions: list[int], batch: _Batch, error: BaseException | None
