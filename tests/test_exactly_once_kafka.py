@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from uuid import uuid4
 
@@ -661,6 +662,13 @@ def _set_max_message_bytes(config: Config, topic: str, limit: int) -> None:
     for future in admin.incremental_alter_configs([resource]).values():
         future.result(30)
 
+    def applied() -> bool:  # the controller accepted it; wait until the broker applies it
+        described = admin.describe_configs([ConfigResource(ResourceType.TOPIC, topic)])
+        settings = next(iter(described.values())).result(30)
+        return settings["max.message.bytes"].value == str(limit)
+
+    wait_for(applied, 60, f"max.message.bytes={limit} on {topic}")
+
 
 def test_a_first_transaction_the_broker_refuses_is_redone_from_the_partitions_start(
     config: Config,
@@ -726,6 +734,56 @@ def test_at_least_once_an_output_the_broker_refuses_fails_the_commit_naming_it(
         committer.produce(config.topics.predictions, b"x" * 1000, b"too-big")
         with pytest.raises(CommitFailed, match=r"^1 outputs not acknowledged, .*too large"):
             committer.commit(consumer, [])
+    finally:
+        consumer.close()
+        committer.close()
+
+
+def test_a_background_commit_completes_while_a_rebalance_callback_waits_for_it(
+    config: Config,
+) -> None:
+    """confluent-kafka serialises a Consumer's calls across threads: one made from another
+    thread waits until the loop's consume() returns. The worker's rebalance callbacks run
+    inside consume() and wait for the commit in flight, so a commit that asked the
+    consumer for anything (it once asked for the group metadata) deadlocked there: a CI
+    run's worker hung for 20 minutes. Committer.finish takes the metadata from the loop
+    and touches no consumer, so it completes while the callback waits."""
+    settings = {"bootstrap.servers": config.kafka.bootstrap_servers, "acks": "all"}
+    committer = Committer(config, settings, f"gate-{uuid4().hex[:6]}")
+    consumer = Consumer(
+        {
+            "bootstrap.servers": config.kafka.bootstrap_servers,
+            "group.id": f"gate-{uuid4().hex[:6]}",
+            "partition.assignment.strategy": "cooperative-sticky",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    outcome: dict[str, BaseException | None] = {}
+
+    def on_assign(consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        group = committer.group_metadata(consumer)  # on the consumer's thread, as the loop does
+        offsets = [TopicPartition(tp.topic, tp.partition, 0) for tp in partitions]
+        committer.begin()
+        committer.produce(config.topics.predictions, b"{}", b"e1")
+        commits = ThreadPoolExecutor(1)
+        commit = commits.submit(committer.finish, offsets, group)
+        try:
+            outcome["error"] = commit.exception(timeout=120)
+        except TimeoutError as err:  # the deadlock: this consume() holds the consumer
+            outcome["error"] = err
+        finally:
+            commits.shutdown(wait=False)  # a deadlocked commit goes on once consume() returns
+        consumer.incremental_assign(partitions)
+
+    try:
+        committer.start()
+        consumer.subscribe([config.topics.events], on_assign=on_assign)
+        wait_for(lambda: consumer.consume(1, 0.5) is not None and "error" in outcome, 300)
+        assert outcome["error"] is None
+        mine = [TopicPartition(config.topics.events, p) for p in range(config.topics.partitions)]
+        committed = consumer.committed(mine, timeout=30)
+        assert [tp.offset for tp in committed] == [0] * len(mine)  # went in with the commit
     finally:
         consumer.close()
         committer.close()

@@ -95,30 +95,46 @@ class Committer:
 
     def commit(self, consumer: Consumer, offsets: list[TopicPartition]) -> None:
         """Make the produced outputs and ``offsets`` (next offsets to read) durable together."""
+        self.finish(offsets, self.group_metadata(consumer))
+        self.commit_offsets(consumer, offsets)
+
+    def group_metadata(self, consumer: Consumer) -> Any:
+        """What :meth:`finish` needs of the consumer, taken on the consumer's own thread."""
+        return consumer.consumer_group_metadata() if self.exactly_once else None
+
+    def finish(self, offsets: list[TopicPartition], group: Any) -> None:
+        """The part of a commit that waits on the broker. Exactly-once: ``offsets`` into the
+        transaction (``group``: :meth:`group_metadata`), then its commit. At-least-once:
+        wait until every output is acknowledged (:meth:`commit_offsets` follows).
+
+        It touches no consumer, so it may run on a thread of its own: confluent-kafka
+        serialises a Consumer's calls across threads, and a call made from another
+        thread waits until the loop's ``consume()`` returns, which it never does while a
+        rebalance callback inside it waits for this commit (a deadlock seen in CI)."""
         if not self.exactly_once:
             self._producer.flush()
             self._raise_delivery_errors()
-            if offsets:
-                try:
-                    consumer.commit(offsets=offsets, asynchronous=False)
-                except KafkaException as err:
-                    # Partitions lost in a rebalance: their new owner re-reads (at-least-once).
-                    log.warning("offset commit failed, the new owner re-reads the batch: %s", err)
             return
         if not self._open:
             self.begin()
         try:
             if offsets:
-                self._call(
-                    "send_offsets_to_transaction",
-                    offsets,
-                    consumer.consumer_group_metadata(),
-                    self.timeout,
-                )
+                self._call("send_offsets_to_transaction", offsets, group, self.timeout)
             self._call("commit_transaction", self.timeout)
         finally:
             self._open = False
         self._raise_delivery_errors()
+
+    def commit_offsets(self, consumer: Consumer, offsets: list[TopicPartition]) -> None:
+        """At-least-once, after :meth:`finish`: commit the offsets (exactly-once: nothing,
+        they were committed with the transaction). On the consumer's own thread."""
+        if self.exactly_once or not offsets:
+            return
+        try:
+            consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as err:
+            # Partitions lost in a rebalance: their new owner re-reads (at-least-once).
+            log.warning("offset commit failed, the new owner re-reads the batch: %s", err)
 
     def abort(self) -> None:
         """Abort the open transaction (exactly-once) or drop queued outputs (at-least-once)."""

@@ -121,6 +121,7 @@ class _InFlight:
 
     partitions: list[int]
     batch: _Batch
+    offsets: list[TopicPartition]
     commit: Future[None]
 
 
@@ -374,8 +375,11 @@ class Worker:
         (:meth:`_settle`): the next batch's Engines, a revoke, an assign, a control
         command, the final checkpoint."""
         offsets = self._offsets(partitions)  # taken now: the loop moves _next on
-        commit = self._commits.submit(self._committer.commit, self._consumer, offsets)
-        self._in_flight = _InFlight(partitions, batch, commit)
+        # Everything of the consumer is taken here, on the loop's thread: a consumer call
+        # from the commit's thread would wait for the loop (see Committer.finish).
+        group = self._committer.group_metadata(self._consumer)
+        commit = self._commits.submit(self._committer.finish, offsets, group)
+        self._in_flight = _InFlight(partitions, batch, offsets, commit)
 
     def _settle(self) -> list[int]:
         """Wait for the commit in flight, if any, and act on its outcome: the partitions
@@ -383,7 +387,10 @@ class Worker:
         flight, self._in_flight = self._in_flight, None
         if flight is None:
             return []
-        return self._conclude(flight.partitions, flight.batch, flight.commit.exception())
+        error = flight.commit.exception()
+        if error is None:
+            self._committer.commit_offsets(self._consumer, flight.offsets)  # at-least-once
+        return self._conclude(flight.partitions, flight.batch, error)
 
     def _abandon_in_flight(self) -> None:
         """The loop stopped on an error: wait for the commit in flight (the producer must
