@@ -100,6 +100,20 @@ def start_worker(config_file: Path, worker_id: str, log: Path, env: dict | None 
     )
 
 
+def stop_worker(worker: subprocess.Popen, log: Path) -> int:
+    """SIGTERM, and the exit code. A worker that has not stopped after 10 minutes is
+    asked for its threads' stacks (SIGUSR1), killed, and the test fails with them."""
+    worker.send_signal(signal.SIGTERM)
+    try:
+        return worker.wait(timeout=600)
+    except subprocess.TimeoutExpired:
+        worker.send_signal(signal.SIGUSR1)
+        wait_for(lambda: "most recent call first" in log.read_text(), 60, "the stacks")
+        worker.kill()
+        worker.wait(timeout=600)
+        raise AssertionError(f"the worker did not stop: {log.read_text()[-6000:]}") from None
+
+
 def committed_total(config: Config, partitions: int) -> int:
     consumer = Consumer(
         {"bootstrap.servers": config.kafka.bootstrap_servers, "group.id": config.kafka.group_id}
@@ -253,8 +267,7 @@ def test_sigkill_five_times_loses_nothing_duplicates_nothing_and_changes_nothing
             what="every record committed",
         )
     finally:
-        worker.send_signal(signal.SIGTERM)
-        assert worker.wait(timeout=600) == 0, log.read_text()[-3000:]
+        assert stop_worker(worker, log) == 0, log.read_text()[-3000:]
 
     feature_ids = {e["id"] for e in scenario.events if e.get("features")}
     predictions = read_all(config.kafka.bootstrap_servers, config.topics.predictions)
@@ -343,15 +356,13 @@ def test_partitions_move_between_workers_with_their_state(config: Config, tmp_pa
         wait_for(lambda: log.read_text().count("assigned partitions") >= 2, timeout=120)
         produce(1)
         until_committed(config, cut[2], [first, second], log)
-        first.send_signal(signal.SIGTERM)  # and the first one leaves
-        assert first.wait(timeout=600) == 0, log.read_text()[-3000:]
+        assert stop_worker(first, log) == 0, log.read_text()[-3000:]  # the first one leaves
         produce(2)
         until_committed(config, cut[3], [second], log)
     finally:
         for worker in (first, second):
             if worker is not None and worker.poll() is None:
-                worker.send_signal(signal.SIGTERM)
-                worker.wait(timeout=600)
+                stop_worker(worker, log)
     text = log.read_text()
     assert "restored from checkpoint" in text  # partitions really moved with their state
 

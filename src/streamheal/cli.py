@@ -9,6 +9,7 @@ refuses, and a missing topic with ``topics.create = false``).
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import logging
 import signal
@@ -656,6 +657,9 @@ def _run(args: argparse.Namespace, config: Config) -> int:
     asked: list[int] = []
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda signum, _: asked.append(signum))
+    # A worker that does not stop can say where it waits: kill -USR1 prints every thread's
+    # stack to stderr, and the worker goes on.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     from confluent_kafka import KafkaException
 
     from streamheal.kafka.connect import BrokerUnavailable, refused_settings
