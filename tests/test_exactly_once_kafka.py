@@ -376,6 +376,40 @@ def test_partitions_move_between_workers_with_their_state(config: Config, tmp_pa
     assert got == expected  # each partition's accuracy after each move: as if it never moved
 
 
+@pytest.mark.parametrize("guarantee", ["exactly-once", "at-least-once"])
+def test_a_worker_whose_worker_id_a_second_process_takes_exits_75_in_one_line(
+    config: Config, tmp_path: Path, guarantee: str
+) -> None:
+    """Two processes with one worker.id: the newer one fences the older (its transactional
+    producer, and its static group membership). The older stops with exit code 75 and
+    one line saying why: not a traceback from closing its fenced producer (exit 1), and
+    not, at-least-once, an idle loop behind a consumer that will deliver nothing more."""
+    config_file = write_config(config, tmp_path / "worker.toml", worker={"guarantee": guarantee})
+    log, newer_log = tmp_path / "older.log", tmp_path / "newer.log"
+    events = iter(SCENARIOS["sea"](events=200_000, seed=8).events)
+    older = start_worker(config_file, "twin", log)
+    newer = None
+    try:
+        produce(config, [next(events) for _ in range(500)])
+        wait_for(lambda: committed_total(config, 2) >= 500, 300, "the older worker committing")
+        newer = start_worker(config_file, "twin", newer_log)
+        with EventProducer(config.kafka.bootstrap_servers, config.topics.events) as producer:
+            for event in events:  # traffic, so that the older one has something to commit
+                if older.poll() is not None:
+                    break
+                producer.send_event(event)
+                producer.flush()
+        assert older.wait(timeout=600) == 75, log.read_text()[-3000:]
+    finally:
+        for worker, its_log in ((older, log), (newer, newer_log)):
+            if worker is not None and worker.poll() is None:
+                stop_worker(worker, its_log)
+    text = log.read_text()
+    assert "Traceback" not in text, text[-3000:]
+    reason = [line for line in text.splitlines() if line.startswith("streamheal: worker stopped")]
+    assert len(reason) == 1 and "fenced" in reason[0], text[-3000:]
+
+
 def test_a_checkpoint_with_a_wrong_signature_is_refused_and_the_partition_starts_fresh(
     config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

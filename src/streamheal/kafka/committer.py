@@ -133,8 +133,9 @@ class Committer:
         try:
             consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as err:
-            # Partitions lost in a rebalance: their new owner re-reads (at-least-once).
-            log.warning("offset commit failed, the new owner re-reads the batch: %s", err)
+            # A rebalance since the batch was read (ILLEGAL_GENERATION): whoever owns the
+            # partitions next, this worker included, reads the batch again (at-least-once).
+            log.warning("offset commit failed, the batch will be read again: %s", err)
 
     def abort(self) -> None:
         """Abort the open transaction (exactly-once) or drop queued outputs (at-least-once)."""
@@ -168,9 +169,17 @@ class Committer:
                 log.warning("abort_transaction: %s (serving delivery reports, retrying)", err)
 
     def close(self, timeout: float = 30.0) -> None:
-        if self._open:
-            self.abort()
-        self._producer.flush(timeout)
+        """Abort an open transaction and deliver what is queued. Never raises: a producer
+        that was fenced or failed has nothing left that could count (none of its open
+        transaction was committed, and at-least-once commits no offset past an output
+        that was not acknowledged), and the error that stopped the worker is the one
+        to report, not this one."""
+        try:
+            if self._open:
+                self.abort()
+            self._producer.flush(timeout)
+        except (KafkaException, CommitFailed) as err:
+            log.warning("producer closed without delivering its queue (never committed): %s", err)
 
     # ----------------------------------------------------------------- internals
     def _call(self, name: str, *args: Any) -> Any:
@@ -188,6 +197,8 @@ class Committer:
 
     def _fail(self, err: KafkaException, during: str) -> None:
         error: KafkaError = err.args[0]
+        if error.code() == KafkaError._FATAL and self.exactly_once:
+            error = self._fatal_cause(error)
         # A delivery of this transaction failed (e.g. a record over the topic's
         # max.message.bytes): the transaction is now in an abortable state, and the next
         # produce() says only "Erroneous state" (_STATE, not flagged txn_requires_abort).
@@ -211,6 +222,16 @@ class Committer:
             else f"{during} failed: {error}"
         )
         raise CommitFailed(why, fenced=fenced) from err
+
+    def _fatal_cause(self, error: KafkaError) -> KafkaError:
+        """What made the producer fail. produce() says only "Fatal error" (_FATAL) once it
+        has; a transactional call on a failed producer does nothing and returns the cause
+        (fenced, say), so the worker can exit with the code that says why."""
+        try:
+            self._producer.abort_transaction(0.1)
+        except KafkaException as err:
+            return err.args[0]
+        return error
 
     def _on_delivery(self, err: KafkaError | None, message: Message) -> None:
         if err is not None:

@@ -35,6 +35,7 @@ from confluent_kafka import (
     OFFSET_BEGINNING,
     OFFSET_INVALID,
     Consumer,
+    KafkaError,
     KafkaException,
     Message,
     TopicPartition,
@@ -441,8 +442,17 @@ class Worker:
         for message in messages:
             error = message.error()
             if error is not None:
-                if error.fatal():
-                    raise WorkerError(f"fatal consumer error: {error}")
+                # A consumer's fatal error arrives as code _FATAL, whose fatal() is false:
+                # after it the consumer delivers nothing, and the worker would sit idle.
+                if error.fatal() or error.code() == KafkaError._FATAL:
+                    # librdkafka's one fatal consumer error: a newer static member
+                    # with this group.instance.id (worker.id) took over.
+                    fenced = "fenced" in error.str().lower()
+                    raise WorkerError(
+                        f"fatal consumer error: {error.str()}"
+                        + (" (a second process with the same worker.id?)" if fenced else ""),
+                        EXIT_FENCED if fenced else EXIT_KAFKA_FAILURE,
+                    )
                 log.warning("consumer error (skipped, librdkafka retries): %s", error)
                 continue
             partition, offset = message.partition(), message.offset()
