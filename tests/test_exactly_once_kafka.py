@@ -821,10 +821,14 @@ def test_a_background_commit_completes_while_a_rebalance_callback_waits_for_it(
             commits.shutdown(wait=False)  # a deadlocked commit goes on once consume() returns
         consumer.incremental_assign(partitions)
 
+    def assigned() -> bool:
+        consumer.consume(1, 0.5)  # serves the rebalance, and with it on_assign
+        return "error" in outcome
+
     try:
         committer.start()
         consumer.subscribe([config.topics.events], on_assign=on_assign)
-        wait_for(lambda: consumer.consume(1, 0.5) is not None and "error" in outcome, 300)
+        wait_for(assigned, 300, "the assignment and its commit")
         assert outcome["error"] is None
         mine = [TopicPartition(config.topics.events, p) for p in range(config.topics.partitions)]
         committed = consumer.committed(mine, timeout=30)

@@ -398,11 +398,9 @@ class Worker:
         not close under it); its outcome no longer matters, the worker is stopping."""
         flight, self._in_flight = self._in_flight, None
         self._commits.shutdown()  # waits for it
-        if flight is not None and flight.commit.exception() is not None:
-            log.error(
-                "the last batch's commit failed as the worker stopped: %s",
-                flight.commit.exception(),
-            )
+        error = None if flight is None else flight.commit.exception()
+        if error is not None:
+            log.error("the last batch's commit failed as the worker stopped: %s", error)
 
     def _conclude(
         self, partitions: list[int], batch: _Batch, error: BaseException | None
@@ -445,8 +443,9 @@ class Worker:
                 # A consumer's fatal error arrives as code _FATAL, whose fatal() is false:
                 # after it the consumer delivers nothing, and the worker would sit idle.
                 if error.fatal() or error.code() == KafkaError._FATAL:
-                    # librdkafka's one fatal consumer error: a newer static member
-                    # with this group.instance.id (worker.id) took over.
+                    # Today librdkafka's only fatal consumer error is a newer static member
+                    # with this group.instance.id (worker.id) taking over; its text says
+                    # so, and another fatal error is not called fenced.
                     fenced = "fenced" in error.str().lower()
                     raise WorkerError(
                         f"fatal consumer error: {error.str()}"
