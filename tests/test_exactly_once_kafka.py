@@ -8,12 +8,14 @@ of how batches are cut, so a worker that survives crashes and rebalances must pr
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import random
 import signal
 import subprocess
 import sys
+import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -36,11 +38,13 @@ from streamheal.dev.bench import bench_events
 from streamheal.engine import Engine, Prediction
 from streamheal.events import Rejection, decode
 from streamheal.kafka import records
+from streamheal.kafka import worker as worker_module
 from streamheal.kafka.admin import ensure_topics
-from streamheal.kafka.checkpoints import CheckpointReader
+from streamheal.kafka.checkpoints import CheckpointReader, StateUnreadable
 from streamheal.kafka.committer import CommitFailed, Committer
-from streamheal.kafka.connect import committed_offsets
+from streamheal.kafka.connect import admin_settings, committed_offsets
 from streamheal.kafka.records import record_of
+from streamheal.kafka.worker import EXIT_KAFKA_FAILURE, Worker, WorkerError
 from streamheal.policy import Action
 from streamheal.producer import EventProducer
 from streamheal.replay import topic_records
@@ -506,6 +510,76 @@ def test_stray_records_on_the_state_topic_do_not_cost_a_partition_its_checkpoint
     restored = Engine(Config())
     restored.load_bytes(assemble(manifest, chunks, None))
     assert restored.counters.feature_events == 600
+
+
+def delete_topic(config: Config, topic: str) -> None:
+    admin = AdminClient(admin_settings(config))
+    admin.delete_topics([topic])[topic].result(30)
+    wait_for(lambda: topic not in admin.list_topics(timeout=10).topics, 30, f"{topic} deleted")
+
+
+def test_a_broker_error_while_reading_state_is_asked_again_not_taken_for_no_checkpoint(
+    config: Config, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Broker errors come and go (NOT_LEADER_FOR_PARTITION while a leader moves in a
+    # rolling restart; here UNKNOWN_TOPIC_OR_PART until the topic is back). Taken for a
+    # checkpoint that does not load, one started the partition cold, and that cold
+    # state's first checkpoint shadowed the good one on the compacted topic.
+    reader = CheckpointReader(config)
+    caplog.set_level(logging.INFO, logger="streamheal.checkpoints")
+
+    gave_up = threading.Event()  # the reader raised: nothing will be asked again
+
+    def put_the_topic_back_once_refused() -> None:
+        wait_for(lambda: "asking again" in caplog.text or gave_up.is_set(), 60, "a refusal")
+        ensure_topics(config)  # empty, as an operator recreates it to start over
+
+    try:
+        delete_topic(config, config.topics.state)
+        with ThreadPoolExecutor(1) as pool:
+            back = pool.submit(put_the_topic_back_once_refused)
+            try:
+                found = reader.latest(config.topics.events, 1, timeout=120)
+            finally:
+                gave_up.set()
+            back.result()
+    finally:
+        reader.close()
+    assert found is None  # read to its end: no checkpoint, rightly
+
+
+def test_a_state_partition_that_cannot_be_read_is_unreadable_not_empty(config: Config) -> None:
+    reader = CheckpointReader(config)
+    try:
+        delete_topic(config, config.topics.state)
+        with pytest.raises(StateUnreadable) as err:
+            reader.latest(config.topics.events, 1, timeout=2)
+    finally:
+        reader.close()
+    assert str(err.value).startswith(f"state partition {config.topics.state}:1 not readable: ")
+
+
+def test_a_partition_whose_state_cannot_be_read_stops_the_worker_instead_of_starting_cold(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A cold start would write a checkpoint over the one the broker could not hand over;
+    # exit 74 lets a supervisor restart the worker, which reads again.
+    monkeypatch.setattr(worker_module, "HANDOVER_GRACE_SECONDS", 1.0)
+    cfg = config.replace(worker={"transaction_timeout_seconds": 1})
+    worker = Worker(cfg)
+    worker._reader = CheckpointReader(cfg)  # as run() makes it, before any assignment
+    try:
+        delete_topic(cfg, cfg.topics.state)
+        with pytest.raises(WorkerError) as err:
+            worker._restore(0)
+    finally:
+        worker._reader.close()
+    assert err.value.exit_code == EXIT_KAFKA_FAILURE == 74
+    assert str(err.value).startswith(
+        f"partition 0 not restored: state partition {cfg.topics.state}:0"
+    )
+    assert worker.stats.cold_starts == 0
+    assert worker._outbox == []  # no cold_start notice either
 
 
 def test_replay_of_a_transactional_topic_ends_at_its_commit_marker(config: Config) -> None:

@@ -6,6 +6,12 @@ this module reads. The state of input partition ``p`` lives in state-topic parti
 partition). Reading is ``read_committed``: chunks of an aborted or still-open transaction
 are never seen, and "caught up" means the consumer's position reached the high watermark
 (the last offset of a transactional partition is a commit marker no consumer receives).
+
+A state partition that cannot be read is not an empty one: broker errors are retried
+until the restore's deadline (the first query of a topic created a moment ago answers
+NOT_LEADER_FOR_PARTITION; a leader moves during a rolling restart), then
+:class:`StateUnreadable` is raised, and the worker stops rather than start the partition
+cold, whose next checkpoint would shadow the good one on the compacted topic.
 """
 
 from __future__ import annotations
@@ -13,9 +19,10 @@ from __future__ import annotations
 import logging
 import time
 
-from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 
 from streamheal.config import Config
+from streamheal.errors import StreamhealError
 from streamheal.kafka.connect import topic_reader
 from streamheal.state.checkpoint import (
     CHECKPOINT_HEADER,
@@ -27,6 +34,23 @@ from streamheal.state.checkpoint import (
 )
 
 log = logging.getLogger("streamheal.checkpoints")
+
+# Errors no retry mends: asking again until the deadline would only delay the message.
+_PERMANENT = frozenset(
+    {
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.GROUP_AUTHORIZATION_FAILED,
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+        KafkaError._AUTHENTICATION,
+    }
+)
+RETRY_BACKOFF_SECONDS = 0.1
+RETRY_BACKOFF_MAX = 2.0
+
+
+class StateUnreadable(StreamhealError, RuntimeError):
+    """The state partition could not be read within the deadline. A checkpoint may be
+    there: this is not "no checkpoint", and never a reason to start cold."""
 
 
 class CheckpointReader:
@@ -49,10 +73,12 @@ class CheckpointReader:
     ) -> tuple[Manifest, dict[int, bytes], dict[str, dict[int, bytes]]] | None:
         """The newest manifest of this group for ``topic:partition``, its chunks and the
         chunks of the state parts it names, or None when there is no checkpoint. Raises
-        CheckpointError when the state partition cannot be read to its end within
-        ``timeout`` (e.g. a dead worker's transaction is still open)."""
+        StateUnreadable when the state partition cannot be read to its end within
+        ``timeout`` (broker errors that persist, or a dead worker's transaction still
+        open)."""
         tp = TopicPartition(self.topic, self.state_partition(partition))
-        low, high = self._consumer.get_watermark_offsets(tp, timeout=min(timeout, 30))
+        deadline = time.monotonic() + timeout
+        low, high = self._watermarks(tp, deadline)
         if high <= low:
             return None
         stream = stream_name(self.group, topic)
@@ -63,7 +89,6 @@ class CheckpointReader:
         chunks: dict[int, tuple[bytes, bytes]] = {}  # index -> (checkpoint id, value)
         part_chunks: dict[tuple[str, int], tuple[bytes, bytes]] = {}  # (name, index) -> ...
         self._consumer.assign([TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING)])
-        deadline = time.monotonic() + timeout
         try:
             while True:
                 for message in self._consumer.consume(num_messages=500, timeout=0.2):
@@ -90,13 +115,13 @@ class CheckpointReader:
                 if position.offset >= high:
                     break
                 if time.monotonic() > deadline:
-                    raise CheckpointError(
+                    raise StateUnreadable(
                         f"state partition {tp.topic}:{tp.partition} not readable to its end "
                         f"({position.offset} of {high}) within {timeout:.0f}s: an open "
                         "transaction of a worker that died has not been aborted yet"
                     )
         except KafkaException as err:
-            raise CheckpointError(f"reading {tp.topic}:{tp.partition}: {err}") from err
+            raise StateUnreadable(f"reading {tp.topic}:{tp.partition}: {_text(err)}") from err
         finally:
             self._consumer.unassign()
         if manifest_value is None:
@@ -114,8 +139,45 @@ class CheckpointReader:
                 parts.setdefault(name, {})[index] = value
         return manifest, own, parts
 
+    def _watermarks(self, tp: TopicPartition, deadline: float) -> tuple[int, int]:
+        """The state partition's offsets, asked again after a broker error until
+        ``deadline``; StateUnreadable past it, or at once for an error no retry mends."""
+        delay = RETRY_BACKOFF_SECONDS
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                found = self._consumer.get_watermark_offsets(tp, timeout=min(max(remaining, 0), 30))
+                if found is not None:  # None: the query timed out
+                    return found
+                error_text = "no answer in time"
+                permanent = False
+            except KafkaException as err:
+                error = err.args[0] if err.args else None
+                error_text = _text(err)
+                permanent = isinstance(error, KafkaError) and (
+                    error.fatal() or error.code() in _PERMANENT
+                )
+            if permanent or time.monotonic() + delay >= deadline:
+                raise StateUnreadable(
+                    f"state partition {tp.topic}:{tp.partition} not readable: {error_text}"
+                )
+            log.info(
+                "state partition %s:%d: %s; asking again in %.1fs",
+                tp.topic,
+                tp.partition,
+                error_text,
+                delay,
+            )
+            time.sleep(delay)
+            delay = min(delay * 2, RETRY_BACKOFF_MAX)
+
     def close(self) -> None:
         self._consumer.close()
+
+
+def _text(err: KafkaException) -> str:
+    error = err.args[0] if err.args else None
+    return error.str() if isinstance(error, KafkaError) else str(err)
 
 
 def _index(digits: bytes) -> int | None:

@@ -52,7 +52,7 @@ from streamheal.events import Event, Rejection, Source, decode
 from streamheal.guards import Notice
 from streamheal.kafka import records
 from streamheal.kafka.admin import ensure_topics
-from streamheal.kafka.checkpoints import CheckpointReader
+from streamheal.kafka.checkpoints import CheckpointReader, StateUnreadable
 from streamheal.kafka.committer import CommitFailed, Committer, TransactionAborted
 from streamheal.kafka.connect import (
     committed_offsets,
@@ -80,6 +80,10 @@ HEARTBEAT_INTERVAL_MS = 500
 # row up to 5 s.
 ABORT_BACKOFF_SECONDS = 0.1
 ABORT_BACKOFF_MAX = 5.0
+# Reading what a previous owner left (its committed offsets, its checkpoint) waits out
+# its still-open transaction: Kafka aborts it after worker.transaction_timeout_seconds.
+# This much longer, broker errors are retried; then the worker stops (exit 74).
+HANDOVER_GRACE_SECONDS = 30.0
 # Exit codes of `streamheal run` that say why the worker stopped (README "Command line").
 EXIT_KAFKA_FAILURE = 74  # EX_IOERR: outputs not acknowledged, a fatal producer/consumer error
 EXIT_FENCED = 75  # EX_TEMPFAIL: a newer process with the same worker.id took over
@@ -613,13 +617,16 @@ class Worker:
 
     def _restore(self, partition: int) -> tuple[Engine, int | None]:
         """The partition's Engine from its latest usable checkpoint, and the offset it
-        covers; or a fresh Engine (registry champion or new model) and None, said loudly."""
+        covers; or a fresh Engine (registry champion or new model) and None, said loudly.
+        WorkerError when the state partition cannot be read: that is not "no checkpoint"."""
         config = self.config
         engine = Engine(config, self.versions)
         why = "no checkpoint on the state topic (first start, or the topic was emptied)"
         try:
             found = self._reader.latest(
-                config.topics.events, partition, config.worker.transaction_timeout_seconds + 30
+                config.topics.events,
+                partition,
+                config.worker.transaction_timeout_seconds + HANDOVER_GRACE_SECONDS,
             )
             if found is not None:
                 manifest, chunks, part_chunks = found
@@ -647,6 +654,10 @@ class Worker:
                     else:  # a checkpoint older than the record: take it as up to date
                         self._champion_seen[partition] = self._alias()
                     return engine, manifest.offset
+        except StateUnreadable as err:
+            # Not "no checkpoint": starting cold here would write a checkpoint that
+            # shadows the one the broker could not hand over. Stop; a restart reads again.
+            raise WorkerError(f"partition {partition} not restored: {err}") from err
         except CheckpointError as err:
             why = f"checkpoint refused: {err}"
         except Exception as err:  # a checkpoint that passed its checks but does not load
@@ -717,7 +728,7 @@ class Worker:
         found = committed_offsets(
             self._consumer,
             [TopicPartition(topic, p) for p in partitions],
-            timeout=self.config.worker.transaction_timeout_seconds + 30,
+            timeout=self.config.worker.transaction_timeout_seconds + HANDOVER_GRACE_SECONDS,
         )
         return {tp.partition: tp.offset for tp in found if tp.offset >= 0}
 
