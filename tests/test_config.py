@@ -291,6 +291,9 @@ def test_bench_prints_the_figures_as_json() -> None:
         "minibatch_over_bare",
     ):
         assert figures[key] > 0
+    # The label join at its bounds, as in a worker that ran past join_buffer_size events.
+    assert figures["full_join"]["capacity"] == 100_000
+    assert figures["full_join"]["labeled_us"] > 0 and figures["full_join"]["unlabeled_us"] > 0
 
 
 def test_hostile_values_stop_at_load_with_a_clear_message_and_no_secret() -> None:

@@ -52,3 +52,29 @@ def test_state_round_trip_continues_identically() -> None:
         list(join.pending),
     )
     assert copy.take("6", 9.0).features == join.take("6", 9.0).features == {"x": 6}
+
+
+def test_a_state_saved_with_plain_dicts_loads_and_forgets_its_oldest_ids_first() -> None:
+    # Checkpoints written before 2026-11-29 hold the tables as dicts (insertion order).
+    state = {
+        "pending": {str(i): Pending({"x": i}, 0, float(i), 310) for i in range(3)},
+        "closed": {f"c{i}": Reason.DUPLICATE_LABEL for i in range(3)},
+        "expired": 7,
+    }
+    join = LabelJoin(max_entries=3, max_bytes=1 << 30, max_age_seconds=1e9)
+    join.load(pickle.loads(pickle.dumps(state)))
+    join.remember("3", 3.0, 10, {"x": 3}, 0, now=3.0)  # evicts "0", which closes it
+    assert list(join.pending) == ["1", "2", "3"] and join.expired == 8
+    assert list(join.closed) == ["c1", "c2", "0"]
+    assert join.take("c0", 4.0) is Reason.UNKNOWN_LABEL_ID  # forgotten first
+    assert join.take("c2", 4.0) is Reason.DUPLICATE_LABEL
+
+
+def test_a_full_join_forgets_in_arrival_order_however_long_it_runs() -> None:
+    # The tables are bounded FIFOs under constant churn: 50 times their size through them.
+    join = LabelJoin(max_entries=200, max_bytes=1 << 30, max_age_seconds=1e9)
+    for i in range(10_000):
+        join.remember(f"p{i}", float(i), 10, {}, None, now=float(i))
+        join.close(f"l{i}", Reason.DUPLICATE_LABEL)
+    assert list(join.pending) == [f"p{i}" for i in range(9_800, 10_000)]
+    assert len(join.closed) == 200 and join.expired == 9_800

@@ -21,6 +21,7 @@ True
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,9 +53,13 @@ class LabelJoin:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self.max_age = max_age_seconds
-        # Plain dicts keep insertion order; the oldest entry is next(iter(d)).
-        self.pending: dict[str, Pending] = {}
-        self.closed: dict[str, Reason] = {}
+        # Oldest first. OrderedDicts, not dicts: a dict whose oldest entry is deleted over
+        # and over keeps the holes at the front of its table, and finding the oldest entry
+        # again (next(iter(d))) steps over every one of them: 30 us per closed id at the
+        # default 100,000, more than half a River step, from the 100,000th label of a
+        # partition on. An OrderedDict finds its oldest entry through its linked list.
+        self.pending: OrderedDict[str, Pending] = OrderedDict()
+        self.closed: OrderedDict[str, Reason] = OrderedDict()
         self.bytes = 0
         self.expired = 0
 
@@ -135,7 +140,7 @@ class LabelJoin:
         closed.pop(event_id, None)  # re-insert at the young end
         closed[event_id] = reason
         if len(closed) > self.max_entries:
-            del closed[next(iter(closed))]
+            closed.popitem(last=False)
 
     def state(self) -> dict[str, Any]:
         """The live entries, closed ids and count (not copied: the caller pickles or copies)."""
@@ -143,8 +148,8 @@ class LabelJoin:
 
     def load(self, state: dict[str, Any]) -> None:
         """Continue from :meth:`state` output; this join's bounds apply from here on."""
-        self.pending = dict(state["pending"])
-        self.closed = dict(state["closed"])
+        self.pending = OrderedDict(state["pending"])  # checkpoints before 2026-11-29: dicts
+        self.closed = OrderedDict(state["closed"])
         self.expired = state["expired"]
         self.bytes = sum(entry.size for entry in self.pending.values())
 

@@ -31,7 +31,8 @@ from streamheal import models
 from streamheal.config import Config
 from streamheal.detectors import cusum
 from streamheal.engine import Engine
-from streamheal.events import Event, Source
+from streamheal.events import Event, Reason, Source
+from streamheal.joins import LabelJoin
 from streamheal.scenarios import breast_cancer
 
 
@@ -85,6 +86,33 @@ def naive_river(config: Config, events: list[Event]) -> float:
     return len(events) / (time.process_time() - start)
 
 
+def full_join(config: Config, operations: int = 100_000) -> dict[str, float]:
+    """Microseconds per event of the label join once it is full at ``config``'s bounds, the
+    state of every partition of a long-running worker (the Engine variants above, 50,000
+    events from a fresh Engine, never fill the default 100,000): ``labeled``, events that
+    carry their label (each id is closed, the oldest closed id forgotten); ``unlabeled``,
+    events whose label never comes (each is remembered, the oldest evicted)."""
+    capacity = config.engine.join_buffer_size
+    features = {"x": 1.0}
+
+    def labeled(join: LabelJoin, i: int) -> None:
+        join.close(str(i), Reason.DUPLICATE_LABEL)
+
+    def unlabeled(join: LabelJoin, i: int) -> None:
+        join.remember(str(i), float(i), 100, features, None, float(i))
+
+    figures: dict[str, float] = {"capacity": capacity}
+    for name, step in (("labeled", labeled), ("unlabeled", unlabeled)):
+        join = LabelJoin.from_config(config.engine)
+        for i in range(capacity):
+            step(join, i)
+        began = time.process_time()
+        for i in range(capacity, capacity + operations):
+            step(join, i)
+        figures[f"{name}_us"] = round((time.process_time() - began) / operations * 1e6, 2)
+    return figures
+
+
 def run_bench(
     config: Config, events: int = 50_000, rounds: int = 3, naive_events: int = 1000
 ) -> dict[str, Any]:
@@ -110,6 +138,7 @@ def run_bench(
     }
     # KSWIN costs ~330 us per feature per update: a short stream is enough to time it.
     figures["naive_eps"] = round(naive_river(on, stream[:naive_events]), 1)
+    figures["full_join"] = full_join(on)
     figures.update(
         {f"{name}_over_bare": round(statistics.median(r), 3) for name, r in ratios.items()},
         engine_over_naive=round(figures["engine_eps"] / figures["naive_eps"], 1),

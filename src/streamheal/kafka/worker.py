@@ -155,6 +155,7 @@ class Worker:
         self._commits = ThreadPoolExecutor(1, thread_name_prefix="streamheal-commit")
         self._restoring = False
         self._started = False
+        self._closing = False  # consumer.close() under way: nothing more will be consumed
         self.heartbeat = time.monotonic()
         self.registry = open_registry(config.registry)
         # Every partition's model versions come from the registry: one number, one model.
@@ -309,6 +310,7 @@ class Worker:
                     self._save(list(self.engines))
                 except WorkerError as err:
                     log.error("final checkpoint failed (the next owner catches up): %s", err)
+                self._closing = True
                 self._consumer.close()
             self._committer.close()
             self._reader.close()
@@ -801,6 +803,20 @@ class Worker:
     # ------------------------------------------------------------------ rebalance
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Restore each new partition before anything of it is consumed."""
+        if self._closing:
+            # A rebalance that was under way when the close began still hands partitions
+            # over. Nothing of them will be consumed and close() revokes them again, so
+            # they are taken as they are: restoring asks the group for committed offsets,
+            # which a closing consumer no longer gets (a 50 s wait, then exit 74).
+            log.info(
+                "partitions %s arrived during close: left to their next owner",
+                sorted(tp.partition for tp in partitions),
+            )
+            try:
+                consumer.incremental_assign(partitions)
+            except KafkaException as err:
+                log.info("assignment during close not taken: %s", err)
+            return
         self._restoring = True
         try:
             self._settle()
