@@ -51,7 +51,7 @@ from streamheal.replay import topic_records
 from streamheal.scenarios import SCENARIOS
 from streamheal.signing import STATE_KEY_ENV, Signer
 from streamheal.state.checkpoint import Part, assemble, assemble_parts, encode, stream_name
-from tests.conftest import produce, read_all, running_worker, wait_for
+from tests.conftest import produce, read_all, running_on_thread, running_worker, wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -330,6 +330,66 @@ def four_partition_config(config: Config) -> Config:
     wide = config.replace(topics={**{n: f"{tag}.{n}" for n in names}, "partitions": 4})
     ensure_topics(wide)
     return wide
+
+
+def assigned_in_group(config: Config) -> dict[str, set[int]]:
+    """The group's members and their partitions, as the broker hands them out."""
+    admin = AdminClient(admin_settings(config))
+    group = config.kafka.group_id
+    description = admin.describe_consumer_groups([group])[group].result(30)
+    return {
+        member.member_id: {tp.partition for tp in member.assignment.topic_partitions}
+        for member in description.members
+    }
+
+
+def test_partitions_handed_over_while_the_worker_closes_are_left_not_restored(
+    config: Config, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A rebalance that completes after the loop's last consume() (a peer leaves, or its
+    # session expires, as the worker is told to stop) hands partitions over inside
+    # consumer.close(). Restoring them asked for committed offsets a closing consumer
+    # no longer gets: a wait of the handover's whole deadline, then exit 74.
+    monkeypatch.setattr(worker_module, "HANDOVER_GRACE_SECONDS", 1.0)
+    cfg = config.replace(worker={"transaction_timeout_seconds": 5})
+    worker = Worker(cfg)
+    peer = Consumer(
+        {
+            "bootstrap.servers": cfg.kafka.bootstrap_servers,
+            "group.id": cfg.kafka.group_id,
+            "partition.assignment.strategy": "cooperative-sticky",
+            "enable.auto.commit": False,
+        }
+    )
+    final_save = worker._save
+
+    def save_once_the_peer_has_left(partitions: list[int], *args: object) -> None:
+        if worker._stop.is_set() and peer is not None:
+            peer.close()  # a dynamic member: it leaves the group at once
+            wait_for(
+                lambda: list(assigned_in_group(cfg).values()) == [{0, 1}],
+                120,
+                "the group to hand the worker the peer's partition",
+            )
+        final_save(partitions, *args)
+
+    caplog.set_level(logging.INFO, logger="streamheal.worker")
+    with running_on_thread(worker, "streamheal-worker"):
+        wait_for(lambda: set(worker.engines) == {0, 1}, 120, "the worker to own both")
+        peer.subscribe([cfg.topics.events])
+        wait_for(
+            lambda: (
+                peer.consume(timeout=0.2) is not None
+                and bool(peer.assignment())
+                and len(worker.engines) == 1
+            ),
+            120,
+            "the peer to take a partition",
+        )
+        monkeypatch.setattr(worker, "_save", save_once_the_peer_has_left)
+    # Leaving the block stopped the worker and raised whatever run() raised: nothing.
+    assert "arrived during close: left to their next owner" in caplog.text
+    assert "not restored" not in caplog.text
 
 
 def test_partitions_move_between_workers_with_their_state(config: Config, tmp_path: Path) -> None:
