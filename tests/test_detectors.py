@@ -18,6 +18,8 @@ from river.datasets import synth
 from streamheal.config import Config, DetectorsConfig
 from streamheal.detectors import cusum as cusum_module
 from streamheal.detectors import stats
+from streamheal.detectors.alarm import Alarm
+from streamheal.detectors.base import Level
 from streamheal.detectors.concept import ErrorMonitor
 from streamheal.detectors.cusum import VectorCusum
 from streamheal.detectors.suite import Drift, DriftSuite, Observation
@@ -490,6 +492,61 @@ def test_a_quiet_check_ends_as_the_full_check_would(
     statuses = {d["status"] for d in fast[0]}
     assert statuses == {"firing", "resolved"}
     assert any(taken) and not all(taken)  # both paths were taken
+
+
+@given(
+    st.lists(st.sampled_from([0, 0, 0, 1, 2]), max_size=80),
+    st.integers(1, 3),
+    st.integers(1, 4),
+    st.sampled_from([0, 150, 1000]),
+)
+def test_an_alarm_dropped_at_rest_and_made_anew_changes_as_the_kept_one_would(
+    levels: list[int], confirm: int, window: int, cooldown: int
+) -> None:
+    # The suite forgets an alarm at rest (Alarm.at_rest) and makes a new one at the next
+    # reading that is not clear; clear readings in between are not fed to anything.
+    kept = Alarm(confirm, window, cooldown)
+    fresh: Alarm | None = None
+    for check, level in enumerate(levels):
+        index = 100 * check
+        expected = kept.update(level, index)
+        if fresh is None and level == Level.CLEAR:
+            continue
+        fresh = fresh or Alarm(confirm, window, cooldown)
+        assert fresh.update(level, index) == expected
+        assert fresh.first_raise_index == kept.first_raise_index
+        if expected is None and level == Level.CLEAR and fresh.at_rest(index):
+            fresh = None
+
+
+@pytest.mark.parametrize("mode", ["per_event", "mini_batch"])
+def test_alarms_at_rest_are_forgotten_without_changing_a_drift(
+    mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Kept, they grew with every signal that ever read "hold" (59 after 100,000 stationary
+    # bench events) and each took a reading and an update at every check.
+    streams = [
+        scenario_events(breast_cancer(events=12000, drift_at=6000, label_delay=30)),
+        scenario_events(prior_shift(events=9000, drift_at=4500, label_delay=20)),
+        events_from(stagger_rows(9000, 4000), label_delay=10),
+    ]
+    config = Config().replace(engine={"mode": mode})
+
+    def run(events: list[Event]) -> tuple[list, int]:
+        engine = Engine(config)
+        found = []
+        for i in range(0, len(events), 700):
+            found += [o for o in engine.process(events[i : i + 700]) if isinstance(o, Drift)]
+        return [vars(d) for d in found], len(engine.drift.alarms)
+
+    for events in streams:
+        forgetting, few = run(events)
+        with monkeypatch.context() as kept:
+            kept.setattr(DriftSuite, "_forget", lambda self, keys: None)
+            keeping, many = run(events)
+        assert forgetting == keeping
+        assert few < many
+    assert {d["status"] for d in forgetting} == {"firing", "resolved"}
 
 
 def test_a_suite_restored_mid_stream_continues_exactly_like_the_uninterrupted_one() -> None:

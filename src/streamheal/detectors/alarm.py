@@ -31,6 +31,13 @@ class Alarm(Stateful):
         cannot fire)."""
         return not self.firing and Level.RAISE not in self.history
 
+    def at_rest(self, index: int) -> bool:
+        """Whether this alarm acts from event ``index`` on exactly as a new one would, so
+        the suite can forget it: not firing, out of its cooldown, and no raise on record
+        (the checks it holds count only by their raises, and a new alarm records every
+        reading from its first one that is not clear, as this one does)."""
+        return not self.firing and index >= self.quiet_until and Level.RAISE not in self.history
+
     def update(self, level: int, index: int) -> str | None:
         """Record one check's level at event ``index``; return a state change or None."""
         self.history.append(level)

@@ -376,11 +376,15 @@ class DriftSuite(Stateful):
         if self.index % cfg.model_check_every == 0:
             evidence += self.predictions.window_evidence(model, *args)
         drifts = []
+        rested = []
         for item in evidence:
             if item.level == Level.CLEAR and item.key not in self.alarms:
                 continue  # nothing to confirm or to clear
-            change = self._alarm(item).update(item.level, self.index)
+            alarm = self._alarm(item)
+            change = alarm.update(item.level, self.index)
             if change is None:
+                if item.level == Level.CLEAR and alarm.at_rest(self.index):
+                    rested.append(item.key)
                 continue
             drifts.append(self._drift(item, change, version, offset, partition))
             if change == "firing" and item.detector == "cusum":
@@ -391,6 +395,7 @@ class DriftSuite(Stateful):
                     self.class_mix.rearm()
                 else:
                     covariate.reset_sequential(item.feature)
+        self._forget(rested)
         # Causes first, so a consequence declared at the same check finds its cause open.
         for drift in sorted(drifts, key=lambda d: d.kind not in ("covariate", "concept")):
             drift.episode, drift.role, drift.caused_by = self.episodes.assign(
@@ -419,11 +424,13 @@ class DriftSuite(Stateful):
         cusums += [mix.cusum for mix in mixes]
         if not all(cusum.all_clear() for cusum in cusums):
             return False
-        fed = [self.alarms[key] for key in self._clear_readings(mixes) if key in self.alarms]
-        if not all(alarm.takes_clear_quietly() for alarm in fed):
+        alarms = self.alarms
+        fed = [(key, alarm) for key in self._clear_readings(mixes) if (alarm := alarms.get(key))]
+        if not all(alarm.takes_clear_quietly() for _, alarm in fed):
             return False
-        for alarm in fed:
+        for _, alarm in fed:
             alarm.update(Level.CLEAR, self.index)
+        self._forget([key for key, alarm in fed if alarm.at_rest(self.index)])
         for cusum in cusums:
             cusum.end_check()
         return True
@@ -440,6 +447,15 @@ class DriftSuite(Stateful):
         keys.append(("confidence", "confidence", None, "page_hinkley"))
         keys += [(mix.kind, mix.signal, None, "cusum") for mix in mixes]
         return keys
+
+    def _forget(self, keys: list[tuple]) -> None:
+        """Drop alarms at rest: each would only be fed clear readings, check after check,
+        for a signal that once read "hold" (in a long stationary run, about every feature's
+        KS and CUSUM: 59 alarms after 100,000 bench events, each one an Evidence and an
+        update per check). A new alarm acts exactly as the dropped one would
+        (:meth:`Alarm.at_rest`), so no output changes."""
+        for key in keys:
+            del self.alarms[key]
 
     def _firing(self, key: tuple) -> bool:
         alarm = self.alarms.get(key)
