@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import pickle
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import streamheal.joins as joins
 from streamheal.events import Reason
 from streamheal.joins import LabelJoin, Pending
 
@@ -78,3 +83,91 @@ def test_a_full_join_forgets_in_arrival_order_however_long_it_runs() -> None:
         join.close(f"l{i}", Reason.DUPLICATE_LABEL)
     assert list(join.pending) == [f"p{i}" for i in range(9_800, 10_000)]
     assert len(join.closed) == 200 and join.expired == 9_800
+
+
+def _contents(join: LabelJoin) -> tuple:
+    pending = [(k, e.features, e.prediction, e.ts, e.size) for k, e in join.pending.items()]
+    closed = [(k, reason) for k, (reason, _) in join.closed.items()]
+    return pending, closed, join.expired, join.bytes
+
+
+def _restored(join: LabelJoin, seal: bool = True) -> LabelJoin:
+    """``join`` as a worker checkpoints and restores it: the sealed segments as parts
+    (each pickled on its own), the log state without them. ``seal=False``: as the log
+    stands, without the sealing and forgetting a checkpoint does first."""
+    sealed = join.checkpoint_segments() if seal else {s.name: s for s in join._sealed}
+    segments = {n: pickle.loads(pickle.dumps(s)) for n, s in sealed.items()}
+    state = pickle.loads(pickle.dumps(join.log_state()))
+    copy = LabelJoin(join.max_entries, join.max_bytes, join.max_age)
+    copy.load_log(state, segments)
+    return copy
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from("rrrtttcck"), st.integers(0, 40)), min_size=1, max_size=400),
+    st.integers(2, 30),
+    st.sampled_from([3, 8, 64]),
+)
+def test_a_join_restored_from_its_change_log_is_the_join(
+    steps: list[tuple[str, int]], bound: int, segment: int
+) -> None:
+    # Remember, take, close and checkpoint ("k") in any order, with ids repeating; each
+    # restore from the log equals the live join and goes on exactly like it.
+    saved, joins.SEGMENT_CHANGES = joins.SEGMENT_CHANGES, segment
+    try:
+        join = LabelJoin(max_entries=bound, max_bytes=40 * 320, max_age_seconds=50.0)
+        restored = None
+        for clock, (step, n) in enumerate(steps):
+            for target in [j for j in (join, restored) if j is not None]:
+                if step == "r":
+                    target.remember(str(n), float(clock), 10, {"x": n}, n % 2, now=float(clock))
+                elif step == "t":
+                    found = target.take(str(n), float(clock))
+                    assert (type(found) is Pending) or found in Reason
+                elif step == "c":
+                    target.close(str(n), Reason.DUPLICATE_LABEL)
+            if step == "k":
+                restored = _restored(join)
+            assert _contents(_restored(join, seal=False)) == _contents(join)
+            if restored is not None:
+                assert _contents(restored) == _contents(join)
+        assert _contents(_restored(join)) == _contents(join)
+    finally:
+        joins.SEGMENT_CHANGES = saved
+
+
+def test_a_long_run_writes_each_sealed_segment_once_and_keeps_few() -> None:
+    # Labels inline (each id closed) through a full join: the log sheds the segments no
+    # live entry needs, names cycle through a bounded ring, and a checkpoint's own
+    # changes stay under a segment.
+    join = LabelJoin(max_entries=10_000, max_bytes=1 << 30, max_age_seconds=1e9)
+    names_seen, written = set(), {}
+    for i in range(200_000):
+        join.close(f"id{i}", Reason.DUPLICATE_LABEL)
+        if i % 500 == 499:  # a checkpoint per batch of 500
+            segments = join.checkpoint_segments()
+            state = join.log_state()
+            assert len(state["tail"]) < 4096 + 500
+            new = [n for n, s in segments.items() if written.get(n) is not s]
+            assert len(new) <= 1  # at most the one sealed since the last checkpoint
+            written.update(segments)
+            names_seen.update(segments)
+    assert len(join.checkpoint_segments()) <= 10_000 // 4096 + 2
+    assert len(names_seen) <= join._ring()
+    assert _contents(_restored(join)) == _contents(join)
+
+
+def test_an_entry_sealed_in_a_segment_then_taken_stays_taken_after_a_restore(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(joins, "SEGMENT_CHANGES", 3)
+    join = LabelJoin(max_entries=10, max_bytes=1 << 30, max_age_seconds=1e9)
+    for i in range(6):
+        join.remember(str(i), float(i), 10, {"x": i}, 0, now=float(i))
+    assert len(join.checkpoint_segments()) == 1  # "3" is in a sealed segment now
+    assert type(join.take("3", 7.0)) is Pending
+    join.remember("9", 8.0, 10, {}, 0, now=8.0)
+    restored = _restored(join)
+    assert list(restored.pending) == ["0", "1", "2", "4", "5", "9"] == list(join.pending)
+    assert restored.take("3", 9.0) is Reason.DUPLICATE_LABEL

@@ -470,8 +470,10 @@ class Engine:
         that writes them only when they change. Pickling slows the live model, so a small
         one is replaced by a fast copy of the same state afterwards (:meth:`_serve_copy`)."""
         state = self._live_state()
-        if without_parts and self.drift is not None:
-            state["drift"] = self.drift.state_without_parts()
+        if without_parts:
+            state["join"] = self.join.log_state()  # its sealed segments are parts
+            if self.drift is not None:
+                state["drift"] = self.drift.state_without_parts()
         blob = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
         # The model's own size: its last good state's, else the whole state's (an upper
         # bound; the join buffer can make it large).
@@ -480,19 +482,29 @@ class Engine:
         return blob
 
     def stable_parts(self) -> dict[str, Any]:
-        """Large pieces of the state that change rarely (the detectors' references), by
-        name; ``pickle.dumps`` each for :meth:`load_bytes`'s ``parts``."""
-        return self.drift.stable_parts() if self.drift is not None else {}
+        """Large pieces of the state that change rarely or never (the detectors'
+        references, the label join's sealed segments), by name; ``pickle.dumps`` each for
+        :meth:`load_bytes`'s ``parts``. Call it before ``to_bytes(without_parts=True)``:
+        it seals what the join's log has gathered since the last time."""
+        parts = self.drift.stable_parts() if self.drift is not None else {}
+        return {**parts, **self.join.checkpoint_segments()}
 
-    def load_state_dict(self, state: dict[str, Any], detectors: bool = True) -> None:
+    def load_state_dict(
+        self, state: dict[str, Any], detectors: bool = True, parts: dict[str, Any] | None = None
+    ) -> None:
         """Continue from ``state``. The current config's settings apply (bounds, windows,
         policy rules), not the saved ones. ``detectors=False`` keeps this Engine's fresh
         detectors and policy (the rule for a checkpoint made under other detector or
-        policy settings: the model, join buffer and counters carry over)."""
+        policy settings: the model, join buffer and counters carry over). ``parts``: the
+        stable parts a state made ``without_parts`` names, unpickled."""
         model = state["model"]
         model = models.loads(model) if isinstance(model, bytes) else copy.deepcopy(model)
         self.serving.load(model, state["model_version"], state.get("lineage"))
-        self.join.load(copy.deepcopy(state["join"]))
+        join = state["join"]
+        if join.get("format") == "log":  # written as a change log (to_bytes without parts)
+            self.join.load_log(join, parts or {})
+        else:
+            self.join.load(copy.deepcopy(join))
         self.counters = copy.deepcopy(state["counters"])
         if detectors:
             if self.drift is not None and state["drift"] is not None:
@@ -510,9 +522,10 @@ class Engine:
     ) -> None:
         """Continue from :meth:`to_bytes` output (trusted bytes only: it is a pickle), with
         the pickled stable ``parts`` when it was made ``without_parts``."""
-        self.load_state_dict(_unpickle(blob), detectors=detectors)
+        unpickled = {name: _unpickle(part) for name, part in (parts or {}).items()}
+        self.load_state_dict(_unpickle(blob), detectors=detectors, parts=unpickled)
         if detectors and self.drift is not None:
-            self.drift.resolve_parts({n: _unpickle(b) for n, b in (parts or {}).items()})
+            self.drift.resolve_parts(unpickled)
 
     def _live_state(self) -> dict[str, Any]:
         policy = self.policy

@@ -581,8 +581,9 @@ class Worker:
         engine = self.engines[partition]
         config, reader = self.config, self._reader
         chunk_bytes = config.worker.checkpoint_chunk_bytes
-        # The detectors' references change rarely: written again only when they are other
-        # objects than the ones an earlier checkpoint of this partition wrote.
+        # The detectors' references change rarely and the join's sealed segments never:
+        # written again only when they are other objects than an earlier checkpoint of
+        # this partition wrote.
         written = self._parts.setdefault(partition, {})
         stable = engine.stable_parts()
         parts = {}
@@ -613,9 +614,11 @@ class Worker:
                 partition=reader.state_partition(partition),
             )
         self._unsaved[partition] = 0
-        # Kept as written (the objects held, so their identity cannot be reused): if the
-        # transaction aborts, the whole table is forgotten.
-        written.update({name: (obj, parts[name].written()) for name, obj in stable.items()})
+        # Kept as written (the objects held, so their identity cannot be reused), only for
+        # the parts this checkpoint names: if the transaction aborts, the table is forgotten.
+        self._parts[partition] = {
+            name: (obj, parts[name].written()) for name, obj in stable.items()
+        }
 
     def _restore(self, partition: int) -> tuple[Engine, int | None]:
         """The partition's Engine from its latest usable checkpoint, and the offset it
