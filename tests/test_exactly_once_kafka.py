@@ -815,7 +815,8 @@ def test_unchanged_references_are_written_once_and_restored_from_an_earlier_chec
     assert [key for key, _, _ in first if b"$" in key]  # the parts' own records
     assert not [key for key, _, _ in second if b"$" in key]  # named, not written again
     references = sum(part.size for part in parts.values())
-    assert sum(len(v) for _, v, _ in second) < len(engine.to_bytes()) - 0.9 * references
+    # (The join's changes since its last seal weigh a little more than the join itself.)
+    assert sum(len(v) for _, v, _ in second) < len(engine.to_bytes()) - 0.5 * references
     write_checkpoints(config, 0, first, second)
     manifest, chunks, found = latest_checkpoint(config, 0)
     assert manifest.offset == 3500 and set(manifest.parts) == set(parts)

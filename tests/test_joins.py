@@ -95,7 +95,11 @@ def _restored(join: LabelJoin, seal: bool = True) -> LabelJoin:
     """``join`` as a worker checkpoints and restores it: the sealed segments as parts
     (each pickled on its own), the log state without them. ``seal=False``: as the log
     stands, without the sealing and forgetting a checkpoint does first."""
-    sealed = join.checkpoint_segments() if seal else {s.name: s for s in join._sealed}
+    sealed = (
+        join.checkpoint_segments()
+        if seal
+        else {s.name: s for log in join._logs for s in log.sealed}
+    )
     segments = {n: pickle.loads(pickle.dumps(s)) for n, s in sealed.items()}
     state = pickle.loads(pickle.dumps(join.log_state()))
     copy = LabelJoin(join.max_entries, join.max_bytes, join.max_age)
@@ -148,12 +152,13 @@ def test_a_long_run_writes_each_sealed_segment_once_and_keeps_few() -> None:
         if i % 500 == 499:  # a checkpoint per batch of 500
             segments = join.checkpoint_segments()
             state = join.log_state()
-            assert len(state["tail"]) < 4096 + 500
+            assert len(state["logs"][1]["tail"][0]) < 4096 + 500
             new = [n for n, s in segments.items() if written.get(n) is not s]
             assert len(new) <= 1  # at most the one sealed since the last checkpoint
             written.update(segments)
             names_seen.update(segments)
     assert len(join.checkpoint_segments()) <= 10_000 // 4096 + 2
+    assert all(name.startswith("join.c") for name in names_seen)  # nothing waits
     assert len(names_seen) <= join._ring()
     assert _contents(_restored(join)) == _contents(join)
 
@@ -165,7 +170,7 @@ def test_an_entry_sealed_in_a_segment_then_taken_stays_taken_after_a_restore(
     join = LabelJoin(max_entries=10, max_bytes=1 << 30, max_age_seconds=1e9)
     for i in range(6):
         join.remember(str(i), float(i), 10, {"x": i}, 0, now=float(i))
-    assert len(join.checkpoint_segments()) == 1  # "3" is in a sealed segment now
+    assert list(join.checkpoint_segments()) == ["join.p0"]  # "3" is in it now
     assert type(join.take("3", 7.0)) is Pending
     join.remember("9", 8.0, 10, {}, 0, now=8.0)
     restored = _restored(join)

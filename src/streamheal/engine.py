@@ -48,7 +48,7 @@ from streamheal.guards import (
     label_kind,
     linear_parts,
 )
-from streamheal.joins import LabelJoin, Pending
+from streamheal.joins import LOG_FORMAT, LabelJoin, Pending
 from streamheal.policy import Action, Policy
 from streamheal.serving import ServingModel, VersionAuthority
 
@@ -501,10 +501,14 @@ class Engine:
         model = models.loads(model) if isinstance(model, bytes) else copy.deepcopy(model)
         self.serving.load(model, state["model_version"], state.get("lineage"))
         join = state["join"]
-        if join.get("format") == "log":  # written as a change log (to_bytes without parts)
+        if "format" not in join:  # the tables whole (state_dict, older checkpoints)
+            self.join.load(copy.deepcopy(join))
+        elif join["format"] == LOG_FORMAT:  # a change log (to_bytes without parts)
             self.join.load_log(join, parts or {})
         else:
-            self.join.load(copy.deepcopy(join))
+            raise ValueError(
+                f"the label join's format {join['format']!r} is not one this build reads"
+            )
         self.counters = copy.deepcopy(state["counters"])
         if detectors:
             if self.drift is not None and state["drift"] is not None:

@@ -29,6 +29,7 @@ True
 from __future__ import annotations
 
 import math
+from array import array
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -42,6 +43,9 @@ BYTES_PER_RAW_BYTE = 3
 # Changes per sealed segment of the change log (an unlabeled 30-feature event's entry is
 # about 400 bytes pickled, so a segment of such entries is about 1.6 MB).
 SEGMENT_CHANGES = 4096
+# What log_state() writes: one change log per table. (A build that was never released
+# wrote "log", one log for both tables; Engine.load_state_dict refuses anything else.)
+LOG_FORMAT = "logs"
 # Kinds of change in the log.
 _REMEMBERED, _LEFT, _CLOSED = 0, 1, 2
 
@@ -58,13 +62,25 @@ class Pending:
 
 
 class Segment(NamedTuple):
-    """Sealed changes ``first`` <= seq < ``end`` of a join, in order, as (seq, kind, id,
-    value) tuples; immutable, so a checkpoint writes it once (under ``name``)."""
+    """Sealed changes ``first`` <= seq < ``end`` of one table of a join, in order:
+    (seq, kind, id, entry) tuples for the waiting entries, (ids, numbers, reasons) for
+    the closed ids. Immutable, so a checkpoint writes it once (under ``name``)."""
 
     name: str
     first: int
     end: int
-    changes: tuple[tuple[int, int, str, Any], ...]
+    changes: Any
+
+
+@dataclass(slots=True)
+class _Log:
+    """One table's change log: where its unsealed changes start, how many segments it
+    has sealed (the next one's name) and the sealed segments still needed."""
+
+    start: int
+    ordinal: int
+    sealed: list[Segment]
+    prefix: str = ""
 
 
 class LabelJoin:
@@ -73,8 +89,7 @@ class LabelJoin:
 
     __slots__ = (
         "_left",
-        "_ordinal",
-        "_sealed",
+        "_logs",
         "_stale",
         "bytes",
         "closed",
@@ -101,9 +116,8 @@ class LabelJoin:
         self.bytes = 0
         self.expired = 0
         self.seq = 0  # the next change's number
-        self._left: list[tuple[int, str]] = []  # ids that left `pending` since the last seal
-        self._sealed: list[Segment] = []
-        self._ordinal = 0  # segments sealed so far: the next one's name
+        self._left: list[tuple[int, str]] = []  # ids that left `pending` since its last seal
+        self._logs = (_Log(0, 0, [], "p"), _Log(0, 0, [], "c"))  # pending's, closed's
         self._stale = False  # departures were not all logged: compact at the next checkpoint
 
     @classmethod
@@ -207,127 +221,170 @@ class LabelJoin:
         self._compact()  # numbered afresh (entries of older checkpoints have no number)
 
     # ------------------------------------------------------------- the change log
+    # Two logs, one per table, each cut into segments and shedding them on its own: the
+    # waiting entries' log keeps only what the oldest waiting entry needs, however far
+    # back the closed ids go (one log for both kept every evicted entry alive as long as
+    # the oldest closed id: twice the memory on a stream without labels).
     def checkpoint_segments(self) -> dict[str, Segment]:
-        """The sealed segments the next :meth:`log_state` names, by name: seals the changes
-        since the last seal once :data:`SEGMENT_CHANGES` have passed, forgets segments no
-        live entry needs, and compacts the log when it holds more than its ring of names
-        (or lost track of departures, see :meth:`_left_pending`)."""
+        """The sealed segments the next :meth:`log_state` names, by name: seals each
+        table's changes once :data:`SEGMENT_CHANGES` changes have passed since its last
+        seal, sheds segments no live entry needs, and compacts when a log holds more
+        segments than its ring of names (or lost track of departures, see
+        :meth:`_left_pending`)."""
         if self._stale:
             self._compact()
         else:
-            start = self._sealed[-1].end if self._sealed else 0
-            if self.seq - start >= SEGMENT_CHANGES:
-                self._seal(start, self._changes_since(start))
-            oldest = self._oldest_live()
-            while self._sealed and self._sealed[0].end <= oldest:
-                self._sealed.pop(0)
-            if len(self._sealed) > self._ring() - 2:
+            for log, changes_since, oldest in (
+                (self._logs[0], self._pending_since, self._oldest(self.pending)),
+                (self._logs[1], self._closed_since, self._oldest(self.closed)),
+            ):
+                if self.seq - log.start >= SEGMENT_CHANGES:
+                    changes = changes_since(log.start)
+                    if changes:
+                        self._seal(log, log.start, changes, self.seq)
+                    log.start = self.seq
+                    if log is self._logs[0]:
+                        self._left = []
+                while log.sealed and log.sealed[0].end <= oldest:
+                    log.sealed.pop(0)
+            if any(len(log.sealed) > self._ring() - 2 for log in self._logs):
                 self._compact()
-        return {segment.name: segment for segment in self._sealed}
+        return {segment.name: segment for log in self._logs for segment in log.sealed}
 
     def log_state(self) -> dict[str, Any]:
-        """This join as a checkpoint writes it: the names of its sealed segments (see
-        :meth:`checkpoint_segments`, each written once) and the changes since the last
-        seal. Changes nothing."""
+        """This join as a checkpoint writes it: for each table, the names of its sealed
+        segments (see :meth:`checkpoint_segments`, each written once) and its changes
+        since the last seal. Changes nothing."""
+        pending_log, closed_log = self._logs
         if self._stale:  # no usable log: every live entry, as changes
-            segments, start = [], 0
+            logs = [([], self._pending_since(0)), ([], self._closed_since(0))]
         else:
-            segments = [(s.name, s.first, s.end) for s in self._sealed]
-            start = self._sealed[-1].end if self._sealed else 0
+            logs = [
+                (
+                    [(s.name, s.first, s.end) for s in log.sealed],
+                    changes_since(log.start),
+                )
+                for log, changes_since in (
+                    (pending_log, self._pending_since),
+                    (closed_log, self._closed_since),
+                )
+            ]
         return {
-            "format": "log",
-            "segments": segments,
-            "tail": self._changes_since(start),
+            "format": LOG_FORMAT,
+            "logs": [
+                {"segments": segments, "tail": tail, "start": log.start, "ordinal": log.ordinal}
+                for (segments, tail), log in zip(logs, self._logs, strict=True)
+            ],
             "live": (self._oldest(self.pending), self._oldest(self.closed)),
             "seq": self.seq,
-            "ordinal": self._ordinal,
             "stale": self._stale,
             "expired": self.expired,
         }
 
     def load_log(self, state: dict[str, Any], segments: dict[str, Segment]) -> None:
         """Continue from :meth:`log_state` output and the segments it names: the changes
-        are replayed in order, and each map keeps the entries changed at or after its
+        are replayed in order, and each table keeps the entries changed at or after its
         oldest live entry's change (older ones in the log had been evicted since)."""
-        named = []
-        for name, first, end in state["segments"]:
-            segment = segments.get(name)
-            if segment is None or (segment.first, segment.end) != (first, end):
-                raise ValueError(f"the join's segment {name!r} ({first}-{end}) was not given")
-            named.append(segment)
+        logs = []
+        replayed: list[list[Segment]] = []
+        for saved, prefix in zip(state["logs"], ("p", "c"), strict=True):
+            named = []
+            for name, first, end in saved["segments"]:
+                segment = segments.get(name)
+                if segment is None or (segment.first, segment.end) != (first, end):
+                    raise ValueError(f"the join's segment {name!r} ({first}-{end}) was not given")
+                named.append(segment)
+            replayed.append(named)
+            logs.append(_Log(saved["start"], saved["ordinal"], named, prefix))
+        pending_state, closed_state = state["logs"]
         pending: OrderedDict[str, Pending] = OrderedDict()
-        closed: OrderedDict[str, tuple[Reason, int]] = OrderedDict()
-        for changes in [*(segment.changes for segment in named), state["tail"]]:
-            for seq, kind, event_id, value in changes:
+        for changes in [*(s.changes for s in replayed[0]), pending_state["tail"]]:
+            for _, kind, event_id, value in changes:
+                pending.pop(event_id, None)
                 if kind == _REMEMBERED:
-                    pending.pop(event_id, None)
                     pending[event_id] = value
-                elif kind == _LEFT:
-                    pending.pop(event_id, None)
-                else:
-                    closed.pop(event_id, None)
-                    closed[event_id] = (value, seq)
+        closed: OrderedDict[str, tuple[Reason, int]] = OrderedDict()
+        for changes in [*(s.changes for s in replayed[1]), closed_state["tail"]]:
+            for event_id, seq, reason in zip(*changes, strict=True):
+                closed.pop(event_id, None)
+                closed[event_id] = (reason, seq)
         oldest_pending, oldest_closed = state["live"]
         self.pending = OrderedDict((k, e) for k, e in pending.items() if e.seq >= oldest_pending)
         self.closed = OrderedDict((k, c) for k, c in closed.items() if c[1] >= oldest_closed)
         self.expired = state["expired"]
         self.seq = state["seq"]
-        self._ordinal = state["ordinal"]
         self.bytes = sum(entry.size for entry in self.pending.values())
-        self._left = [(seq, event_id) for seq, kind, event_id, _ in state["tail"] if kind == _LEFT]
-        self._sealed = named
+        self._logs = (logs[0], logs[1])
         self._stale = state["stale"]
+        self._left = [
+            (seq, event_id)
+            for seq, kind, event_id, _ in pending_state["tail"]
+            if kind == _LEFT and not self._stale
+        ]
 
-    def _changes_since(self, start: int) -> tuple[tuple[int, int, str, Any], ...]:
-        """The changes numbered ``start`` or later that still matter, in order: the newest
-        change of each live entry made since (an entry changed since but gone is in
-        neither map) and the ids that left ``pending`` since."""
+    def _pending_since(self, start: int) -> tuple[tuple[int, int, str, Any], ...]:
+        """The waiting table's changes numbered ``start`` or later that still matter, in
+        order: the newest change of each entry remembered since (one remembered since but
+        gone is no longer in the table) and the ids that left it since."""
         changes: list[tuple[int, int, str, Any]] = []
         for event_id, entry in reversed(self.pending.items()):
             if entry.seq < start:
                 break
             changes.append((entry.seq, _REMEMBERED, event_id, entry))
-        for event_id, (reason, seq) in reversed(self.closed.items()):
-            if seq < start:
-                break
-            changes.append((seq, _CLOSED, event_id, reason))
         if not self._stale:
-            changes += [
-                (seq, _LEFT, event_id, None) for seq, event_id in self._left if seq >= start
-            ]
+            left = self._left
+            changes += [(seq, _LEFT, event_id, None) for seq, event_id in left if seq >= start]
         changes.sort(key=_first)
         return tuple(changes)
 
-    def _seal(
-        self, start: int, changes: tuple[tuple[int, int, str, Any], ...], end: int | None = None
-    ) -> None:
-        """Seal ``changes`` (numbered ``start`` up to ``end``, by default the next) as the
-        next segment; the ids that left are in it now."""
-        name = f"join.{self._ordinal % self._ring()}"
-        self._ordinal += 1
-        self._sealed.append(Segment(name, start, self.seq if end is None else end, changes))
-        self._left = []
+    def _closed_since(self, start: int) -> tuple[tuple[str, ...], array, tuple[Reason, ...]]:
+        """The closed ids' changes numbered ``start`` or later, in order, as (ids, their
+        numbers, their reasons): the newest closing of each id still remembered."""
+        newest: list[tuple[str, tuple[Reason, int]]] = []
+        for item in reversed(self.closed.items()):
+            if item[1][1] < start:
+                break
+            newest.append(item)
+        newest.reverse()
+        return (
+            tuple(event_id for event_id, _ in newest),
+            array("q", [seq for _, (_, seq) in newest]),
+            tuple(reason for _, (reason, _) in newest),
+        )
+
+    def _seal(self, log: _Log, start: int, changes: Any, end: int) -> None:
+        name = f"join.{log.prefix}{log.ordinal % self._ring()}"
+        log.ordinal += 1
+        log.sealed.append(Segment(name, start, end, changes))
 
     def _compact(self) -> None:
         """Number the live entries afresh, in order, and seal them (nothing else is
-        needed to rebuild the join): the log shrinks to what is live."""
+        needed to rebuild the join): the logs shrink to what is live."""
         seq = 0
-        changes: list[tuple[int, int, str, Any]] = []
+        remembered: list[tuple[int, int, str, Any]] = []
         for event_id, entry in self.pending.items():
             entry.seq = seq
-            changes.append((seq, _REMEMBERED, event_id, entry))
+            remembered.append((seq, _REMEMBERED, event_id, entry))
             seq += 1
+        first_closed = seq
         for event_id, (reason, _) in self.closed.items():
             self.closed[event_id] = (reason, seq)
-            changes.append((seq, _CLOSED, event_id, reason))
             seq += 1
         self.seq = seq
-        self._sealed = []
         self._stale = False
-        for first in range(0, len(changes), SEGMENT_CHANGES):
-            part = tuple(changes[first : first + SEGMENT_CHANGES])
-            self._seal(first, part, first + len(part))
         self._left = []
+        pending_log, closed_log = self._logs
+        for log in self._logs:
+            log.sealed = []
+            log.start = seq
+        for first in range(0, len(remembered), SEGMENT_CHANGES):
+            part = tuple(remembered[first : first + SEGMENT_CHANGES])
+            self._seal(pending_log, first, part, first + len(part))
+        ids, seqs, reasons = self._closed_since(first_closed)
+        for first in range(0, len(ids), SEGMENT_CHANGES):
+            last = first + SEGMENT_CHANGES
+            part = (ids[first:last], seqs[first:last], reasons[first:last])
+            self._seal(closed_log, first_closed + first, part, first_closed + first + len(part[0]))
 
     def _left_pending(self, event_id: str) -> None:
         """Log that ``event_id`` left ``pending``. A join nobody checkpoints (replay,
@@ -338,22 +395,21 @@ class LabelJoin:
         self.seq += 1
         if len(left) > 4 * SEGMENT_CHANGES:
             left.clear()
-            self._sealed = []
+            for log in self._logs:
+                log.sealed = []
             self._stale = True
 
-    def _oldest_live(self) -> int:
-        return min(self._oldest(self.pending), self._oldest(self.closed))
-
     def _oldest(self, table: OrderedDict) -> int:
+        """The number of the oldest entry's change (the next change's when empty)."""
         if not table:
             return self.seq
         first = next(iter(table.values()))
         return first.seq if type(first) is Pending else first[1]
 
     def _ring(self) -> int:
-        """How many names segments cycle through: more than the log ever needs (an entry
-        lives through at most about ``max_entries`` changes of each kind), and past
-        ``ring - 2`` segments the log is compacted."""
+        """How many names each log's segments cycle through: more than a log ever needs
+        (an entry lives through at most about ``max_entries`` changes of each kind), and
+        past ``ring - 2`` segments the logs are compacted."""
         return 8 + math.ceil(6 * self.max_entries / SEGMENT_CHANGES)
 
     def _evict(self, event_id: str) -> None:
