@@ -456,19 +456,23 @@ def test_no_input_raises_or_poisons_the_detectors(rows: list[dict]) -> None:
         assert np.isfinite(cusum.total).all()
 
 
+def streams_that_fire_and_resolve() -> list[list[Event]]:
+    """Streams whose drifts fire and resolve alarms of every sequential kind (covariate,
+    label and class mix, concept), so clear readings feed existing alarms too."""
+    return [
+        scenario_events(breast_cancer(events=9000, drift_at=4000, label_delay=30)),
+        scenario_events(prior_shift(events=9000, drift_at=4500, label_delay=20)),
+        events_from(stagger_rows(9000, 4000), label_delay=10),
+    ]
+
+
 @pytest.mark.parametrize("mode", ["per_event", "mini_batch"])
 def test_a_quiet_check_ends_as_the_full_check_would(
     mode: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # DriftSuite._quiet_check closes a check whose readings are all clear without making
-    # them; the full check is its oracle. The streams fire and resolve alarms of every
-    # sequential kind (covariate, label and class mix, concept), so clear readings feed
-    # existing alarms too.
-    streams = [
-        scenario_events(breast_cancer(events=9000, drift_at=4000, label_delay=30)),
-        scenario_events(prior_shift(events=9000, drift_at=4500, label_delay=20)),
-        events_from(stagger_rows(9000, 4000), label_delay=10),
-    ]
+    # them; the full check is its oracle.
+    streams = streams_that_fire_and_resolve()
     config = Config().replace(engine={"mode": mode})
     taken = []
     quiet = DriftSuite._quiet_check
@@ -525,11 +529,7 @@ def test_alarms_at_rest_are_forgotten_without_changing_a_drift(
 ) -> None:
     # Kept, they grew with every signal that ever read "hold" (59 after 100,000 stationary
     # bench events) and each took a reading and an update at every check.
-    streams = [
-        scenario_events(breast_cancer(events=12000, drift_at=6000, label_delay=30)),
-        scenario_events(prior_shift(events=9000, drift_at=4500, label_delay=20)),
-        events_from(stagger_rows(9000, 4000), label_delay=10),
-    ]
+    streams = streams_that_fire_and_resolve()
     config = Config().replace(engine={"mode": mode})
 
     def run(events: list[Event]) -> tuple[list, int]:
