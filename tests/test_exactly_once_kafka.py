@@ -523,6 +523,34 @@ class _Mark:
         return (Path.touch, (Path(self.path),))
 
 
+def test_a_partition_without_a_checkpoint_is_checkpointed_in_its_first_transaction(
+    config: Config, tmp_path: Path
+) -> None:
+    # With checkpoints every N > 1 batches a partition that started cold wrote none before
+    # its N-th batch, yet its offsets were committed: killed then, it started cold again
+    # at those offsets, and what it had learned was lost.
+    config_file = write_config(
+        config, tmp_path / "worker.toml", worker={"checkpoint_every_batches": 1000}
+    )
+    records = SCENARIOS["sea"](events=400, seed=3).events
+    worker = start_worker(config_file, "w", tmp_path / "first.log")
+    try:
+        produce(config, records)
+        wait_for(lambda: committed_total(config, 2) == len(records), 300, "all committed")
+    finally:
+        worker.kill()  # SIGKILL: no final checkpoint
+        worker.wait()
+    assert all(latest_checkpoint(config, p) is not None for p in (0, 1))
+    log = tmp_path / "restart.log"
+    restarted = start_worker(config_file, "w", log)
+    try:
+        wait_for(lambda: "assigned partitions" in log.read_text(), 300, "the restart's assignment")
+    finally:
+        assert stop_worker(restarted, log) == 0
+    text = log.read_text()
+    assert text.count("restored from checkpoint") == 2 and "no checkpoint" not in text
+
+
 def test_a_state_larger_than_a_record_is_chunked_and_restored_whole(config: Config) -> None:
     # An adaptive random forest of 10 trees after 20,000 events: megabytes of state.
     arf = Config().replace(

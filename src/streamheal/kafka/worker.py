@@ -714,7 +714,11 @@ class Worker:
     def _place(self, partition: int, start: int | None, committed: int | None) -> int | None:
         """Where ``partition`` resumes, given its checkpoint's and the group's offsets."""
         self._catch_up.pop(partition, None)
-        self._unsaved[partition] = 0
+        # A partition with no checkpoint is checkpointed in its first transaction, whatever
+        # the cadence: its offsets would be committed with none, and a crash before the
+        # N-th batch would start it cold again at those offsets, its learning lost.
+        every = self.config.worker.checkpoint_every_batches
+        self._unsaved[partition] = every - 1 if start is None else 0
         position = start if start is not None else committed
         if start is not None and committed is not None and start < committed:
             self._catch_up[partition] = committed
