@@ -10,8 +10,9 @@ the same count) so a late or repeated label gets the right dead-letter reason.
 The worker's Engine and batch retraining (:mod:`streamheal.retrain`) join through this one
 class, so a retrained model sees exactly the (features, label) pairs the worker learned.
 
-Checkpoints take the join as a change log cut into segments (:meth:`LabelJoin.log_state`,
-:meth:`LabelJoin.segments`): every change is stamped with a sequence number, a segment
+Checkpoints take the join as two change logs, one per table, cut into segments
+(:meth:`LabelJoin.checkpoint_segments`, :meth:`LabelJoin.log_state`,
+:meth:`LabelJoin.load_log`): every change is stamped with a sequence number, a segment
 is sealed once :data:`SEGMENT_CHANGES` changes have passed, and a sealed segment never
 changes again, so a checkpoint writes it once. Written whole, the join was most of a
 long-running partition's checkpoint (100,000 closed ids: 1.7 MB and about 30 ms to pickle
