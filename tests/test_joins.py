@@ -176,3 +176,25 @@ def test_an_entry_sealed_in_a_segment_then_taken_stays_taken_after_a_restore(
     restored = _restored(join)
     assert list(restored.pending) == ["0", "1", "2", "4", "5", "9"] == list(join.pending)
     assert restored.take("3", 9.0) is Reason.DUPLICATE_LABEL
+
+
+def test_a_label_that_never_comes_does_not_pin_every_entry_since_in_memory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The waiting log keeps every segment from its oldest waiting entry on; one event
+    # whose label never comes would keep every entry remembered and taken since (their
+    # features too). The log re-seals its live entries instead, and restores stay exact.
+    monkeypatch.setattr(joins, "SEGMENT_CHANGES", 16)
+    join = LabelJoin(max_entries=1000, max_bytes=1 << 30, max_age_seconds=1e9)
+    join.remember("stuck", 0.0, 10, {"x": -1}, 0, now=0.0)
+    for i in range(5000):
+        join.remember(str(i), float(i), 10, {"x": i}, 0, now=float(i))
+        if i >= 20:
+            assert type(join.take(str(i - 20), float(i))) is Pending
+        if i % 50 == 49:
+            join.checkpoint_segments()
+            held = sum(len(s.changes) for s in join._logs[0].sealed)
+            assert held <= 2 * (len(join.pending) + 16) + 2 * 50
+        if i % 500 == 499:
+            assert _contents(_restored(join)) == _contents(join)
+    assert "stuck" in join.pending and _contents(_restored(join)) == _contents(join)

@@ -248,9 +248,35 @@ class LabelJoin:
                         self._left = []
                 while log.sealed and log.sealed[0].end <= oldest:
                     log.sealed.pop(0)
+            self._shed_taken()
             if any(len(log.sealed) > self._ring() - 2 for log in self._logs):
                 self._compact()
         return {segment.name: segment for log in self._logs for segment in log.sealed}
+
+    def _shed_taken(self) -> None:
+        """Re-seal the waiting table's live entries when its log holds far more than them.
+        One event whose label never comes keeps every segment since its own, and with
+        them every entry remembered and taken since (features and all: hundreds of MB at
+        the default bounds); the live entries, numbered as they are, are all a restore
+        needs of the changes before the unsealed ones."""
+        log = self._logs[0]
+        held = sum(len(segment.changes) for segment in log.sealed)
+        if held <= 2 * (len(self.pending) + SEGMENT_CHANGES):
+            return
+        live = [
+            (entry.seq, _REMEMBERED, event_id, entry)
+            for event_id, entry in self.pending.items()
+            if entry.seq < log.start
+        ]
+        log.sealed = []
+        for first in range(0, len(live), SEGMENT_CHANGES):
+            part = tuple(live[first : first + SEGMENT_CHANGES])
+            end = (
+                live[first + SEGMENT_CHANGES][0]
+                if first + SEGMENT_CHANGES < len(live)
+                else log.start
+            )
+            self._seal(log, part[0][0], part, end)
 
     def log_state(self) -> dict[str, Any]:
         """This join as a checkpoint writes it: for each table, the names of its sealed
