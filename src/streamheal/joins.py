@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 from array import array
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -235,19 +236,16 @@ class LabelJoin:
         if self._stale:
             self._compact()
         else:
-            for log, changes_since, oldest in (
-                (self._logs[0], self._pending_since, self._oldest(self.pending)),
-                (self._logs[1], self._closed_since, self._oldest(self.closed)),
-            ):
+            for log, changes_since, table in self._tables():
                 if self.seq - log.start >= SEGMENT_CHANGES:
                     changes = changes_since(log.start)
                     if changes:
                         self._seal(log, log.start, changes, self.seq)
                     log.start = self.seq
-                    if log is self._logs[0]:
-                        self._left = []
+                oldest = self._oldest(table)
                 while log.sealed and log.sealed[0].end <= oldest:
                     log.sealed.pop(0)
+            self._left = [(seq, i) for seq, i in self._left if seq >= self._logs[0].start]
             self._shed_taken()
             if any(len(log.sealed) > self._ring() - 2 for log in self._logs):
                 self._compact()
@@ -259,10 +257,14 @@ class LabelJoin:
         them every entry remembered and taken since (features and all: hundreds of MB at
         the default bounds); the live entries, numbered as they are, are all a restore
         needs of the changes before the unsealed ones."""
+        held = sum(len(segment.changes) for segment in self._logs[0].sealed)
+        if held > 2 * (len(self.pending) + SEGMENT_CHANGES):
+            self._reseal_pending()
+
+    def _reseal_pending(self) -> None:
+        """The waiting table's log as segments of its live entries changed before the
+        unsealed changes, in order, and nothing else."""
         log = self._logs[0]
-        held = sum(len(segment.changes) for segment in log.sealed)
-        if held <= 2 * (len(self.pending) + SEGMENT_CHANGES):
-            return
         live = [
             (entry.seq, _REMEMBERED, event_id, entry)
             for event_id, entry in self.pending.items()
@@ -271,36 +273,24 @@ class LabelJoin:
         log.sealed = []
         for first in range(0, len(live), SEGMENT_CHANGES):
             part = tuple(live[first : first + SEGMENT_CHANGES])
-            end = (
-                live[first + SEGMENT_CHANGES][0]
-                if first + SEGMENT_CHANGES < len(live)
-                else log.start
-            )
-            self._seal(log, part[0][0], part, end)
+            after = first + SEGMENT_CHANGES
+            self._seal(log, part[0][0], part, live[after][0] if after < len(live) else log.start)
 
     def log_state(self) -> dict[str, Any]:
         """This join as a checkpoint writes it: for each table, the names of its sealed
         segments (see :meth:`checkpoint_segments`, each written once) and its changes
         since the last seal. Changes nothing."""
-        pending_log, closed_log = self._logs
-        if self._stale:  # no usable log: every live entry, as changes
-            logs = [([], self._pending_since(0)), ([], self._closed_since(0))]
-        else:
-            logs = [
-                (
-                    [(s.name, s.first, s.end) for s in log.sealed],
-                    changes_since(log.start),
-                )
-                for log, changes_since in (
-                    (pending_log, self._pending_since),
-                    (closed_log, self._closed_since),
-                )
-            ]
+        stale = self._stale  # no usable log: every live entry, as changes
         return {
             "format": LOG_FORMAT,
             "logs": [
-                {"segments": segments, "tail": tail, "start": log.start, "ordinal": log.ordinal}
-                for (segments, tail), log in zip(logs, self._logs, strict=True)
+                {
+                    "segments": [] if stale else [(s.name, s.first, s.end) for s in log.sealed],
+                    "tail": changes_since(0 if stale else log.start),
+                    "start": log.start,
+                    "ordinal": log.ordinal,
+                }
+                for log, changes_since, _ in self._tables()
             ],
             "live": (self._oldest(self.pending), self._oldest(self.closed)),
             "seq": self.seq,
@@ -388,10 +378,8 @@ class LabelJoin:
         """Number the live entries afresh, in order, and seal them (nothing else is
         needed to rebuild the join): the logs shrink to what is live."""
         seq = 0
-        remembered: list[tuple[int, int, str, Any]] = []
-        for event_id, entry in self.pending.items():
+        for entry in self.pending.values():
             entry.seq = seq
-            remembered.append((seq, _REMEMBERED, event_id, entry))
             seq += 1
         first_closed = seq
         for event_id, (reason, _) in self.closed.items():
@@ -400,13 +388,11 @@ class LabelJoin:
         self.seq = seq
         self._stale = False
         self._left = []
-        pending_log, closed_log = self._logs
         for log in self._logs:
-            log.sealed = []
             log.start = seq
-        for first in range(0, len(remembered), SEGMENT_CHANGES):
-            part = tuple(remembered[first : first + SEGMENT_CHANGES])
-            self._seal(pending_log, first, part, first + len(part))
+        self._reseal_pending()
+        closed_log = self._logs[1]
+        closed_log.sealed = []
         ids, seqs, reasons = self._closed_since(first_closed)
         for first in range(0, len(ids), SEGMENT_CHANGES):
             last = first + SEGMENT_CHANGES
@@ -425,6 +411,13 @@ class LabelJoin:
             for log in self._logs:
                 log.sealed = []
             self._stale = True
+
+    def _tables(self) -> tuple[tuple[_Log, Callable[[int], Any], OrderedDict], ...]:
+        """Each table with its log and the function that reads its changes since."""
+        return (
+            (self._logs[0], self._pending_since, self.pending),
+            (self._logs[1], self._closed_since, self.closed),
+        )
 
     def _oldest(self, table: OrderedDict) -> int:
         """The number of the oldest entry's change (the next change's when empty)."""
