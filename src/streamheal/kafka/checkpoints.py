@@ -23,7 +23,7 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicP
 
 from streamheal.config import Config
 from streamheal.errors import StreamhealError
-from streamheal.kafka.connect import topic_reader
+from streamheal.kafka.connect import error_text, topic_reader
 from streamheal.state.checkpoint import (
     CHECKPOINT_HEADER,
     CheckpointError,
@@ -121,7 +121,7 @@ class CheckpointReader:
                         "transaction of a worker that died has not been aborted yet"
                     )
         except KafkaException as err:
-            raise StateUnreadable(f"reading {tp.topic}:{tp.partition}: {_text(err)}") from err
+            raise StateUnreadable(f"reading {tp.topic}:{tp.partition}: {error_text(err)}") from err
         finally:
             self._consumer.unassign()
         if manifest_value is None:
@@ -149,23 +149,23 @@ class CheckpointReader:
                 found = self._consumer.get_watermark_offsets(tp, timeout=min(max(remaining, 0), 30))
                 if found is not None:  # None: the query timed out
                     return found
-                error_text = "no answer in time"
+                why = "no answer in time"
                 permanent = False
             except KafkaException as err:
                 error = err.args[0] if err.args else None
-                error_text = _text(err)
+                why = error_text(err)
                 permanent = isinstance(error, KafkaError) and (
                     error.fatal() or error.code() in _PERMANENT
                 )
             if permanent or time.monotonic() + delay >= deadline:
                 raise StateUnreadable(
-                    f"state partition {tp.topic}:{tp.partition} not readable: {error_text}"
+                    f"state partition {tp.topic}:{tp.partition} not readable: {why}"
                 )
             log.info(
                 "state partition %s:%d: %s; asking again in %.1fs",
                 tp.topic,
                 tp.partition,
-                error_text,
+                why,
                 delay,
             )
             time.sleep(delay)
@@ -173,11 +173,6 @@ class CheckpointReader:
 
     def close(self) -> None:
         self._consumer.close()
-
-
-def _text(err: KafkaException) -> str:
-    error = err.args[0] if err.args else None
-    return error.str() if isinstance(error, KafkaError) else str(err)
 
 
 def _index(digits: bytes) -> int | None:

@@ -258,10 +258,16 @@ def require_topics(
         )
 
 
+def error_text(err: KafkaException) -> str:
+    """librdkafka's own words for ``err`` (``str(err)`` wraps them in the code and flags)."""
+    error = err.args[0] if err.args else None
+    return error.str() if isinstance(error, KafkaError) else str(err)
+
+
 def refused_settings(config: Config, err: KafkaException) -> ConfigError:
     """A client's constructor refused a property of ``kafka.common``, ``.consumer`` or
     ``.producer``: the config error to report, secret values masked."""
-    message = err.args[0].str() if isinstance(err.args[0], KafkaError) else str(err)
+    message = error_text(err)
     kafka = config.kafka
     for key, value in {**kafka.common, **kafka.consumer, **kafka.producer}.items():
         if is_secret(key) and str(value):

@@ -584,7 +584,7 @@ class Worker:
         # The detectors' references change rarely and the join's sealed segments never:
         # written again only when they are other objects than an earlier checkpoint of
         # this partition wrote.
-        written = self._parts.setdefault(partition, {})
+        written = self._parts.get(partition, {})
         stable = engine.stable_parts()
         parts = {}
         for name, obj in stable.items():
