@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import pickle
 
 import pytest
@@ -83,6 +84,33 @@ def test_a_full_join_forgets_in_arrival_order_however_long_it_runs() -> None:
         join.close(f"l{i}", Reason.DUPLICATE_LABEL)
     assert list(join.pending) == [f"p{i}" for i in range(9_800, 10_000)]
     assert len(join.closed) == 200 and join.expired == 9_800
+
+
+def test_closed_ids_stay_out_of_the_collectors_scans_and_enum_reasons_still_load() -> None:
+    # A long-running partition closes 100,000 ids: were each one's entry tracked by the
+    # garbage collector, every full collection would scan them all (see LabelJoin.closed).
+    join = LabelJoin(max_entries=10, max_bytes=1 << 30, max_age_seconds=1e9)
+    for i in range(5):
+        join.close(f"c{i}", Reason.DUPLICATE_LABEL)
+    gc.collect()
+    assert not any(gc.is_tracked(entry) for entry in join.closed.values())
+    # Checkpoints written before held the reasons as Reason members, in both formats.
+    for value in join.closed:
+        join.closed[value] = (Reason.DUPLICATE_LABEL, join.closed[value][1])
+    for restored in (
+        _restored(join),
+        _loaded({"pending": {}, "closed": dict(join.closed), "expired": 0}),
+    ):
+        gc.collect()
+        assert [type(reason) for reason, _ in restored.closed.values()] == [str] * 5
+        assert not any(gc.is_tracked(entry) for entry in restored.closed.values())
+        assert restored.take("c3", 1.0) is Reason.DUPLICATE_LABEL
+
+
+def _loaded(state: dict) -> LabelJoin:
+    join = LabelJoin(max_entries=10, max_bytes=1 << 30, max_age_seconds=1e9)
+    join.load(pickle.loads(pickle.dumps(state)))
+    return join
 
 
 def _contents(join: LabelJoin) -> tuple:

@@ -113,8 +113,12 @@ class LabelJoin:
         # default 100,000, more than half a River step, from the 100,000th label of a
         # partition on. An OrderedDict finds its oldest entry through its linked list.
         self.pending: OrderedDict[str, Pending] = OrderedDict()
-        # id -> (why it left, the change that closed it)
-        self.closed: OrderedDict[str, tuple[Reason, int]] = OrderedDict()
+        # id -> (why it left, the change that closed it). The reason is kept as its plain
+        # string: a tuple of a str and an int drops out of the garbage collector's
+        # tracking, one holding an enum member does not, and the 100,000 closed ids of a
+        # long-running partition were then scanned at every full collection (1.5-3 us per
+        # event of mini-batch mode went to those scans).
+        self.closed: OrderedDict[str, tuple[str, int]] = OrderedDict()
         self.bytes = 0
         self.expired = 0
         self.seq = 0  # the next change's number
@@ -183,7 +187,7 @@ class LabelJoin:
             pending = None
         if pending is None:
             closed = self.closed.get(event_id)
-            return Reason.UNKNOWN_LABEL_ID if closed is None else closed[0]
+            return Reason.UNKNOWN_LABEL_ID if closed is None else Reason(closed[0])
         return pending
 
     def take(self, event_id: str, label_ts: float) -> Pending | Reason:
@@ -201,7 +205,7 @@ class LabelJoin:
         """Remember that ``event_id`` left (and why) for the labels that come too late."""
         closed = self.closed
         closed.pop(event_id, None)  # re-insert at the young end
-        closed[event_id] = (reason, self.seq)
+        closed[event_id] = (reason.value, self.seq)
         self.seq += 1
         if len(closed) > self.max_entries:
             closed.popitem(last=False)
@@ -217,7 +221,7 @@ class LabelJoin:
         closed = state["closed"]
         if closed and type(next(iter(closed.values()))) is not tuple:
             closed = {event_id: (reason, 0) for event_id, reason in closed.items()}
-        self.closed = OrderedDict(closed)
+        self.closed = OrderedDict((k, (_plain(r), seq)) for k, (r, seq) in closed.items())
         self.expired = state["expired"]
         self.bytes = sum(entry.size for entry in self.pending.values())
         self._compact()  # numbered afresh (entries of older checkpoints have no number)
@@ -320,11 +324,11 @@ class LabelJoin:
                 pending.pop(event_id, None)
                 if kind == _REMEMBERED:
                     pending[event_id] = value
-        closed: OrderedDict[str, tuple[Reason, int]] = OrderedDict()
+        closed: OrderedDict[str, tuple[str, int]] = OrderedDict()
         for changes in [*(s.changes for s in replayed[1]), closed_state["tail"]]:
             for event_id, seq, reason in zip(*changes, strict=True):
                 closed.pop(event_id, None)
-                closed[event_id] = (reason, seq)
+                closed[event_id] = (_plain(reason), seq)
         oldest_pending, oldest_closed = state["live"]
         self.pending = OrderedDict((k, e) for k, e in pending.items() if e.seq >= oldest_pending)
         self.closed = OrderedDict((k, c) for k, c in closed.items() if c[1] >= oldest_closed)
@@ -354,10 +358,10 @@ class LabelJoin:
         changes.sort(key=_first)
         return tuple(changes)
 
-    def _closed_since(self, start: int) -> tuple[tuple[str, ...], array, tuple[Reason, ...]]:
+    def _closed_since(self, start: int) -> tuple[tuple[str, ...], array, tuple[str, ...]]:
         """The closed ids' changes numbered ``start`` or later, in order, as (ids, their
         numbers, their reasons): the newest closing of each id still remembered."""
-        newest: list[tuple[str, tuple[Reason, int]]] = []
+        newest: list[tuple[str, tuple[str, int]]] = []
         for item in reversed(self.closed.items()):
             if item[1][1] < start:
                 break
@@ -442,3 +446,9 @@ class LabelJoin:
 
 def _first(change: tuple[int, int, str, Any]) -> int:
     return change[0]
+
+
+def _plain(reason: str) -> str:
+    """A closed id's reason as the join keeps it (see ``LabelJoin.closed``): checkpoints
+    written before 2026-11-29 hold :class:`Reason` members."""
+    return Reason(reason).value

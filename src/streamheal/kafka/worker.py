@@ -50,6 +50,7 @@ from streamheal.engine import Engine, Prediction
 from streamheal.errors import StreamhealError
 from streamheal.events import Event, Rejection, Source, decode
 from streamheal.guards import Notice
+from streamheal.heap import frozen_heap
 from streamheal.kafka import records
 from streamheal.kafka.admin import ensure_topics
 from streamheal.kafka.checkpoints import CheckpointReader, StateUnreadable
@@ -270,29 +271,10 @@ class Worker:
         self._started = True
         self.metrics.serve(lambda: self.ready)  # a side channel: a taken port is only logged
         notifier = EmbeddedNotifier.start_if_configured(config, self.metrics.registry)
-        progress = _Progress(config.worker.progress_interval_seconds)
         clean = False
         try:
-            while not self._stop.is_set():
-                self.heartbeat = time.monotonic()
-                # With a commit in flight, take only what is fetched already: when nothing
-                # is, the commit is settled at once rather than after a poll's wait.
-                busy = self._in_flight is not None
-                messages = self._consumer.consume(
-                    num_messages=config.engine.batch_size,
-                    timeout=0 if busy else config.worker.poll_timeout_seconds,
-                )
-                self._raise_fatal()
-                if messages:
-                    started = time.monotonic()
-                    self._process_batch(messages)
-                    self.metrics.observe_batch(time.monotonic() - started, len(messages))
-                else:  # nothing fetched: nothing to overlap the commit in flight with
-                    self._settle()
-                self._observe()
-                self._apply_commands()
-                if progress.due():
-                    progress.report(self.stats.consumed, self._lag())
+            with frozen_heap():  # what lives for the whole run stays out of the collector's scans
+                self._loop(_Progress(config.worker.progress_interval_seconds))
             self._settle()  # a failed last commit is a failed run, as for any other batch
             clean = True
         finally:
@@ -324,6 +306,29 @@ class Worker:
         return self.stats
 
     # ------------------------------------------------------------------ the loop
+    def _loop(self, progress: _Progress) -> None:
+        config = self.config
+        while not self._stop.is_set():
+            self.heartbeat = time.monotonic()
+            # With a commit in flight, take only what is fetched already: when nothing
+            # is, the commit is settled at once rather than after a poll's wait.
+            busy = self._in_flight is not None
+            messages = self._consumer.consume(
+                num_messages=config.engine.batch_size,
+                timeout=0 if busy else config.worker.poll_timeout_seconds,
+            )
+            self._raise_fatal()
+            if messages:
+                started = time.monotonic()
+                self._process_batch(messages)
+                self.metrics.observe_batch(time.monotonic() - started, len(messages))
+            else:  # nothing fetched: nothing to overlap the commit in flight with
+                self._settle()
+            self._observe()
+            self._apply_commands()
+            if progress.due():
+                progress.report(self.stats.consumed, self._lag())
+
     def _process_batch(self, messages: list[Message]) -> None:
         by_partition = self._decode(messages)
         # Decoded while the previous batch's commit ran; the Engines wait for its outcome
