@@ -107,6 +107,23 @@ def test_closed_ids_stay_out_of_the_collectors_scans_and_enum_reasons_still_load
         assert restored.take("c3", 1.0) is Reason.DUPLICATE_LABEL
 
 
+def test_a_tail_read_before_its_ids_were_closed_again_or_forgotten_restores_the_join() -> None:
+    # Checkpoints read the closed ids' tail incrementally (LabelJoin._closed_since): ids
+    # closed again, or forgotten for space, after a checkpoint read them stay in it.
+    join = LabelJoin(max_entries=4, max_bytes=1 << 30, max_age_seconds=1e9)
+    for event_id in ("a", "b", "c"):
+        join.close(event_id, Reason.DUPLICATE_LABEL)
+    assert _contents(_restored(join)) == _contents(join)  # the tail holds a, b, c
+    join.close("a", Reason.EXPIRED_LABEL_ID)  # closed again: now the youngest
+    for event_id in ("d", "e", "f"):  # b and c are forgotten for space
+        join.close(event_id, Reason.DUPLICATE_LABEL)
+    assert list(join.closed) == ["a", "d", "e", "f"]
+    restored = _restored(join)
+    assert _contents(restored) == _contents(join)
+    assert restored.take("a", 1.0) is Reason.EXPIRED_LABEL_ID
+    assert restored.take("b", 1.0) is Reason.UNKNOWN_LABEL_ID
+
+
 def _loaded(state: dict) -> LabelJoin:
     join = LabelJoin(max_entries=10, max_bytes=1 << 30, max_age_seconds=1e9)
     join.load(pickle.loads(pickle.dumps(state)))

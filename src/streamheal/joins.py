@@ -85,11 +85,23 @@ class _Log:
     prefix: str = ""
 
 
+@dataclass(slots=True)
+class _Tail:
+    """The closed ids' changes from ``start`` up to ``end`` as last read (_closed_since)."""
+
+    start: int
+    end: int
+    ids: list[str]
+    seqs: array
+    reasons: list[str]
+
+
 class LabelJoin:
     """Feature events by id, oldest first, until their label arrives or they age out
     (``expired`` counts those that left unlabeled, for age or for space)."""
 
     __slots__ = (
+        "_closed_tail",
         "_left",
         "_logs",
         "_stale",
@@ -125,6 +137,7 @@ class LabelJoin:
         self._left: list[tuple[int, str]] = []  # ids that left `pending` since its last seal
         self._logs = (_Log(0, 0, [], "p"), _Log(0, 0, [], "c"))  # pending's, closed's
         self._stale = False  # departures were not all logged: compact at the next checkpoint
+        self._closed_tail: _Tail | None = None  # see _closed_since
 
     @classmethod
     def from_config(cls, engine_config: Any) -> LabelJoin:
@@ -205,7 +218,7 @@ class LabelJoin:
         """Remember that ``event_id`` left (and why) for the labels that come too late."""
         closed = self.closed
         closed.pop(event_id, None)  # re-insert at the young end
-        closed[event_id] = (reason.value, self.seq)
+        closed[event_id] = (reason._value_, self.seq)  # .value is a slow property
         self.seq += 1
         if len(closed) > self.max_entries:
             closed.popitem(last=False)
@@ -337,6 +350,7 @@ class LabelJoin:
         self.bytes = sum(entry.size for entry in self.pending.values())
         self._logs = (logs[0], logs[1])
         self._stale = state["stale"]
+        self._closed_tail = None
         self._left = [
             (seq, event_id)
             for seq, kind, event_id, _ in pending_state["tail"]
@@ -360,18 +374,27 @@ class LabelJoin:
 
     def _closed_since(self, start: int) -> tuple[tuple[str, ...], array, tuple[str, ...]]:
         """The closed ids' changes numbered ``start`` or later, in order, as (ids, their
-        numbers, their reasons): the newest closing of each id still remembered."""
+        numbers, their reasons). Read once per change: a checkpoint every batch read the
+        whole tail again (up to :data:`SEGMENT_CHANGES` ids, in Python), which cost a
+        worker 1-2 us per event; the tail read last time is kept and the changes since
+        appended. An id closed again, or forgotten for space, since it was read keeps its
+        older change in the tail: replaying the log re-inserts an id at its newest
+        change, and drops what is older than the oldest id still remembered, so the join
+        restored is the same."""
+        tail = self._closed_tail
+        if tail is None or tail.start != start or len(tail.ids) > 2 * SEGMENT_CHANGES:
+            tail = self._closed_tail = _Tail(start, start, [], array("q"), [])
         newest: list[tuple[str, tuple[str, int]]] = []
         for item in reversed(self.closed.items()):
-            if item[1][1] < start:
+            if item[1][1] < tail.end:
                 break
             newest.append(item)
         newest.reverse()
-        return (
-            tuple(event_id for event_id, _ in newest),
-            array("q", [seq for _, (_, seq) in newest]),
-            tuple(reason for _, (reason, _) in newest),
-        )
+        tail.ids += [event_id for event_id, _ in newest]
+        tail.seqs.extend([seq for _, (_, seq) in newest])
+        tail.reasons += [reason for _, (reason, _) in newest]
+        tail.end = self.seq
+        return tuple(tail.ids), array("q", tail.seqs), tuple(tail.reasons)
 
     def _seal(self, log: _Log, start: int, changes: Any, end: int) -> None:
         name = f"join.{log.prefix}{log.ordinal % self._ring()}"
@@ -389,6 +412,7 @@ class LabelJoin:
         for event_id, (reason, _) in self.closed.items():
             self.closed[event_id] = (reason, seq)
             seq += 1
+        self._closed_tail = None  # read under the old numbers
         self.seq = seq
         self._stale = False
         self._left = []
