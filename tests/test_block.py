@@ -11,9 +11,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from streamheal import block as block_module
 from streamheal import engine as engine_module
 from streamheal import models
 from streamheal.block import FeatureBlock
@@ -35,6 +37,41 @@ cell = st.one_of(
 )
 row = st.dictionaries(st.sampled_from([*NAMES, "d"]), cell, min_size=1, max_size=4)
 plain_row = st.fixed_dictionaries({n: st.floats(-50, 50) for n in NAMES})
+
+
+class _Fancy(float):
+    """A float subclass: the C pass leaves it to the Python path."""
+
+
+odd_cell = st.one_of(cell, st.builds(_Fancy, st.floats(-5, 5)), st.just(2**70), st.just(-(2**63)))
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(
+    st.lists(
+        st.one_of(
+            row,
+            plain_row,
+            st.dictionaries(st.sampled_from([*NAMES, "d"]), odd_cell, min_size=1, max_size=4),
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_the_compiled_pass_makes_the_block_the_python_path_makes(rows) -> None:
+    compiled = block_module.compiled
+    if compiled is None:
+        pytest.skip("built without the C extension")
+    fast = FeatureBlock.of(rows)
+    block_module.compiled = None
+    try:
+        slow = FeatureBlock.of(rows)
+    finally:
+        block_module.compiled = compiled
+    assert (fast is None) == (slow is None)
+    if fast is not None:
+        assert fast.names == slow.names
+        assert fast.matrix.tobytes() == slow.matrix.tobytes()  # bit for bit: -0.0, NaN
 
 
 def trained_guard() -> InputGuard:

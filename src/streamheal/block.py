@@ -28,6 +28,11 @@ from typing import Any
 
 import numpy as np
 
+try:  # the batch's matrix in one C pass (see detectors/_loops.c); the same without it
+    from streamheal.detectors import _loops as compiled
+except ImportError:  # pragma: no cover - built without a C compiler
+    compiled = None
+
 
 class FeatureBlock:
     """Row ``i`` of ``matrix`` holds the values of ``rows[i]``, columns in ``names``.
@@ -56,7 +61,15 @@ class FeatureBlock:
             return None
         names = tuple(rows[0])
         width = len(names)
-        if not width or any(len(row) != width for row in rows):
+        if not width:
+            return None
+        if compiled is not None and type(rows) is list:
+            # One C pass over the dicts (0.3 us a row of 30, against 0.9 below); anything
+            # it does not take as it is (a string, None, a float subclass) comes below.
+            matrix = np.empty((len(rows), width))
+            if compiled.fill_rows(rows, names, matrix):
+                return cls(names, matrix, rows)
+        if any(len(row) != width for row in rows):
             return None
         getter = operator.itemgetter(*names) if width > 1 else lambda row: (row[names[0]],)
         try:

@@ -1,4 +1,5 @@
-/* The drift detectors' innermost loops, compiled (optional; see setup.py).
+/* The drift detectors' innermost loops, and the feature matrix of a batch (block.py),
+ * compiled (optional; see setup.py).
  *
  * Each function does, operation for operation and in the same order, what the numpy
  * expressions it replaces do (sequential cumulative sums, NaN-propagating minimum and
@@ -409,7 +410,68 @@ release:
     Py_RETURN_NONE;
 }
 
+/* fill_rows(rows, names, out) -> bool
+ *
+ *   out[i * width + j] = float(rows[i][names[j]])
+ *
+ * for block.py's FeatureBlock.of (the batch's features as one matrix): True when every
+ * row is a dict holding exactly ``names`` and every value is a float or an int (bools
+ * included) that converts to a double, as ``array("d", ...)`` converts them. False, with
+ * ``out`` incomplete, at the first row or value that is anything else (a string, None,
+ * a float subclass, an integer past a double's range): the caller's Python path then
+ * decides, so both give the same matrix or refuse the same batch.
+ */
+static PyObject *
+fill_rows(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *rows, *names, *o_out;
+    if (!PyArg_ParseTuple(args, "O!O!O", &PyList_Type, &rows, &PyTuple_Type, &names, &o_out))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(rows), width = PyTuple_GET_SIZE(names);
+    Py_buffer out;
+    if (take(o_out, &out, n * width, 1, 0, "out") < 0)
+        return NULL;
+    double *cells = (double *)out.buf;
+    int ok = 1;
+    for (Py_ssize_t i = 0; ok && i < n; i++) {
+        PyObject *row = PyList_GET_ITEM(rows, i);
+        if (!PyDict_CheckExact(row) || PyDict_GET_SIZE(row) != width) {
+            ok = 0;
+            break;
+        }
+        for (Py_ssize_t j = 0; j < width; j++) {
+            PyObject *value = PyDict_GetItemWithError(row, PyTuple_GET_ITEM(names, j));
+            double cell;
+            if (value == NULL) {
+                ok = 0;
+                break;
+            }
+            if (PyFloat_CheckExact(value)) {
+                cell = PyFloat_AS_DOUBLE(value);
+            } else if (PyLong_CheckExact(value) || PyBool_Check(value)) {
+                cell = PyLong_AsDouble(value);
+                if (cell == -1.0 && PyErr_Occurred()) {
+                    ok = 0;
+                    break;
+                }
+            } else {
+                ok = 0;
+                break;
+            }
+            cells[i * width + j] = cell;
+        }
+    }
+    PyBuffer_Release(&out);
+    if (PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError))
+            return NULL; /* a key whose hash or comparison failed: not ours to hide */
+        PyErr_Clear();
+    }
+    return PyBool_FromLong(ok);
+}
+
 static PyMethodDef methods[] = {
+    {"fill_rows", fill_rows, METH_VARARGS, "Feature dicts into a float64 matrix (block.py)."},
     {"increments", increments, METH_VARARGS, "A chunk's cumulative CUSUM increments."},
     {"walk", walk, METH_VARARGS, "The CUSUM path from a row of the cumulative increments."},
     {"summarize", summarize, METH_VARARGS, "Last zero and peak of each series in a segment."},

@@ -55,11 +55,8 @@ class ErrorMonitor(Stateful):
         detector, falls = self.detector, self.falls
         warns = hasattr(detector, "warning_detected")
         window, recent = self.window, self.recent
-        # The windows take the chunk at once; a firing (rare) reads them as they stood
-        # at its own error (see _windows_at).
-        kept = (list(window), list(recent))
-        window.extend(errors)
-        recent.extend(errors)
+        # The windows take the chunk at once, after it; a firing (rare) reads them as they
+        # would have stood at its own error (see _windows_at).
         for i, (error, at) in enumerate(zip(errors, learned_at, strict=True)):
             detector.update(error)
             if falls is not None:
@@ -72,11 +69,13 @@ class ErrorMonitor(Stateful):
             if warns and detector.warning_detected:
                 self.warned = True
             if detector.drift_detected:  # rare: the window sums are taken only here
-                long, short = self._windows_at(kept, errors[: i + 1])
+                long, short = self._windows_at((list(window), list(recent)), errors[: i + 1])
                 before = sum(long) / len(long)
                 if sum(short) / len(short) > before:  # a rise, not an improvement
                     self.fired_at = at
                     self.error_before = before
+        window.extend(errors)
+        recent.extend(errors)
 
     def _windows_at(
         self, kept: tuple[list[int], list[int]], seen: list[int]

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from collections.abc import Sequence
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -93,13 +94,10 @@ class ShareMonitor(Stateful):
                 self._start()
         if self.cusum is None or start >= len(values):
             return
-        code = self._code
-        codes = np.array([code.get(v, -1) for v in values[start:]])
-        hits = codes[:, None] == np.arange(len(self.classes))[None, :]
-        # Each score is one of two values per class (a hit or not): computed per class,
-        # then picked, the same numbers as standardizing every cell.
-        hit, miss = (np.clip((h - self.centre) / self.scale, -Z_CLIP, Z_CLIP) for h in (1.0, 0.0))
-        scores = np.where(hits, hit, miss)
+        code, columns, hit, miss = self._prepared()
+        rest_values = values[start:]
+        codes = np.fromiter(map(code.get, rest_values, repeat(-1)), int, len(rest_values))
+        scores = np.where(codes[:, None] == columns, hit, miss)
         rest = indices[start:]
         consecutive = isinstance(rest, range) and rest.step == 1
         self.cusum.update(scores, indices[start], None if consecutive else np.asarray(rest))
@@ -148,9 +146,23 @@ class ShareMonitor(Stateful):
                 self.cusum.reset_series(j)
 
     # ---------------------------------------------------------------- internals
-    @property
-    def _code(self) -> dict[Any, int]:
-        return {c: i for i, c in enumerate(self.classes)}
+    # What scoring a chunk needs that depends only on the reference: each class's code,
+    # the row of codes to compare with, and the clipped score of a hit and of a miss for
+    # each class (each score is one of the two: computed per class, then picked, the same
+    # numbers as standardizing every cell). Made once per reference, keyed by its arrays'
+    # identity; a class attribute, so monitors pickled before it existed load.
+    _scoring: tuple | None = None
+
+    def _prepared(self) -> tuple[dict[Any, int], np.ndarray, np.ndarray, np.ndarray]:
+        scoring = self._scoring
+        if scoring is None or scoring[0] is not self.classes or scoring[1] is not self.centre:
+            code = {c: i for i, c in enumerate(self.classes)}
+            columns = np.arange(len(self.classes))[None, :]
+            hit, miss = (
+                np.clip((h - self.centre) / self.scale, -Z_CLIP, Z_CLIP) for h in (1.0, 0.0)
+            )
+            scoring = self._scoring = (self.classes, self.centre, code, columns, hit, miss)
+        return scoring[2:]
 
     def _start(self) -> None:
         total = sum(self.reference.values())
