@@ -6,7 +6,7 @@ import pytest
 
 from streamheal import models
 from streamheal.config import Config
-from streamheal.engine import Engine, Prediction, _PerEvent
+from streamheal.engine import Engine, Prediction, _MiniBatch, _PerEvent
 from streamheal.events import Event, Reason, Rejection, Source, decode
 from streamheal.kafka.records import record_of
 from streamheal.scenarios import breast_cancer
@@ -239,6 +239,9 @@ def _mixed_stream(seed: int, events: int = 2500) -> list[bytes]:
             ),
             500,
         ),
+        (4, Config().replace(engine={"mode": "mini_batch"}), 100),
+        (5, Config().replace(engine={"mode": "mini_batch"}, detectors={"enabled": False}), 333),
+        (6, Config().replace(engine={"mode": "mini_batch"}, guards={"clip_outliers": False}), 1000),
     ],
 )
 def test_runs_of_labeled_events_give_what_the_event_by_event_path_gives(
@@ -249,9 +252,11 @@ def test_runs_of_labeled_events_give_what_the_event_by_event_path_gives(
     # the same order, and the same model at the end.
     raws = _mixed_stream(seed)
     probe = breast_cancer(events=200, seed=seed + 100).events
+    take_run = _MiniBatch.take_run
 
-    def outputs(runs: bool) -> tuple[list, list]:
+    def outputs(runs: bool) -> str:
         monkeypatch.setattr(_PerEvent, "runs", runs)
+        monkeypatch.setattr(_MiniBatch, "take_run", take_run if runs else lambda *args: 0)
         engine = Engine(config)
         records = [decode(raw, Source("events", 0, i)) for i, raw in enumerate(raws)]
         out = []
@@ -259,12 +264,13 @@ def test_runs_of_labeled_events_give_what_the_event_by_event_path_gives(
             for o in engine.process(records[start : start + batch]):
                 out.append((o.reason, o.detail) if type(o) is Rejection else record_of(o))
         answers = [engine.model.predict_proba_one(e["features"]) for e in probe]
-        return out, answers, engine.watch.since_good, engine.counters
+        closed = list(engine.join.closed.items())
+        return repr((out, answers, engine.watch.since_good, engine.counters, closed))
 
     with_runs, event_by_event = outputs(True), outputs(False)
     assert with_runs == event_by_event
-    kinds = {o.get("action") for o in with_runs[0] if isinstance(o, dict)}
-    assert "restore" in kinds or seed != 2  # the restore path was taken
+    # (compared as repr: a model fed 1e308 unclipped can answer NaN, which equals nothing)
+    assert "'action': 'restore'" in with_runs or seed not in (2, 6)  # restores were taken
 
 
 @pytest.mark.parametrize("label_delay", [0, 40, None])

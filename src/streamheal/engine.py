@@ -198,8 +198,9 @@ class Engine:
 
     def _dispatch(self, records: list[Event | Rejection], step: _Step) -> list[Output]:
         """The one record loop of both modes; ``step`` says how to score and learn, and
-        what happens at a check boundary. Where the step allows it (per-event mode), a
-        run of feature events that carry their labels goes through :meth:`_learn_run`."""
+        what happens at a check boundary. A run of feature events that carry their labels
+        goes through :meth:`_learn_run` (per-event mode) or the step's ``take_run``
+        (mini-batch) where the step allows it; the rest of this loop is their oracle."""
         outputs: list[Output] = []
         counters, every = self.counters, step.watch_every
         at, end = 0, len(records)
@@ -207,20 +208,23 @@ class Engine:
         while at < end:
             first = records[at]
             if (
-                runs
-                and type(first) is not Rejection
+                type(first) is not Rejection
                 and first.features is not None
                 and first.label is not None
             ):
-                run = self._labeled_run(records, at, every - counters.feature_events % every)
-                if run:
-                    done = self._learn_run(run, outputs)
-                    at += done
-                    if done and counters.feature_events % every == 0:
-                        step.at_boundary(outputs)
-                    if done == len(run):
-                        continue
-                    # A non-finite answer stopped the run: that event takes the careful path.
+                left = every - counters.feature_events % every  # events before the boundary
+                if runs:
+                    run = self._labeled_run(records, at, left)
+                    done = self._learn_run(run, outputs) if run else 0
+                else:
+                    run, done = None, step.take_run(records, at, left, outputs)
+                at += done
+                if done and counters.feature_events % every == 0:
+                    step.at_boundary(outputs)
+                if done and (run is None or done == len(run)):
+                    continue
+                # A non-finite answer stopped the run, or none was taken: that event takes
+                # the careful path.
             event = records[at]
             at += 1
             if type(event) is Rejection:
@@ -800,6 +804,10 @@ class _Step(Protocol):
 
     def finish(self, outputs: list[Output]) -> None: ...
 
+    def take_run(
+        self, records: list[Event | Rejection], at: int, limit: int, outputs: list[Output]
+    ) -> int: ...
+
 
 class _PerEvent:
     """Score and learn each event as it comes; the detectors (and the policy after them)
@@ -831,6 +839,9 @@ class _PerEvent:
 
     def finish(self, outputs: list[Output]) -> None:
         pass
+
+    def take_run(self, records: list, at: int, limit: int, outputs: list) -> int:
+        return 0  # runs go through Engine._learn_run
 
 
 class _MiniBatch:
@@ -902,6 +913,58 @@ class _MiniBatch:
         if self.complete[k]:
             return engine._emit_prediction(event, self.probas[k], outputs, self.best[k])
         return engine._emit_prediction(event, engine._proba_one(features), outputs)
+
+    def take_run(
+        self, records: list[Event | Rejection], at: int, limit: int, outputs: list[Output]
+    ) -> int:
+        """Take the feature events ``records[at:]`` starts with (at most ``limit``) that
+        carry a label the model takes and were scored at once: each one's prediction,
+        outcome and closed id, and its row queued for learning, exactly as the record
+        loop's careful path does them one call at a time (about 1 us an event less, a
+        tenth of mini-batch mode's own cost). Returns how many; 0 leaves ``records[at]``
+        to the careful path, as does anything the policy must see row by row."""
+        if self.track or not self.complete:
+            return 0
+        engine = self.engine
+        accepts, binary = engine._accepts_label, engine._binary
+        emit, close = engine._emit_prediction, engine.join.close
+        counters = engine.counters
+        outcomes = engine._seen.outcomes if engine.drift is not None else None
+        # Set with the mask, by the same _score_from: a row marked complete has them.
+        complete, probas, best = (
+            self.complete,
+            getattr(self, "probas", None),
+            getattr(self, "best", None),
+        )
+        batch_rows, batch_labels, learned = self.batch_rows, self.batch_labels, self.learned
+        first = k = self.scored - self.first
+        stop = min(len(records), at + limit)
+        for i in range(at, stop):
+            event = records[i]
+            if (
+                type(event) is Rejection
+                or event.features is None
+                or event.label is None
+                or not accepts(event.label)
+                or not complete[k]
+            ):
+                break
+            given = event.label
+            label = bool(given) if binary else given
+            prediction = emit(event, probas[k], outputs, best[k])
+            # Engine._record_outcome, then the id closed (Engine._account_own_label)
+            counters.labeled += 1
+            right = prediction == given
+            counters.correct += right
+            if outcomes is not None:
+                outcomes.append((counters.feature_events, given, int(right)))
+            close(event.id, Reason.DUPLICATE_LABEL)
+            batch_rows.append(k)
+            batch_labels.append(label)
+            learned.append((event.features, label))
+            k += 1
+        self.scored += k - first
+        return k - first
 
     def learn(
         self, features: dict[str, Any], label: Label, right: bool, outputs: list, joined: bool
