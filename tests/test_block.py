@@ -219,3 +219,49 @@ def test_the_engine_gives_the_same_outputs_with_and_without_the_matrix(monkeypat
     monkeypatch.setattr(engine_module, "FeatureBlock", NoBlock)
     for mode, expected in with_block.items():
         assert _outputs(events, mode) == expected, mode
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    st.lists(st.lists(st.floats(-1e6, 1e6), min_size=3, max_size=3), min_size=1, max_size=30),
+    st.lists(
+        st.lists(st.one_of(st.floats(-1e6, 1e6), st.just(math.nan)), min_size=4, max_size=4),
+        min_size=1,
+        max_size=30,
+    ),
+)
+def test_the_scalers_pandas_path_gives_rivers_frame(learned, scored) -> None:
+    # The default model's scaler transforms a float64 DataFrame without River's narwhals
+    # wrapping: the same frame, to the bit, as River's own transform_many (an unseen
+    # column "d", constant columns, NaN cells, an index that is not 0..n-1).
+    import pandas as pd
+    from river import preprocessing
+
+    scaler = models._StandardScaler()
+    scaler.learn_many(pd.DataFrame(learned, columns=["a", "b", "c"]))
+    frame = pd.DataFrame(scored, columns=["c", "a", "d", "b"], index=range(7, 7 + len(scored)))
+    ours = scaler.transform_many(frame)
+    rivers = preprocessing.StandardScaler.transform_many(scaler, frame)
+    pd.testing.assert_frame_equal(ours, rivers, check_exact=True)
+    assert ours.to_numpy().tobytes() == rivers.to_numpy().tobytes()
+
+
+def test_the_unions_pandas_path_gives_rivers_frame() -> None:
+    # The default model's union returns the one branch with columns as it is, where River
+    # concatenated through narwhals: the same frame for numbers only, strings only, and
+    # (through River's concat) both.
+    import pandas as pd
+    from river import compose
+
+    model = models.build_model(Config().model, seed=1)
+    union = model.steps["_Union"]
+    assert isinstance(union, models._Union)
+    numbers = pd.DataFrame({"a": [1.0, 2.5, -3.0], "b": [0.5, 0.25, 8.0]}, index=[4, 5, 6])
+    strings = pd.DataFrame({"s": ["x", "y", "x"]}, index=[4, 5, 6])
+    both = pd.concat([numbers, strings], axis=1)
+    for frame in (numbers, both):
+        model.learn_many(frame, pd.Series([True, False, True], index=frame.index))
+    for frame in (numbers, strings, both):
+        ours = union.transform_many(frame)
+        rivers = compose.TransformerUnion.transform_many(union, frame)
+        pd.testing.assert_frame_equal(ours, rivers, check_exact=True)

