@@ -254,7 +254,7 @@ def test_the_unions_pandas_path_gives_rivers_frame() -> None:
     from river import compose
 
     model = models.build_model(Config().model, seed=1)
-    union = model.steps["_Union"]
+    union = model.steps["TransformerUnion"]
     assert isinstance(union, models._Union)
     numbers = pd.DataFrame({"a": [1.0, 2.5, -3.0], "b": [0.5, 0.25, 8.0]}, index=[4, 5, 6])
     strings = pd.DataFrame({"s": ["x", "y", "x"]}, index=[4, 5, 6])

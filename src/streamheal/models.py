@@ -130,7 +130,8 @@ def build_model(cfg: ModelConfig, seed: int) -> base.Classifier:
             classifier = multiclass.OneVsRestClassifier(classifier)
         numeric = _SelectNumbers() | _StandardScaler()
         categorical = _SelectStrings() | _OneHotEncoder()
-        return _Union(numeric, categorical) | classifier
+        # Named as River names a TransformerUnion step: the model's steps keep their names.
+        return compose.Pipeline(("TransformerUnion", _Union(numeric, categorical)), classifier)
     if cfg.name == "hoeffding_tree":
         return tree.HoeffdingTreeClassifier(**params)
     if cfg.name == "arf":
