@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import json
+from bisect import bisect_right
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,10 @@ SPLIT_HALF_ALPHA = 0.01  # a reference whose halves differ at this level (all fe
 LEARNING_EVENTS = 4
 # The predicted-class reference rolls forward every this many windows while it is quiet.
 CLASS_MIX_ROLL = 5
+
+
+def _learned_at(outcome: tuple[int, Any, int]) -> int:
+    return outcome[0]
 
 
 @dataclass(frozen=True)
@@ -204,15 +209,19 @@ class DriftSuite(Stateful):
                         seen.predicted[start:end], range(self.index, self.index + end - start)
                     )
             self.index += len(chunk)
-            # Labels learned before feature event `index` belong to this chunk.
-            labels, errors, learned_at, correct = [], [], [], []
-            while o < len(outcomes) and (outcomes[o][0] <= self.index or end == len(rows)):
-                at, label, right = outcomes[o]
-                labels.append(label)
-                errors.append(1 - right)
-                learned_at.append(at)
-                correct.append(right)
-                o += 1
+            # Labels learned before feature event `index` belong to this chunk (outcomes
+            # are in learning order, so their event counts never fall: one bisection).
+            stop = (
+                len(outcomes)
+                if end == len(rows)
+                else bisect_right(outcomes, self.index, lo=o, key=_learned_at)
+            )
+            if stop > o:
+                learned_at, labels, correct = map(list, zip(*outcomes[o:stop], strict=True))
+                errors = [1 - right for right in correct]
+                o = stop
+            else:
+                labels, errors, learned_at, correct = [], [], [], []
             self.labels.observe(labels)
             self.label_mix.observe(labels, learned_at)
             self.errors.observe(errors, learned_at)
