@@ -28,6 +28,7 @@ import io
 import math
 import pickle
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -590,15 +591,7 @@ class Engine:
         accepts = self._accepts_label
         stop = min(len(records), at + limit)
         run_end = at
-        while run_end < stop:
-            record = records[run_end]
-            if (
-                type(record) is Rejection
-                or record.features is None
-                or record.label is None
-                or not accepts(record.label)
-            ):
-                break
+        while run_end < stop and _labeled_for_the_model(records[run_end], accepts):
             run_end += 1
         return records[at:run_end]  # type: ignore[return-value]
 
@@ -784,6 +777,17 @@ class _CheckpointUnpickler(pickle.Unpickler):
         return super().find_class(_MOVED_MODULES.get(module, module), name)
 
 
+def _labeled_for_the_model(record: Event | Rejection, accepts: Callable[[Label], bool]) -> bool:
+    """A feature event carrying a label the model takes (``accepts``: the Engine's
+    ``_accepts_label``): what a run of labeled events is made of."""
+    return (
+        type(record) is not Rejection
+        and record.features is not None
+        and record.label is not None
+        and accepts(record.label)
+    )
+
+
 def _unpickle(blob: bytes) -> Any:
     return _CheckpointUnpickler(io.BytesIO(blob)).load()
 
@@ -941,13 +945,7 @@ class _MiniBatch:
         stop = min(len(records), at + limit)
         for i in range(at, stop):
             event = records[i]
-            if (
-                type(event) is Rejection
-                or event.features is None
-                or event.label is None
-                or not accepts(event.label)
-                or not complete[k]
-            ):
+            if not (_labeled_for_the_model(event, accepts) and complete[k]):
                 break
             given = event.label
             label = bool(given) if binary else given
