@@ -265,3 +265,39 @@ def test_the_unions_pandas_path_gives_rivers_frame() -> None:
         ours = union.transform_many(frame)
         rivers = compose.TransformerUnion.transform_many(union, frame)
         pd.testing.assert_frame_equal(ours, rivers, check_exact=True)
+
+
+class _Text(str):
+    """A str subclass: a string all the same."""
+
+
+any_value = st.one_of(
+    st.floats(allow_nan=True),
+    st.integers(),
+    st.booleans(),
+    st.none(),
+    st.text(max_size=3),
+    st.builds(_Text, st.text(max_size=3)),
+    st.builds(_Fancy, st.floats(-5, 5)),
+    st.decimals(allow_nan=False, allow_infinity=False),
+    st.fractions(),
+    st.complex_numbers(allow_nan=False),
+    st.builds(np.float32, st.floats(-5, 5, width=32)),
+    st.builds(np.int64, st.integers(-5, 5)),
+    st.lists(st.integers(), max_size=2),
+)
+
+
+@given(st.dictionaries(st.text(min_size=1, max_size=3), any_value, max_size=6))
+def test_the_type_selectors_take_what_rivers_select_type_takes(x) -> None:
+    # The default model's selectors take an exact float or int on its type alone; River's
+    # SelectType asks isinstance of every value (slow against the numbers.Number ABC).
+    import numbers
+
+    from river import compose
+
+    pairs = ((models._SelectNumbers(), numbers.Number), (models._SelectStrings(), str))
+    for ours, kind in pairs:
+        rivers = compose.SelectType(kind).transform_one(x)
+        assert ours.transform_one(x) == rivers
+        assert list(ours.transform_one(x)) == list(rivers)
