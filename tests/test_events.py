@@ -3,7 +3,7 @@ import math
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamheal.config import EventsConfig
@@ -178,3 +178,41 @@ def test_the_all_floats_fast_path_takes_exactly_what_the_careful_check_keeps_as_
         return
     if missing or kept != features or not all(type(v) is float for v in kept.values()):
         assert not _finite_floats(features, longest)
+
+
+class _Fancy(float):
+    """A float subclass: not an exact float for either path."""
+
+
+_floats_only = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.floats(min_value=1e307, max_value=1.7e308),  # finite values whose sum overflows
+)
+
+
+@settings(max_examples=300)
+@given(
+    st.one_of(
+        st.dictionaries(feature_names, _floats_only, min_size=1, max_size=8),
+        st.dictionaries(
+            feature_names,
+            st.one_of(feature_values, _floats_only, st.builds(_Fancy, st.floats(-5, 5))),
+            max_size=8,
+        ),
+    ),
+    st.integers(1, 64),
+)
+def test_the_compiled_all_floats_check_decides_as_the_python_one(
+    features: dict, longest: int
+) -> None:
+    import streamheal.events as events
+
+    compiled = events.compiled
+    if compiled is None:
+        pytest.skip("built without the C extension")
+    fast = _finite_floats(features, longest)
+    events.compiled = None
+    try:
+        assert _finite_floats(features, longest) == fast
+    finally:
+        events.compiled = compiled

@@ -1,5 +1,5 @@
-/* The drift detectors' innermost loops, and the feature matrix of a batch (block.py),
- * compiled (optional; see setup.py).
+/* The drift detectors' innermost loops, the feature matrix of a batch (block.py) and the
+ * decoder's all-floats check (events.py), compiled (optional; see setup.py).
  *
  * Each function does, operation for operation and in the same order, what the numpy
  * expressions it replaces do (sequential cumulative sums, NaN-propagating minimum and
@@ -470,7 +470,34 @@ fill_rows(PyObject *Py_UNUSED(self), PyObject *args)
     return PyBool_FromLong(ok);
 }
 
+/* finite_floats(features) -> bool
+ *
+ *   bool(features) and {type(v) for v in features.values()} == {float}
+ *   and math.isfinite(sum(features.values()))
+ *
+ * for events.py's decoder (most events are all floats): one pass, where the Python
+ * expression builds a set of types and sums in a second pass. The sum is Python 3.11's:
+ * doubles added left to right from 0.0, so a finite-valued event whose sum overflows
+ * gives False here as there (the careful path then takes it, and accepts it).
+ */
+static PyObject *
+finite_floats(PyObject *Py_UNUSED(self), PyObject *features)
+{
+    if (!PyDict_CheckExact(features) || PyDict_GET_SIZE(features) == 0)
+        Py_RETURN_FALSE;
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    double sum = 0.0;
+    while (PyDict_Next(features, &pos, &key, &value)) {
+        if (!PyFloat_CheckExact(value))
+            Py_RETURN_FALSE;
+        sum += PyFloat_AS_DOUBLE(value);
+    }
+    return PyBool_FromLong(isfinite(sum));
+}
+
 static PyMethodDef methods[] = {
+    {"finite_floats", finite_floats, METH_O, "All values exact floats, finite sum (events.py)."},
     {"fill_rows", fill_rows, METH_VARARGS, "Feature dicts into a float64 matrix (block.py)."},
     {"increments", increments, METH_VARARGS, "A chunk's cumulative CUSUM increments."},
     {"walk", walk, METH_VARARGS, "The CUSUM path from a row of the cumulative increments."},
