@@ -247,16 +247,17 @@ def _mixed_stream(seed: int, events: int = 2500) -> list[bytes]:
 def test_runs_of_labeled_events_give_what_the_event_by_event_path_gives(
     seed: int, config: Config, batch: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Engine._learn_run takes runs of labeled events in two passes (River back to back,
-    # then the bookkeeping); the per-event path is its oracle: the same records out, in
-    # the same order, and the same model at the end.
+    # Each step's take_run takes runs of labeled events (per-event: Engine._learn_run, in
+    # two passes, River back to back then the bookkeeping; mini-batch: one loop over the
+    # rows scored at once); the record loop's careful path is its oracle: the same records
+    # out, in the same order, and the same model at the end.
     raws = _mixed_stream(seed)
     probe = breast_cancer(events=200, seed=seed + 100).events
-    take_run = _MiniBatch.take_run
+    steps = [(step, step.take_run) for step in (_PerEvent, _MiniBatch)]
 
     def outputs(runs: bool) -> str:
-        monkeypatch.setattr(_PerEvent, "runs", runs)
-        monkeypatch.setattr(_MiniBatch, "take_run", take_run if runs else lambda *args: 0)
+        for step, take_run in steps:
+            monkeypatch.setattr(step, "take_run", take_run if runs else lambda *args: 0)
         engine = Engine(config)
         records = [decode(raw, Source("events", 0, i)) for i, raw in enumerate(raws)]
         out = []

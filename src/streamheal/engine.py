@@ -200,12 +200,11 @@ class Engine:
     def _dispatch(self, records: list[Event | Rejection], step: _Step) -> list[Output]:
         """The one record loop of both modes; ``step`` says how to score and learn, and
         what happens at a check boundary. A run of feature events that carry their labels
-        goes through :meth:`_learn_run` (per-event mode) or the step's ``take_run``
-        (mini-batch) where the step allows it; the rest of this loop is their oracle."""
+        goes through the step's ``take_run`` where the step allows it; the rest of this
+        loop is its oracle."""
         outputs: list[Output] = []
         counters, every = self.counters, step.watch_every
         at, end = 0, len(records)
-        runs = step.runs
         while at < end:
             first = records[at]
             if (
@@ -214,18 +213,13 @@ class Engine:
                 and first.label is not None
             ):
                 left = every - counters.feature_events % every  # events before the boundary
-                if runs:
-                    run = self._labeled_run(records, at, left)
-                    done = self._learn_run(run, outputs) if run else 0
-                else:
-                    run, done = None, step.take_run(records, at, left, outputs)
-                at += done
-                if done and counters.feature_events % every == 0:
-                    step.at_boundary(outputs)
-                if done and (run is None or done == len(run)):
+                done = step.take_run(records, at, left, outputs)
+                if done:
+                    at += done
+                    if counters.feature_events % every == 0:
+                        step.at_boundary(outputs)
                     continue
-                # A non-finite answer stopped the run, or none was taken: that event takes
-                # the careful path.
+                # None taken (say, a non-finite answer first): the careful path takes it.
             event = records[at]
             at += 1
             if type(event) is Rejection:
@@ -796,7 +790,6 @@ class _Step(Protocol):
     """How :meth:`Engine._dispatch` scores and learns, and what it does at a boundary."""
 
     watch_every: int
-    runs: bool  # labeled events may go through Engine._learn_run
 
     def score(self, event: Event, features: dict[str, Any], outputs: list[Output]) -> Any: ...
 
@@ -810,15 +803,17 @@ class _Step(Protocol):
 
     def take_run(
         self, records: list[Event | Rejection], at: int, limit: int, outputs: list[Output]
-    ) -> int: ...
+    ) -> int:
+        """Score and learn the labeled events ``records[at:]`` starts with (at most
+        ``limit``) as the record loop would; return how many (0: the loop takes the next
+        one itself)."""
+        ...
 
 
 class _PerEvent:
     """Score and learn each event as it comes; the detectors (and the policy after them)
     look at every check boundary, so a drift is acted on at the same event however the
     stream was cut into batches."""
-
-    runs = True
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -844,8 +839,12 @@ class _PerEvent:
     def finish(self, outputs: list[Output]) -> None:
         pass
 
-    def take_run(self, records: list, at: int, limit: int, outputs: list) -> int:
-        return 0  # runs go through Engine._learn_run
+    def take_run(
+        self, records: list[Event | Rejection], at: int, limit: int, outputs: list[Output]
+    ) -> int:
+        engine = self.engine
+        run = engine._labeled_run(records, at, limit)
+        return engine._learn_run(run, outputs) if run else 0
 
 
 class _MiniBatch:
@@ -857,8 +856,6 @@ class _MiniBatch:
     check led to). River's batch methods cannot skip a missing cell as the per-event ones
     do, so a row with a missing value is scored and learned per event instead.
     """
-
-    runs = False
 
     def __init__(self, engine: Engine, records: list[Event | Rejection]) -> None:
         self.engine = engine
@@ -873,6 +870,10 @@ class _MiniBatch:
             and (r.label is None or engine._accepts_label(r.label))
         ]
         self.scored = 0  # feature events scored so far: the next one's row is this
+        # Each scored row's probabilities and best class, set with the mask `complete` by
+        # the same _score_from (a row marked complete has them).
+        self.probas: list[dict[Any, float]] = []
+        self.best: list[Any] = []
         self._score_from(0)
         self._begin_segment()
 
@@ -924,22 +925,15 @@ class _MiniBatch:
         """Take the feature events ``records[at:]`` starts with (at most ``limit``) that
         carry a label the model takes and were scored at once: each one's prediction,
         outcome and closed id, and its row queued for learning, exactly as the record
-        loop's careful path does them one call at a time (about 1 us an event less, a
-        tenth of mini-batch mode's own cost). Returns how many; 0 leaves ``records[at]``
-        to the careful path, as does anything the policy must see row by row."""
+        loop's careful path does them, without its per-event dispatch through the step.
+        Returns how many; 0 leaves ``records[at]`` to the careful path, as does anything
+        the policy must see row by row."""
         if self.track or not self.complete:
             return 0
         engine = self.engine
         accepts, binary = engine._accepts_label, engine._binary
-        emit, close = engine._emit_prediction, engine.join.close
-        counters = engine.counters
-        outcomes = engine._seen.outcomes if engine.drift is not None else None
-        # Set with the mask, by the same _score_from: a row marked complete has them.
-        complete, probas, best = (
-            self.complete,
-            getattr(self, "probas", None),
-            getattr(self, "best", None),
-        )
+        emit, account = engine._emit_prediction, engine._account_own_label
+        complete, probas, best = self.complete, self.probas, self.best
         batch_rows, batch_labels, learned = self.batch_rows, self.batch_labels, self.learned
         first = k = self.scored - self.first
         stop = min(len(records), at + limit)
@@ -947,16 +941,8 @@ class _MiniBatch:
             event = records[i]
             if not (_labeled_for_the_model(event, accepts) and complete[k]):
                 break
-            given = event.label
-            label = bool(given) if binary else given
-            prediction = emit(event, probas[k], outputs, best[k])
-            # Engine._record_outcome, then the id closed (Engine._account_own_label)
-            counters.labeled += 1
-            right = prediction == given
-            counters.correct += right
-            if outcomes is not None:
-                outcomes.append((counters.feature_events, given, int(right)))
-            close(event.id, Reason.DUPLICATE_LABEL)
+            label = bool(event.label) if binary else event.label
+            account(event, emit(event, probas[k], outputs, best[k]))
             batch_rows.append(k)
             batch_labels.append(label)
             learned.append((event.features, label))
