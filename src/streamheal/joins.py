@@ -412,7 +412,6 @@ class LabelJoin:
         for event_id, (reason, _) in self.closed.items():
             self.closed[event_id] = (reason, seq)
             seq += 1
-        self._closed_tail = None  # read under the old numbers
         self.seq = seq
         self._stale = False
         self._left = []
@@ -421,7 +420,9 @@ class LabelJoin:
         self._reseal_pending()
         closed_log = self._logs[1]
         closed_log.sealed = []
+        self._closed_tail = None  # read under the old numbers
         ids, seqs, reasons = self._closed_since(first_closed)
+        self._closed_tail = None  # every live id, sealed: nothing for the next checkpoint
         for first in range(0, len(ids), SEGMENT_CHANGES):
             last = first + SEGMENT_CHANGES
             part = (ids[first:last], seqs[first:last], reasons[first:last])

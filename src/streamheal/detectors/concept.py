@@ -54,7 +54,6 @@ class ErrorMonitor(Stateful):
         events (so a firing is dated by its own event, however the stream was cut)."""
         detector, falls = self.detector, self.falls
         warns = hasattr(detector, "warning_detected")
-        window, recent = self.window, self.recent
         # The windows take the chunk at once, after it; a firing (rare) reads them as they
         # would have stood at its own error (see _windows_at).
         for i, (error, at) in enumerate(zip(errors, learned_at, strict=True)):
@@ -69,21 +68,19 @@ class ErrorMonitor(Stateful):
             if warns and detector.warning_detected:
                 self.warned = True
             if detector.drift_detected:  # rare: the window sums are taken only here
-                long, short = self._windows_at((list(window), list(recent)), errors[: i + 1])
+                long, short = self._windows_at(errors[: i + 1])
                 before = sum(long) / len(long)
                 if sum(short) / len(short) > before:  # a rise, not an improvement
                     self.fired_at = at
                     self.error_before = before
-        window.extend(errors)
-        recent.extend(errors)
+        self.window.extend(errors)
+        self.recent.extend(errors)
 
-    def _windows_at(
-        self, kept: tuple[list[int], list[int]], seen: list[int]
-    ) -> tuple[list[int], list[int]]:
-        """The long and the recent window as they stood after the errors ``seen`` of a
-        chunk (``kept``: both windows before the chunk)."""
-        long, short = kept
-        return (long + seen)[-self.window.maxlen :], (short + seen)[-self.recent.maxlen :]
+    def _windows_at(self, seen: list[int]) -> tuple[list[int], list[int]]:
+        """The long and the recent window as they stand after the errors ``seen`` of the
+        chunk being observed (the windows take the chunk only after it)."""
+        window, recent = self.window, self.recent
+        return (list(window) + seen)[-window.maxlen :], (list(recent) + seen)[-recent.maxlen :]
 
     def watch_falls(self, on: bool) -> None:
         """Start (a settled model) or stop (a new, young model) watching for falls."""
