@@ -466,6 +466,16 @@ def streams_that_fire_and_resolve() -> list[list[Event]]:
     ]
 
 
+def drifts_through(config: Config, events: list[Event]) -> tuple[list[dict], Engine]:
+    """The drifts a fresh Engine declares and resolves on ``events`` (batches of 700), as
+    dicts, and the Engine after them."""
+    engine = Engine(config)
+    found = []
+    for i in range(0, len(events), 700):
+        found += [o for o in engine.process(events[i : i + 700]) if isinstance(o, Drift)]
+    return [vars(d) for d in found], engine
+
+
 @pytest.mark.parametrize("mode", ["per_event", "mini_batch"])
 def test_a_quiet_check_ends_as_the_full_check_would(
     mode: str, monkeypatch: pytest.MonkeyPatch
@@ -482,11 +492,8 @@ def test_a_quiet_check_ends_as_the_full_check_would(
         return taken[-1]
 
     def run(events: list[Event]) -> tuple[list, bytes]:
-        engine = Engine(config)
-        found = []
-        for i in range(0, len(events), 700):
-            found += [o for o in engine.process(events[i : i + 700]) if isinstance(o, Drift)]
-        return [vars(d) for d in found], pickle.dumps(engine.drift.alarms)
+        drifts, engine = drifts_through(config, events)
+        return drifts, pickle.dumps(engine.drift.alarms)
 
     for events in streams:
         monkeypatch.setattr(DriftSuite, "_quiet_check", counted)
@@ -533,11 +540,8 @@ def test_alarms_at_rest_are_forgotten_without_changing_a_drift(
     config = Config().replace(engine={"mode": mode})
 
     def run(events: list[Event]) -> tuple[list, int]:
-        engine = Engine(config)
-        found = []
-        for i in range(0, len(events), 700):
-            found += [o for o in engine.process(events[i : i + 700]) if isinstance(o, Drift)]
-        return [vars(d) for d in found], len(engine.drift.alarms)
+        drifts, engine = drifts_through(config, events)
+        return drifts, len(engine.drift.alarms)
 
     for events in streams:
         forgetting, few = run(events)
