@@ -107,6 +107,27 @@ def test_closed_ids_stay_out_of_the_collectors_scans_and_enum_reasons_still_load
         assert restored.take("c3", 1.0) is Reason.DUPLICATE_LABEL
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    before=st.lists(st.sampled_from("abcdefgh"), max_size=8),
+    run=st.lists(st.sampled_from("abcdefghij"), max_size=12),
+    bound=st.integers(1, 6),
+)
+def test_closing_a_run_at_once_is_closing_it_id_by_id(
+    before: list[str], run: list[str], bound: int
+) -> None:
+    # A run's ids, some already closed, some twice in the run, past the bound or not.
+    one_by_one, at_once = (LabelJoin(bound, 1 << 20, 60.0) for _ in range(2))
+    for join in (one_by_one, at_once):
+        for event_id in before:
+            join.close(event_id, Reason.EXPIRED_LABEL_ID)
+    for event_id in run:
+        one_by_one.close(event_id, Reason.DUPLICATE_LABEL)
+    at_once.close_all(run, Reason.DUPLICATE_LABEL)
+    assert list(at_once.closed.items()) == list(one_by_one.closed.items())
+    assert at_once.seq == one_by_one.seq
+
+
 def test_a_tail_read_before_its_ids_were_closed_again_or_forgotten_restores_the_join() -> None:
     # Checkpoints read the closed ids' tail incrementally (LabelJoin._closed_since): ids
     # closed again, or forgotten for space, after a checkpoint read them stay in it.

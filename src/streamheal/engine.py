@@ -25,6 +25,7 @@ import copy
 import dataclasses
 import functools
 import io
+import itertools
 import math
 import pickle
 from collections import Counter
@@ -622,19 +623,19 @@ class Engine:
                     check_last = True  # a good state to keep, or one to restore
                     break
                 watch.since_good += 1
+        taken = run[: len(answers)]
+        self._emit_own_labeled(
+            taken, [_on_the_wire(p) for p in answers] if binary else answers, None, outputs
+        )
         policy = self.policy
         recent = policy.recent if policy is not None else None
-        last = len(answers) - 1
-        for i, proba in enumerate(answers):
-            event = run[i]
-            prediction = self._emit_prediction(
-                event, _on_the_wire(proba) if binary else proba, outputs
-            )
-            self._account_own_label(event, prediction)
-            if i == last and check_last:
-                self._check_model()
+        kept = zip([event.features for event in taken], labels, strict=True)
+        if check_last:  # after the last event's prediction, before it is kept
             if recent is not None:
-                recent.append((event.features, labels[i]))
+                recent.extend(itertools.islice(kept, len(taken) - 1))
+            self._check_model()
+        if recent is not None:
+            recent.extend(kept)
         return len(answers)
 
     # ---------------------------------------------------------------- mini batch
@@ -664,10 +665,7 @@ class Engine:
             # Only names the guard admitted get their own counter: the Counter stays bounded.
             counters.missing[name if name in self.guard.features else OTHER_FEATURES] += 1
         if prediction is None and proba:
-            if self._binary:  # ties go to 0, as max() over {0: p, 1: q} would
-                prediction = 1 if proba[1] > proba[0] else 0
-            else:
-                prediction = max(proba, key=proba.__getitem__)
+            prediction = _best_class(proba, self._binary)
         if self.drift is not None:
             seen = self._seen
             seen.rows.append(event.features)
@@ -687,6 +685,58 @@ class Engine:
             )
         )
         return prediction
+
+    def _emit_own_labeled(
+        self,
+        events: list[Event],
+        probas: list[dict[Any, float]],
+        best: list[Any] | None,
+        outputs: list[Output],
+    ) -> None:
+        """:meth:`_emit_prediction` then :meth:`_account_own_label` for each of ``events``
+        (feature events carrying a label the model takes, scored as ``probas``, their best
+        classes ``best`` or None to pick them), in one pass: the same records, counts,
+        outcomes and closed ids, without two calls and their lookups per event."""
+        counters = self.counters
+        index, right_total = counters.feature_events, 0
+        version, binary = self.model_version, self._binary
+        tally, admitted = counters.missing, self.guard.features
+        watched = self.drift is not None
+        top: list[float] = []
+        predicted: list[Any] = []
+        outcomes: list[tuple[int, Any, int]] = []
+        append = outputs.append
+        for event, proba, prediction in zip(
+            events, probas, best if best is not None else itertools.repeat(None), strict=False
+        ):
+            for name in event.missing:
+                tally[name if name in admitted else OTHER_FEATURES] += 1
+            if prediction is None and proba:
+                prediction = _best_class(proba, binary)
+            append(
+                Prediction(
+                    event.id, event.ts, index, prediction, proba, version, event.source,
+                    event.missing,
+                )
+            )  # fmt: skip
+            index += 1
+            right = prediction == event.label
+            right_total += right
+            if watched:
+                top.append(proba[prediction] if proba else 0.0)
+                predicted.append(prediction)
+                outcomes.append((index, event.label, int(right)))
+        counters.labeled += index - counters.feature_events
+        counters.feature_events = index
+        counters.correct += right_total
+        if watched:
+            seen = self._seen
+            seen.rows += [event.features for event in events]
+            seen.top += top
+            seen.predicted += predicted
+            seen.offsets += [event.source.offset for event in events]
+            seen.outcomes += outcomes
+        self.join.close_all([event.id for event in events], Reason.DUPLICATE_LABEL)
 
     def _account_own_label(self, event: Event, prediction: Any) -> bool:
         right = self._record_outcome(prediction, event.label)
@@ -749,6 +799,12 @@ class Engine:
     def _pass_rejection(self, rejection: Rejection, outputs: list[Output]) -> None:
         self.counters.dead_lettered[rejection.reason] += 1
         outputs.append(rejection)
+
+
+def _best_class(proba: dict[Any, float], binary: bool) -> Any:
+    if binary:  # ties go to 0, as max() over {0: p, 1: q} would
+        return 1 if proba[1] > proba[0] else 0
+    return max(proba, key=proba.__getitem__)
 
 
 def _on_the_wire(proba: dict[Any, float]) -> dict[Any, float]:
@@ -931,22 +987,21 @@ class _MiniBatch:
         if self.track or not self.complete:
             return 0
         engine = self.engine
-        accepts, binary = engine._accepts_label, engine._binary
-        emit, account = engine._emit_prediction, engine._account_own_label
-        complete, probas, best = self.complete, self.probas, self.best
-        batch_rows, batch_labels, learned = self.batch_rows, self.batch_labels, self.learned
+        accepts, complete = engine._accepts_label, self.complete
         first = k = self.scored - self.first
+        end = at
         stop = min(len(records), at + limit)
-        for i in range(at, stop):
-            event = records[i]
-            if not (_labeled_for_the_model(event, accepts) and complete[k]):
-                break
-            label = bool(event.label) if binary else event.label
-            account(event, emit(event, probas[k], outputs, best[k]))
-            batch_rows.append(k)
-            batch_labels.append(label)
-            learned.append((event.features, label))
+        while end < stop and _labeled_for_the_model(records[end], accepts) and complete[k]:
+            end += 1
             k += 1
+        if k == first:
+            return 0
+        run: list[Event] = records[at:end]  # type: ignore[assignment]
+        engine._emit_own_labeled(run, self.probas[first:k], self.best[first:k], outputs)
+        labels = [bool(e.label) for e in run] if engine._binary else [e.label for e in run]
+        self.batch_rows += range(first, k)
+        self.batch_labels += labels
+        self.learned += zip([e.features for e in run], labels, strict=True)
         self.scored += k - first
         return k - first
 

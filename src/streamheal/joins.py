@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 from array import array
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -221,6 +221,20 @@ class LabelJoin:
         closed[event_id] = (reason._value_, self.seq)  # .value is a slow property
         self.seq += 1
         if len(closed) > self.max_entries:
+            closed.popitem(last=False)
+
+    def close_all(self, event_ids: Iterable[str], reason: Reason) -> None:
+        """:meth:`close` for each of ``event_ids`` in order, in one call (a run of feature
+        events that carried their own labels). The ids beyond the bound leave at the end
+        instead of one per close: either way the newest ``max_entries`` stay, in order."""
+        closed, value, seq = self.closed, reason._value_, self.seq
+        pop = closed.pop
+        for event_id in event_ids:
+            pop(event_id, None)  # re-insert at the young end
+            closed[event_id] = (value, seq)
+            seq += 1
+        self.seq = seq
+        for _ in range(len(closed) - self.max_entries):
             closed.popitem(last=False)
 
     def state(self) -> dict[str, Any]:
