@@ -95,6 +95,47 @@ def test_a_block_holds_exactly_the_numbers_the_careful_encoding_reads(rows) -> N
     ]
 
 
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(
+    size=st.integers(1, 12),
+    asks=st.lists(
+        st.tuples(
+            st.sampled_from(["next", "head", "reversed", "copy"]),
+            st.integers(0, 12),
+            st.permutations(["a", "b", "c"]),
+            st.integers(1, 3),
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+)
+def test_a_block_takes_any_rows_in_any_order_and_gives_a_copy(size, asks) -> None:
+    # Runs (found fast: from where the last ask ended, or from the first row), rows out
+    # of order, and rows that are not the block's (equal dicts), one ask after another.
+    rows = [{"a": float(i), "b": -2.0 * i, "c": i % 3} for i in range(size)]
+    block = FeatureBlock.of(rows)
+    end = 0
+    for kind, count, names, width in asks:
+        if kind == "next":
+            picked = rows[end : end + count]
+            end = min(end + count, size) if picked else end
+        elif kind == "head":
+            picked = rows[:count]
+            end = min(count, size)
+        elif kind == "reversed":
+            picked = rows[:count][::-1]
+        else:
+            picked = [dict(r) for r in rows[:count]]
+        names = names[:width]
+        taken = block.take(picked, names)
+        if kind == "copy" and picked:
+            assert taken is None
+            continue
+        assert taken.tolist() == [[float(r[n]) for n in names] for r in picked]
+        taken[...] = np.nan  # the caller's own copy
+        assert not np.isnan(block.matrix).any()
+
+
 @settings(
     max_examples=150,
     deadline=None,

@@ -41,7 +41,7 @@ class FeatureBlock:
     is not in the block, and whoever asks for it takes the careful path.
     """
 
-    __slots__ = ("_index", "_rows", "_where", "matrix", "names")
+    __slots__ = ("_index", "_next", "_rows", "_where", "matrix", "names")
 
     def __init__(
         self, names: tuple[str, ...], matrix: np.ndarray, rows: Sequence[dict[str, Any]]
@@ -49,7 +49,8 @@ class FeatureBlock:
         self.names = names
         self.matrix = matrix
         self._rows = rows  # kept alive, so the identities in _where stay theirs
-        self._where: dict[int, int] | None = None
+        self._where: dict[int, int] | None = None  # made on the first ask that is no run
+        self._next = 0  # where the last run taken ended (see _run_of)
         self._index: dict[str, int] | None = None  # column of each name, made on first need
 
     @classmethod
@@ -87,15 +88,18 @@ class FeatureBlock:
     def take(self, rows: Sequence[dict[str, Any]], names: Sequence[str]) -> np.ndarray | None:
         """The matrix of ``rows`` (each one of this block's rows), columns ``names`` (a
         copy); None if a row or a name is not in the block."""
-        if self._where is None:
-            self._where = {id(row): i for i, row in enumerate(self._rows)}
-        where = self._where
-        try:
-            positions = np.fromiter((where[id(row)] for row in rows), np.intp, len(rows))
-        except KeyError:
-            return None
+        positions = self._run_of(rows)
+        if positions is None:
+            if self._where is None:
+                self._where = {id(row): i for i, row in enumerate(self._rows)}
+            where = self._where
+            try:
+                positions = np.fromiter((where[id(row)] for row in rows), np.intp, len(rows))
+            except KeyError:
+                return None
         if tuple(names) == self.names:
-            return self.matrix[positions]
+            matrix = self.matrix[positions]
+            return matrix.copy() if type(positions) is slice else matrix
         if self._index is None:
             self._index = {name: j for j, name in enumerate(self.names)}
         index = self._index
@@ -103,7 +107,26 @@ class FeatureBlock:
             columns = [index[name] for name in names]
         except KeyError:
             return None
+        if type(positions) is slice:
+            return self.matrix[positions][:, columns]  # a copy: columns by index
         return self.matrix[np.ix_(positions, columns)]
+
+    def _run_of(self, rows: Sequence[dict[str, Any]]) -> slice | None:
+        """Where ``rows`` lie as one run of this block's rows (the common ask: the batch's
+        rows from some point on, chunk after chunk), or None. The run is searched where
+        the last one ended, then at the start; ``operator.is_`` over the two lists runs
+        in C, against a dict lookup per row."""
+        own, count = self._rows, len(rows)
+        for start in (self._next, 0):
+            if (
+                count
+                and start + count <= len(own)
+                and rows[0] is own[start]
+                and all(map(operator.is_, rows, own[start : start + count]))
+            ):
+                self._next = start + count
+                return slice(start, start + count)
+        return None
 
     def rows_within(
         self, names: Sequence[str], lows: Sequence[float], highs: Sequence[float]
