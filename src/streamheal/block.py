@@ -41,14 +41,17 @@ class FeatureBlock:
     is not in the block, and whoever asks for it takes the careful path.
     """
 
-    __slots__ = ("_index", "_next", "_rows", "_where", "matrix", "names")
+    __slots__ = ("_index", "_next", "_where", "matrix", "memo", "names", "rows")
 
     def __init__(
         self, names: tuple[str, ...], matrix: np.ndarray, rows: Sequence[dict[str, Any]]
     ) -> None:
         self.names = names
         self.matrix = matrix
-        self._rows = rows  # kept alive, so the identities in _where stay theirs
+        self.rows = rows  # kept alive, so the identities in _where stay theirs
+        # What a reader derived from the whole block, keyed by reader (it lives as long as
+        # the block: one batch).
+        self.memo: dict[str, Any] = {}
         self._where: dict[int, int] | None = None  # made on the first ask that is no run
         self._next = 0  # where the last run taken ended (see _run_of)
         self._index: dict[str, int] | None = None  # column of each name, made on first need
@@ -88,10 +91,10 @@ class FeatureBlock:
     def take(self, rows: Sequence[dict[str, Any]], names: Sequence[str]) -> np.ndarray | None:
         """The matrix of ``rows`` (each one of this block's rows), columns ``names`` (a
         copy); None if a row or a name is not in the block."""
-        positions = self._run_of(rows)
+        positions = self.run_of(rows)
         if positions is None:
             if self._where is None:
-                self._where = {id(row): i for i, row in enumerate(self._rows)}
+                self._where = {id(row): i for i, row in enumerate(self.rows)}
             where = self._where
             try:
                 positions = np.fromiter((where[id(row)] for row in rows), np.intp, len(rows))
@@ -111,12 +114,24 @@ class FeatureBlock:
             return self.matrix[positions][:, columns]  # a copy: columns by index
         return self.matrix[np.ix_(positions, columns)]
 
-    def _run_of(self, rows: Sequence[dict[str, Any]]) -> slice | None:
+    def columns(self, names: Sequence[str]) -> np.ndarray | None:
+        """The whole matrix with columns ``names`` (the block's own array when they are its
+        names: read it, do not write it); None if a name is not in the block."""
+        if tuple(names) == self.names:
+            return self.matrix
+        if self._index is None:
+            self._index = {name: j for j, name in enumerate(self.names)}
+        try:
+            return self.matrix[:, [self._index[name] for name in names]]
+        except KeyError:
+            return None
+
+    def run_of(self, rows: Sequence[dict[str, Any]]) -> slice | None:
         """Where ``rows`` lie as one run of this block's rows (the common ask: the batch's
         rows from some point on, chunk after chunk), or None. The run is searched where
         the last one ended, then at the start; ``operator.is_`` over the two lists runs
         in C, against a dict lookup per row."""
-        own, count = self._rows, len(rows)
+        own, count = self.rows, len(rows)
         for start in (self._next, 0):
             if (
                 count

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from streamheal.block import FeatureBlock
 from streamheal.config import DetectorsConfig
 from streamheal.detectors import stats
@@ -190,12 +192,7 @@ class DriftSuite(Stateful):
                         self.reference_slides += 1
             elif chunk:
                 if encoded is None:  # encode the rest of the batch once, then slice it
-                    rest = rows[start:]
-                    numeric = None
-                    if seen.block is not None:
-                        names = self.covariate.reference.numeric_names
-                        numeric = seen.block.take(rest, names)
-                    matrix, scores, codes = self.covariate.encode(rest, numeric)
+                    matrix, scores, codes = self._encode(rows[start:], seen.block)
                     self.covariate.begin(scores, self.index)
                     encoded = (start, matrix, codes)
                 at = start - encoded[0]
@@ -234,6 +231,25 @@ class DriftSuite(Stateful):
             if not chunk and o >= len(outcomes):
                 break
         return drifts
+
+    def _encode(
+        self, rows: list[dict[str, Any]], block: FeatureBlock | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`CovariateMonitor.encode` of ``rows``. Rows that are a run of the batch's
+        ``block`` (per-event mode observes a batch check by check, a run at a time) are
+        sliced from the whole block's encoding, made once per batch and monitor."""
+        covariate = self.covariate
+        if block is None:
+            return covariate.encode(rows)
+        run = block.run_of(rows)
+        if run is None:
+            return covariate.encode(rows, block.take(rows, covariate.reference.numeric_names))
+        encoded = block.memo.get("covariate")
+        if encoded is None or encoded[0] is not covariate:
+            numeric = block.columns(covariate.reference.numeric_names)
+            encoded = block.memo["covariate"] = (covariate, *covariate.encode(block.rows, numeric))
+        _, matrix, scores, codes = encoded
+        return matrix[run], scores[run], codes[run]
 
     def profile(self) -> dict[str, Any] | None:
         """The reference as JSON, for ``detectors.reference_profile`` (None while warming up)."""
