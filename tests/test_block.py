@@ -262,6 +262,48 @@ def test_the_engine_gives_the_same_outputs_with_and_without_the_matrix(monkeypat
         assert _outputs(events, mode) == expected, mode
 
 
+@pytest.mark.parametrize("label_delay, size", [(0, 700), (20, 2000)])
+def test_the_suite_reads_the_same_covariate_scores_from_the_block(monkeypatch, label_delay, size):
+    # Clean numbers, so every batch has its matrix, a drift, and a bad label now and then
+    # (its row is in the block but never observed: the checks around it are no run). The
+    # detectors' state must match the careful encoding's after every batch, not only the
+    # records (a stationary stretch writes none). The reference rolls on at the drift, so
+    # a new covariate monitor starts mid-batch and must not read the old one's encoding.
+    from streamheal.scenarios import breast_cancer
+
+    scenario = breast_cancer(events=6000, seed=2, label_delay=label_delay, drift_at=3000)
+    events = [
+        Event(e["id"], e["ts"], e.get("features"), 7 if i % 301 == 5 else e.get("label"), (),
+              Source("t", 0, i), b"x")
+        for i, e in enumerate(scenario.events)
+    ]  # fmt: skip
+
+    class NoBlock(FeatureBlock):
+        @classmethod
+        def of(cls, rows):  # type: ignore[override]
+            return None
+
+    for mode in ("per_event", "mini_batch"):
+        config = Config().replace(
+            engine={"mode": mode}, detectors={"roll_reference_on_drift": True}
+        )
+        engines = [Engine(config) for _ in range(2)]
+        monitors = set()
+        for start in range(0, len(events), size):
+            batch = events[start : start + size]
+            with monkeypatch.context() as patched:
+                patched.setattr(engine_module, "FeatureBlock", NoBlock)
+                careful = [repr(o) for o in engines[1].process(batch)]
+            assert [repr(o) for o in engines[0].process(batch)] == careful, (mode, start)
+            a, b = (engine.drift.covariate for engine in engines)
+            monitors.add(id(a))
+            if a is not None:
+                for name in ("upper", "lower", "peak", "total"):
+                    np.testing.assert_array_equal(getattr(a.cusum, name), getattr(b.cusum, name))
+                np.testing.assert_array_equal(a.numeric_window, b.numeric_window)
+        assert len(monitors - {id(None)}) >= 2  # the reference rolled on
+
+
 @settings(max_examples=60, deadline=None, derandomize=True)
 @given(
     st.lists(st.lists(st.floats(-1e6, 1e6), min_size=3, max_size=3), min_size=1, max_size=30),

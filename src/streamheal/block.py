@@ -93,9 +93,7 @@ class FeatureBlock:
         copy); None if a row or a name is not in the block."""
         positions = self.run_of(rows)
         if positions is None:
-            if self._where is None:
-                self._where = {id(row): i for i, row in enumerate(self.rows)}
-            where = self._where
+            where = self._positions()
             try:
                 positions = np.fromiter((where[id(row)] for row in rows), np.intp, len(rows))
             except KeyError:
@@ -128,20 +126,34 @@ class FeatureBlock:
 
     def run_of(self, rows: Sequence[dict[str, Any]]) -> slice | None:
         """Where ``rows`` lie as one run of this block's rows (the common ask: the batch's
-        rows from some point on, chunk after chunk), or None. The run is searched where
-        the last one ended, then at the start; ``operator.is_`` over the two lists runs
-        in C, against a dict lookup per row."""
+        rows from some point on, chunk after chunk), or None. The run is looked for where
+        the last one ended, then at the start, then where its first row is; the rows are
+        checked with ``operator.is_`` over the two lists, in C, against a dict lookup
+        per row."""
         own, count = self.rows, len(rows)
-        for start in (self._next, 0):
-            if (
-                count
-                and start + count <= len(own)
-                and rows[0] is own[start]
-                and all(map(operator.is_, rows, own[start : start + count]))
-            ):
-                self._next = start + count
-                return slice(start, start + count)
+        if not count:
+            return None
+        first, hint = rows[0], self._next
+        if hint < len(own) and own[hint] is first:
+            start = hint
+        elif own[0] is first:
+            start = 0
+        else:
+            start = self._positions().get(id(first), -1)
+        if (
+            start >= 0
+            and start + count <= len(own)
+            and all(map(operator.is_, rows, own[start : start + count]))
+        ):
+            self._next = start + count
+            return slice(start, start + count)
         return None
+
+    def _positions(self) -> dict[int, int]:
+        """Each row's position, by the row's identity (made on first need)."""
+        if self._where is None:
+            self._where = {id(row): i for i, row in enumerate(self.rows)}
+        return self._where
 
     def rows_within(
         self, names: Sequence[str], lows: Sequence[float], highs: Sequence[float]
