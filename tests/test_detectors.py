@@ -3,6 +3,7 @@ with a known change point, silence on stationary streams, robustness, checkpoint
 
 from __future__ import annotations
 
+import itertools
 import math
 import pickle
 from collections.abc import Iterator
@@ -604,6 +605,39 @@ def test_the_error_monitor_reads_the_same_whatever_the_chunks(name: str) -> None
     one_by_one = readings(1)
     assert any(fired for fired, _ in one_by_one[::2]) and any(f for f, _ in one_by_one[1::2])
     assert readings(100) == one_by_one == readings(7)
+
+
+def test_the_error_monitor_reads_river_adwins_windows_as_their_own_methods_would(
+    monkeypatch,
+) -> None:
+    # The default detectors' fast path (their windows read directly) against River's
+    # ADWIN methods: every rise, fall, start of the fall watch, and window, chunk by chunk.
+    from streamheal.detectors import concept
+
+    rng = np.random.default_rng(5)
+    rates = np.r_[np.full(2000, 0.1), np.full(2000, 0.5), np.full(2000, 0.05), np.full(2000, 0.3)]
+    errors = (rng.random(len(rates)) < rates).astype(int).tolist()
+    cuts = np.cumsum(rng.integers(1, 150, size=len(errors)))
+    cuts = [0, *cuts[cuts < len(errors)].tolist(), len(errors)]
+
+    def readings() -> list[tuple]:
+        monitor = ErrorMonitor("adwin", 0.002, 300)
+        seen = []
+        for start, end in itertools.pairwise(cuts):
+            monitor.watch_falls(start >= 2500)
+            monitor.observe(errors[start:end], list(range(start, end)))
+            windows = [(d.width, d.total) for d in (monitor.detector, monitor.falls) if d]
+            seen.append((start, monitor.fired_at, monitor.error_before, windows))
+            seen.append((start, monitor.fell_at, monitor.error_before_fall))
+            seen.append([repr(e) for e in monitor.evidence(True, True)])
+        return seen
+
+    fast = readings()
+    assert concept._bare_adwin(ErrorMonitor("adwin", 0.002, 300).detector)
+    monkeypatch.setattr(concept, "_bare_adwin", lambda detector: False)
+    careful = readings()
+    assert any(r[1] for r in careful[::3]) and any(r[1] for r in careful[1::3])
+    assert fast == careful
 
 
 @pytest.mark.parametrize("name", ["adwin", "page_hinkley", "ddm", "hddm_a"])

@@ -33,6 +33,12 @@ def build_detector(name: str, delta: float) -> drift.base.DriftDetector:
 MIN_FALL = 0.01  # a fall of the error rate smaller than this is not worth a record
 
 
+def _bare_adwin(detector: drift.base.DriftDetector) -> bool:
+    """River's own ADWIN with the window its methods wrap (checked, not assumed: the
+    fast path reads it directly, and a River that changed it takes the careful one)."""
+    return type(detector) is drift.ADWIN and hasattr(detector, "_helper")
+
+
 class ErrorMonitor(Stateful):
     RECENT = 50  # errors compared with the longer window when a detector fires
 
@@ -52,29 +58,73 @@ class ErrorMonitor(Stateful):
     def observe(self, errors: list[int], learned_at: list[int]) -> None:
         """``errors[i]`` is 1 for a wrong prediction, learned after ``learned_at[i]`` feature
         events (so a firing is dated by its own event, however the stream was cut)."""
-        detector, falls = self.detector, self.falls
-        warns = hasattr(detector, "warning_detected")
         # The windows take the chunk at once, after it; a firing (rare) reads them as they
         # would have stood at its own error (see _windows_at).
+        if _bare_adwin(self.detector) and (self.falls is None or _bare_adwin(self.falls)):
+            self._observe_adwins(errors, learned_at)
+        else:
+            self._observe_any(errors, learned_at)
+        self.window.extend(errors)
+        self.recent.extend(errors)
+
+    def _observe_any(self, errors: list[int], learned_at: list[int]) -> None:
+        detector, falls = self.detector, self.falls
+        warns = hasattr(detector, "warning_detected")
         for i, (error, at) in enumerate(zip(errors, learned_at, strict=True)):
             detector.update(error)
             if falls is not None:
                 width = falls.width  # falls.estimation, with one property call less
                 before = falls.total / width if width else 0.0
                 falls.update(error)
-                if falls.drift_detected and falls.estimation < before - MIN_FALL:
-                    self.fell_at = at
-                    self.error_before_fall = before
+                if falls.drift_detected:
+                    self._fell(falls.estimation, before, at)
             if warns and detector.warning_detected:
                 self.warned = True
-            if detector.drift_detected:  # rare: the window sums are taken only here
-                long, short = self._windows_at(errors[: i + 1])
-                before = sum(long) / len(long)
-                if sum(short) / len(short) > before:  # a rise, not an improvement
-                    self.fired_at = at
-                    self.error_before = before
-        self.window.extend(errors)
-        self.recent.extend(errors)
+            if detector.drift_detected:
+                self._rose(errors[: i + 1], at)
+
+    def _observe_adwins(self, errors: list[int], learned_at: list[int]) -> None:
+        """:meth:`_observe_any` for River's ADWINs (the default), on their windows directly:
+        ``ADWIN.update`` and the properties read around it wrap one call of its window
+        each, and cost about as much as the window's own work, twice per label. What
+        ``ADWIN.update`` does besides is done here: after a detection, the next update
+        starts a new window."""
+        detector, falls = self.detector, self.falls
+        window = detector._helper
+        fall_window = falls._helper if falls is not None else None
+        for i, (error, at) in enumerate(zip(errors, learned_at, strict=True)):
+            if detector._drift_detected:
+                detector._reset()
+                window = detector._helper
+            detector._drift_detected = window.update(error)
+            if fall_window is not None:
+                if falls._drift_detected:
+                    falls._reset()
+                    fall_window = falls._helper
+                width = fall_window.get_width()
+                before = fall_window.get_total() / width if width else 0.0
+                falls._drift_detected = fall_window.update(error)
+                if falls._drift_detected:
+                    width = fall_window.get_width()
+                    self._fell(fall_window.get_total() / width if width else 0.0, before, at)
+            if detector._drift_detected:
+                self._rose(errors[: i + 1], at)
+
+    def _fell(self, estimation: float, before: float, at: int) -> None:
+        """The fall detector fired at feature event ``at``: a fall worth a record?"""
+        if estimation < before - MIN_FALL:
+            self.fell_at = at
+            self.error_before_fall = before
+
+    def _rose(self, seen: list[int], at: int) -> None:
+        """The error detector fired at feature event ``at``, after the errors ``seen`` of
+        this chunk (rare: the window sums are taken only here); a rise, not an
+        improvement, is a concept drift."""
+        long, short = self._windows_at(seen)
+        before = sum(long) / len(long)
+        if sum(short) / len(short) > before:
+            self.fired_at = at
+            self.error_before = before
 
     def _windows_at(self, seen: list[int]) -> tuple[list[int], list[int]]:
         """The long and the recent window as they stand after the errors ``seen`` of the
