@@ -144,7 +144,17 @@ class CovariateMonitor(Stateful):
             return bool(level) or ("covariate", signal, feature, detector) in watched
 
         def keep(levels: np.ndarray, detector: str, names: list[str], signal: str) -> list[int]:
-            return [j for j in range(len(names)) if wanted(levels[j], signal, names[j], detector)]
+            """The readings ``wanted``, in order: those not clear, and the watched ones."""
+            if watched is None:
+                return list(range(len(names)))
+            kept = set(np.flatnonzero(levels).tolist())  # CLEAR is 0
+            if watched:
+                kept.update(
+                    j
+                    for j, name in enumerate(names)
+                    if ("covariate", signal, name, detector) in watched
+                )
+            return sorted(kept)
 
         names = ref.numeric_names + ref.categorical_names
         missing = np.concatenate(

@@ -290,6 +290,8 @@ def chi2_2x2_many(
     hits = a_hits + b_hits
     total = a_total + b_total
     misses = total - hits
+    if not hits.any():  # nothing missing on either side (the common case): nothing to test
+        return np.zeros(len(hits)), np.ones(len(hits))
     with np.errstate(divide="ignore", invalid="ignore"):
         numerator = total * (a_hits * (b_total - b_hits) - b_hits * (a_total - a_hits)) ** 2
         statistic = numerator / (a_total * b_total * hits * misses)
