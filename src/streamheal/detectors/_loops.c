@@ -127,118 +127,70 @@ fail_scores:
     return NULL;
 }
 
-/* walk(cumulative, row, state, path, rows, width)
+/* walk_summarize(cumulative, base_row, state, floor, start, count, indices, zeros,
+ *                new_zeros, peaks, end, rows, width)
  *
- *   since = cumulative[row:] - cumulative[row - 1] if row else cumulative[row:]
- *   walk = since + state
- *   floor = minimum(minimum.accumulate(walk, axis=0), 0.0)
- *   path = walk - floor
+ * The CUSUM path of rows start .. start + count - 1, walked from base_row with state,
+ * and its summary, in one pass (cusum.py's numpy path, VectorCusum._walk_from then
+ * advance, computes the same):
+ *
+ *   since = cumulative[i] - cumulative[base_row - 1] if base_row else cumulative[i]
+ *   w = since + state;  floor = running minimum of w from base_row
+ *   path[i] = w - minimum(floor, 0.0)
+ *   touched = where(path <= 0, indices, -1).max(axis=0)   over the rows
+ *   new_zeros = where(touched >= 0, touched + 1, zeros)
+ *   peaks = path.max(axis=0);  end = path[start + count - 1]
+ *
+ * Only the rows asked for are walked, so a batch is walked as far as it is consumed (a
+ * cap or a re-arm mid-batch starts a new walk there). floor carries the running minimum
+ * across calls: read as it stood after row start - 1 (unless start == base_row, where it
+ * starts afresh), left as it stands after the last row.
  */
 static PyObject *
-walk(PyObject *Py_UNUSED(self), PyObject *args)
+walk_summarize(PyObject *Py_UNUSED(self), PyObject *args)
 {
-    PyObject *o_cumulative, *o_state, *o_path;
-    Py_ssize_t row, rows, width;
-    if (!PyArg_ParseTuple(args, "OnOOnn", &o_cumulative, &row, &o_state, &o_path, &rows, &width))
+    PyObject *o_cumulative, *o_state, *o_floor, *o_indices, *o_zeros, *o_touched, *o_peaks,
+        *o_end;
+    Py_ssize_t base_row, start, count, rows, width;
+    if (!PyArg_ParseTuple(args, "OnOOnnOOOOOnn", &o_cumulative, &base_row, &o_state, &o_floor,
+                          &start, &count, &o_indices, &o_zeros, &o_touched, &o_peaks, &o_end,
+                          &rows, &width))
         return NULL;
-    if (row < 0 || row >= rows) {
-        PyErr_SetString(PyExc_ValueError, "walk: row out of range");
-        return NULL;
-    }
-    Py_buffer cumulative, state, path;
-    if (take(o_cumulative, &cumulative, rows * width, 0, 0, "cumulative") < 0)
-        return NULL;
-    if (take(o_state, &state, width, 0, 0, "state") < 0) {
-        PyBuffer_Release(&cumulative);
+    if (base_row < 0 || start < base_row || count < 1 || start + count > rows) {
+        PyErr_SetString(PyExc_ValueError, "walk_summarize: rows out of range");
         return NULL;
     }
-    if (take(o_path, &path, (rows - row) * width, 1, 0, "path") < 0) {
-        PyBuffer_Release(&state);
-        PyBuffer_Release(&cumulative);
+    Py_buffer bufs[8];
+    PyObject *objects[8] = {o_cumulative, o_state, o_floor, o_indices, o_zeros, o_touched, o_peaks, o_end};
+    const Py_ssize_t items[8] = {rows * width, width, width, count, width, width, width, width};
+    const int writable[8] = {0, 0, 1, 0, 0, 1, 1, 1};
+    const int integer[8] = {0, 0, 0, 1, 1, 1, 0, 0};
+    const char *names[8] = {"cumulative", "state", "floor", "indices", "zeros", "new_zeros", "peaks", "end"};
+    int taken = 0;
+    for (; taken < 8; taken++)
+        if (take(objects[taken], &bufs[taken], items[taken], writable[taken], integer[taken],
+                 names[taken]) < 0)
+            break;
+    if (taken < 8) {
+        while (taken--)
+            PyBuffer_Release(&bufs[taken]);
         return NULL;
     }
-    const double *cum = cumulative.buf, *s = state.buf;
-    const double *base = row ? cum + (row - 1) * width : NULL;
-    double *out = path.buf;
-    double *floor = PyMem_Malloc(width * sizeof(double));
-    if (floor == NULL) {
-        PyBuffer_Release(&path);
-        PyBuffer_Release(&state);
-        PyBuffer_Release(&cumulative);
-        return PyErr_NoMemory();
-    }
-    for (Py_ssize_t i = row; i < rows; i++) {
+    const double *cum = bufs[0].buf, *s = bufs[1].buf;
+    double *floor = bufs[2].buf, *peak = bufs[6].buf, *end = bufs[7].buf;
+    const int64_t *idx = bufs[3].buf, *before = bufs[4].buf;
+    int64_t *last = bufs[5].buf;
+    const double *base = base_row ? cum + (base_row - 1) * width : NULL;
+    for (Py_ssize_t i = start; i < start + count; i++) {
         const double *ci = cum + i * width;
-        double *oi = out + (i - row) * width;
+        const Py_ssize_t k = i - start;
         for (Py_ssize_t j = 0; j < width; j++) {
             double since = base ? ci[j] - base[j] : ci[j];
             double w = since + s[j];
-            floor[j] = i == row ? w : nan_min(floor[j], w);
-            oi[j] = w - nan_min(floor[j], 0.0);
-        }
-    }
-    PyMem_Free(floor);
-    PyBuffer_Release(&path);
-    PyBuffer_Release(&state);
-    PyBuffer_Release(&cumulative);
-    Py_RETURN_NONE;
-}
-
-/* summarize(path, start, count, indices, zeros, new_zeros, peaks, rows, width)
- *
- * Over rows start .. start + count - 1 of path (indices: the event index of each of
- * those rows):
- *   touched = where(path <= 0, indices, -1).max(axis=0)
- *   new_zeros = where(touched >= 0, touched + 1, zeros)
- *   peaks = path.max(axis=0)
- */
-static PyObject *
-summarize(PyObject *Py_UNUSED(self), PyObject *args)
-{
-    PyObject *o_path, *o_indices, *o_zeros, *o_touched, *o_peaks;
-    Py_ssize_t start, count, rows, width;
-    if (!PyArg_ParseTuple(args, "OnnOOOOnn", &o_path, &start, &count, &o_indices, &o_zeros,
-                          &o_touched, &o_peaks, &rows, &width))
-        return NULL;
-    if (start < 0 || count < 1 || start + count > rows) {
-        PyErr_SetString(PyExc_ValueError, "summarize: rows out of range");
-        return NULL;
-    }
-    Py_buffer path, indices, zeros, touched, peaks;
-    if (take(o_path, &path, rows * width, 0, 0, "path") < 0)
-        return NULL;
-    if (take(o_indices, &indices, count, 0, 1, "indices") < 0) {
-        PyBuffer_Release(&path);
-        return NULL;
-    }
-    if (take(o_zeros, &zeros, width, 0, 1, "zeros") < 0) {
-        PyBuffer_Release(&indices);
-        PyBuffer_Release(&path);
-        return NULL;
-    }
-    if (take(o_touched, &touched, width, 1, 1, "new_zeros") < 0) {
-        PyBuffer_Release(&zeros);
-        PyBuffer_Release(&indices);
-        PyBuffer_Release(&path);
-        return NULL;
-    }
-    if (take(o_peaks, &peaks, width, 1, 0, "peaks") < 0) {
-        PyBuffer_Release(&touched);
-        PyBuffer_Release(&zeros);
-        PyBuffer_Release(&indices);
-        PyBuffer_Release(&path);
-        return NULL;
-    }
-    const double *p = (const double *)path.buf + start * width;
-    const int64_t *idx = indices.buf;
-    int64_t *last = touched.buf;
-    double *peak = peaks.buf;
-    for (Py_ssize_t i = 0; i < count; i++) {
-        const double *pi = p + i * width;
-        for (Py_ssize_t j = 0; j < width; j++) {
-            double v = pi[j];
-            int64_t at = v <= 0.0 ? idx[i] : -1;
-            if (i == 0) {
+            floor[j] = i == base_row ? w : nan_min(floor[j], w);
+            double v = w - nan_min(floor[j], 0.0);
+            int64_t at = v <= 0.0 ? idx[k] : -1;
+            if (k == 0) {
                 last[j] = at;
                 peak[j] = v;
             } else {
@@ -246,16 +198,14 @@ summarize(PyObject *Py_UNUSED(self), PyObject *args)
                     last[j] = at;
                 peak[j] = nan_max(peak[j], v);
             }
+            if (i == start + count - 1)
+                end[j] = v;
         }
     }
-    const int64_t *before = zeros.buf;
     for (Py_ssize_t j = 0; j < width; j++)
         last[j] = last[j] >= 0 ? last[j] + 1 : before[j];
-    PyBuffer_Release(&peaks);
-    PyBuffer_Release(&touched);
-    PyBuffer_Release(&zeros);
-    PyBuffer_Release(&indices);
-    PyBuffer_Release(&path);
+    for (int b = 7; b >= 0; b--)
+        PyBuffer_Release(&bufs[b]);
     Py_RETURN_NONE;
 }
 
@@ -500,8 +450,7 @@ static PyMethodDef methods[] = {
     {"finite_floats", finite_floats, METH_O, "All values exact floats, finite sum (events.py)."},
     {"fill_rows", fill_rows, METH_VARARGS, "Feature dicts into a float64 matrix (block.py)."},
     {"increments", increments, METH_VARARGS, "A chunk's cumulative CUSUM increments."},
-    {"walk", walk, METH_VARARGS, "The CUSUM path from a row of the cumulative increments."},
-    {"summarize", summarize, METH_VARARGS, "Last zero and peak of each series in a segment."},
+    {"walk_summarize", walk_summarize, METH_VARARGS, "A segment of the CUSUM path, summarized."},
     {"searchsorted_rows", searchsorted_rows, METH_VARARGS, "searchsorted, row by row."},
     {"ks_statistics", ks_statistics, METH_VARARGS, "Two-sample KS statistics of sorted rows."},
     {NULL, NULL, 0, NULL},

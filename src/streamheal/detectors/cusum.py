@@ -187,17 +187,21 @@ class VectorCusum(Stateful):
         m = len(self.upper)
         if batch is None or n == 0:
             return np.zeros(m)
-        at = batch["position"] - batch["path_from"]
-        path = batch["path"]
-        indices = batch["indices"][batch["position"] : batch["position"] + n]
+        position = batch["position"]
+        indices = batch["indices"][position : position + n]
         zeros = np.concatenate([self.zero_upper, self.zero_lower])
-        if compiled is not None:
+        if compiled is not None:  # the path of these rows only (see _walk_from)
             moved = np.empty(2 * m, dtype=np.int64)
-            peaks = np.empty(2 * m)
-            compiled.summarize(path, at, n, indices, zeros, moved, peaks, len(path), 2 * m)
+            peaks, end = np.empty(2 * m), np.empty(2 * m)
+            cumulative = batch["cumulative"]
+            compiled.walk_summarize(
+                cumulative, batch["path_from"], batch["state"], batch["floor"], position, n,
+                indices, zeros, moved, peaks, end, len(cumulative), 2 * m,
+            )  # fmt: skip
             zeros = moved
-            end = path[at + n - 1]
         else:
+            at = position - batch["path_from"]
+            path = batch["path"]
             segment = path[at : at + n]
             touched = np.where(segment <= 0.0, indices, -1).max(axis=0)
             zeros = np.where(touched >= 0, touched + 1, zeros)
@@ -221,15 +225,16 @@ class VectorCusum(Stateful):
         cumulative = batch["cumulative"]
         state = np.concatenate([self.upper, self.lower])
         if compiled is not None:
-            rows, width = cumulative.shape
-            walk = np.empty((rows - row, width))
-            compiled.walk(cumulative, row, state, walk, rows, width)
-        else:
-            since = cumulative[row:] - cumulative[row - 1] if row else cumulative
-            walk = since + state
-            floor = np.minimum.accumulate(walk, axis=0)
-            np.minimum(floor, 0.0, out=floor)
-            walk -= floor
+            # Walked lazily, as far as `advance` consumes it (compiled.walk_summarize): a
+            # cap or a re-arm mid-batch starts a new walk here instead of walking the
+            # rest of the batch again.
+            batch["path_from"], batch["state"], batch["floor"] = row, state, np.empty(len(state))
+            return
+        since = cumulative[row:] - cumulative[row - 1] if row else cumulative
+        walk = since + state
+        floor = np.minimum.accumulate(walk, axis=0)
+        np.minimum(floor, 0.0, out=floor)
+        walk -= floor
         batch["path"] = walk
         batch["path_from"] = row
 
