@@ -57,29 +57,16 @@ class Reference:
         cls, rows: list[dict[str, Any]], max_features: int, max_categories: int, psi_bins: int
     ) -> Reference:
         """Infer the schema from the rows: numbers are numeric, strings categorical."""
-        kinds: dict[str, type] = {}
-        for row in rows:
-            for name, value in row.items():
-                if name not in kinds and len(kinds) < max_features:
-                    kinds[name] = str if isinstance(value, str) else float
-        numeric = {n: np.full(len(rows), np.nan) for n, k in kinds.items() if k is float}
-        categorical: dict[str, dict[str, int]] = {n: {} for n, k in kinds.items() if k is str}
-        missing = dict.fromkeys(kinds, 0)
-        for i, row in enumerate(rows):
-            for name in kinds:
-                value = row.get(name)
-                if name in numeric:
-                    if isinstance(value, int | float) and not isinstance(value, bool):
-                        numeric[name][i] = value
-                    else:
-                        missing[name] += 1
-                elif isinstance(value, str):
-                    counts = categorical[name]
-                    counts[value] = counts.get(value, 0) + 1
-                else:
-                    missing[name] += 1
+        numeric, categorical, missing = _columns(rows, max_features)
         categorical = {n: _top(c, max_categories) for n, c in categorical.items()}
         return cls(numeric, categorical, missing, len(rows), psi_bins)
+
+    @staticmethod
+    def sorted_numbers(rows: list[dict[str, Any]], max_features: int) -> dict[str, np.ndarray]:
+        """Each numeric feature's finite values in ``rows``, sorted: what a reference of
+        the rows would hold in :attr:`sorted`, named, without the rest (bins, scores)."""
+        numeric = _columns(rows, max_features)[0]
+        return {name: np.sort(v[np.isfinite(v)]) for name, v in numeric.items()}
 
     def robust_scores(self, matrix: np.ndarray) -> np.ndarray:
         """Winsorized robust z-scores of an ``n x n_numeric`` matrix, standardized so that
@@ -161,6 +148,35 @@ class Reference:
                 if isinstance(value, str):
                     codes[i, j] = lookup.get(value, other if OTHER in lookup else unseen)
         return codes
+
+
+def _columns(
+    rows: list[dict[str, Any]], max_features: int
+) -> tuple[dict[str, np.ndarray], dict[str, dict[str, int]], dict[str, int]]:
+    """The schema and values of ``rows``: numbers are numeric (NaN where missing), strings
+    categorical (counted); and how often each feature is missing."""
+    kinds: dict[str, type] = {}
+    for row in rows:
+        for name, value in row.items():
+            if name not in kinds and len(kinds) < max_features:
+                kinds[name] = str if isinstance(value, str) else float
+    numeric = {n: np.full(len(rows), np.nan) for n, k in kinds.items() if k is float}
+    categorical: dict[str, dict[str, int]] = {n: {} for n, k in kinds.items() if k is str}
+    missing = dict.fromkeys(kinds, 0)
+    for i, row in enumerate(rows):
+        for name in kinds:
+            value = row.get(name)
+            if name in numeric:
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    numeric[name][i] = value
+                else:
+                    missing[name] += 1
+            elif isinstance(value, str):
+                counts = categorical[name]
+                counts[value] = counts.get(value, 0) + 1
+            else:
+                missing[name] += 1
+    return numeric, categorical, missing
 
 
 def _top(counts: dict[str, int], limit: int) -> dict[str, int]:

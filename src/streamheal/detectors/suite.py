@@ -311,16 +311,14 @@ class DriftSuite(Stateful):
             return True  # checks used up (or off): take what there is
         rows = self.reference_rows
         half = len(rows) // 2
-        early = Reference.from_rows(rows[:half], self.cfg.max_features, 1, self.cfg.psi_bins)
-        late = Reference.from_rows(rows[half:], self.cfg.max_features, 1, self.cfg.psi_bins)
+        early = Reference.sorted_numbers(rows[:half], self.cfg.max_features)
+        late = Reference.sorted_numbers(rows[half:], self.cfg.max_features)
         # A name seen in one half only (a feature that appeared mid-way) has nothing to
         # compare: the halves of the names both have are compared.
-        early_at = {name: j for j, name in enumerate(early.numeric_names)}
-        late_at = {name: j for j, name in enumerate(late.numeric_names)}
-        names = [n for n in reference.numeric_names if n in early_at and n in late_at]
+        names = [n for n in reference.numeric_names if n in early and n in late]
         level = SPLIT_HALF_ALPHA / max(len(names), 1)
         for name in names:
-            a, b = early.sorted[early_at[name]], late.sorted[late_at[name]]
+            a, b = early[name], late[name]
             if len(a) >= 20 and len(b) >= 20 and stats.ks_2samp(a, b)[1] < level:
                 return False
         return True
