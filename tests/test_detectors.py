@@ -257,6 +257,29 @@ def test_the_compiled_cusum_loops_give_numpys_numbers_bit_for_bit() -> None:
         assert _cusum_run(cusum_module.compiled, seed) == _cusum_run(None, seed), seed
 
 
+@given(
+    st.lists(
+        st.one_of(
+            st.floats(-1e12, 1e12, allow_subnormal=True),
+            st.sampled_from([-0.0, 0.0, 1.0, 0.1, 1e-300]),  # ties, signed zeros, tiny steps
+        ),
+        min_size=1,
+        max_size=700,
+    ),
+    st.lists(st.floats(0.0, 1.0), min_size=1, max_size=12),
+)
+def test_sorted_quantiles_are_numpys_quantiles_bit_for_bit(values, extra_q) -> None:
+    # The reference's bins and robust scores and the guard's bounds come from it: a
+    # different last bit would move a PSI bin edge or a clipping bound. Equal as floats
+    # is equal bit for bit here (finite values), but for the sign of a zero: numpy's
+    # partition may put -0.0 and 0.0, which tie, either way round.
+    ordered = np.sort(np.array(values))
+    for q in ([0.01, 0.5, 0.99], [0.25, 0.5, 0.75], np.linspace(0, 1, 11)[1:-1], extra_q, [0, 1]):
+        ours, numpys = stats.sorted_quantiles(ordered, q), np.quantile(ordered, q)
+        assert ours.dtype == numpys.dtype and ours.shape == numpys.shape
+        assert (ours == numpys).all(), (ours, numpys)
+
+
 @pytest.mark.skipif(stats.compiled is None, reason="the C loops were not built")
 @given(
     st.lists(

@@ -35,6 +35,7 @@ import numpy as np
 
 from streamheal.block import FeatureBlock
 from streamheal.config import GuardsConfig
+from streamheal.detectors import stats
 from streamheal.detectors.base import Stateful
 
 OTHER_CATEGORY = "__other__"
@@ -370,7 +371,8 @@ def linear_parts(model: Any) -> list[Any]:
 
 
 def _bounds(values: list[float], scales: float, cap: float) -> tuple[float, float]:
-    q01, median, q99 = np.quantile(np.asarray(values, dtype=float), [0.01, 0.5, 0.99]).tolist()
+    ordered = np.sort(np.asarray(values, dtype=float))
+    q01, median, q99 = stats.sorted_quantiles(ordered, [0.01, 0.5, 0.99]).tolist()
     spread = q99 - q01 or max(abs(median), 1.0)
     return max(q01 - scales * spread, -cap), min(q99 + scales * spread, cap)
 

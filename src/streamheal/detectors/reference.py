@@ -86,7 +86,7 @@ class Reference:
         for j, values in enumerate(self.sorted):
             if len(values) < 2:
                 continue
-            q25, median, q75 = np.quantile(values, [0.25, 0.5, 0.75])
+            q25, median, q75 = stats.sorted_quantiles(values, [0.25, 0.5, 0.75])
             scale = (q75 - q25) / 1.349 or values.std() or 1.0
             z = np.clip((values - median) / scale, -CLIP, CLIP)
             self._median[j], self._inverse_scale[j] = median, 1.0 / scale

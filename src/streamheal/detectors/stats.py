@@ -17,6 +17,7 @@ True
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -183,9 +184,34 @@ def _ks_pvalue_cached(lattice: int, n1: int, n2: int) -> float:
     return float(np.clip(distributions.kstwo.sf(d, np.round(m * n / (m + n))), 0, 1))
 
 
+def sorted_quantiles(values: np.ndarray, q: Sequence[float] | np.ndarray) -> np.ndarray:
+    """``np.quantile(values, q)`` (method "linear") of sorted, finite, non-empty
+    ``values``, bit for bit: numpy's own index and interpolation arithmetic, without
+    the copy, the partition and the argument handling around it (about 40 us a call,
+    which a new reference and an input guard learning its bounds pay hundreds of times).
+
+    >>> v = np.sort(np.random.default_rng(3).normal(size=101))
+    >>> q = [0.01, 0.25, 0.5, 0.99]
+    >>> sorted_quantiles(v, q).tobytes() == np.quantile(v, q).tobytes()
+    True
+    """
+    n = len(values)
+    virtual = (n - 1) * np.asarray(q, dtype=float)
+    lower = np.floor(virtual).astype(np.intp)
+    upper = lower + 1
+    beyond = virtual >= n - 1  # numpy takes the last value there
+    lower[beyond] = upper[beyond] = -1
+    gamma = virtual - lower
+    a, b = values[lower], values[upper]
+    difference = b - a
+    result = a + difference * gamma
+    np.subtract(b, difference * (1 - gamma), out=result, where=gamma >= 0.5)
+    return result
+
+
 def quantile_edges(sorted_reference: np.ndarray, bins: int) -> np.ndarray:
     """Inner bin edges at the reference's quantiles (duplicates dropped for discrete data)."""
-    inner = np.quantile(sorted_reference, np.linspace(0, 1, bins + 1)[1:-1])
+    inner = sorted_quantiles(sorted_reference, np.linspace(0, 1, bins + 1)[1:-1])
     return np.unique(inner)
 
 
