@@ -257,6 +257,32 @@ def test_the_compiled_cusum_loops_give_numpys_numbers_bit_for_bit() -> None:
         assert _cusum_run(cusum_module.compiled, seed) == _cusum_run(None, seed), seed
 
 
+@pytest.mark.skipif(cusum_module.compiled is None, reason="the C loops were not built")
+def test_the_compiled_walk_propagates_nan_as_numpys_minimum_and_maximum() -> None:
+    # A NaN in the increments or the state must come out of the path, its peak and its
+    # last row exactly where numpy's minimum.accumulate and max put it.
+    rng = np.random.default_rng(0)
+    n, width = 50, 6
+    for trial in range(200):
+        cumulative = rng.normal(size=(n, width)).cumsum(axis=0)
+        cumulative[rng.random((n, width)) < 0.05] = np.nan
+        state = rng.normal(size=width)
+        state[rng.random(width) < 0.2] = np.nan
+        row = int(rng.integers(0, n - 1))
+        walk = (cumulative[row:] - cumulative[row - 1] if row else cumulative[row:]) + state
+        floor = np.minimum.accumulate(walk, axis=0)
+        walk -= np.minimum(floor, 0.0)
+        indices = np.arange(row, n, dtype=np.int64)[:, None]
+        zeros, moved = np.zeros(width, dtype=np.int64), np.empty(width, dtype=np.int64)
+        peaks, end, carried = np.empty(width), np.empty(width), np.empty(width)
+        cusum_module.compiled.walk_summarize(
+            cumulative, row, state, carried, row, n - row, indices, zeros, moved, peaks, end,
+            n, width,
+        )  # fmt: skip
+        assert np.array_equal(end, walk[-1], equal_nan=True), trial
+        assert np.array_equal(peaks, walk.max(axis=0), equal_nan=True), trial
+
+
 @given(
     st.lists(
         st.one_of(

@@ -18,9 +18,19 @@
 #include <stdint.h>
 #include <string.h>
 
-/* numpy's minimum / maximum: a NaN in either operand wins. */
-static inline double nan_min(double a, double b) { return (a <= b || isnan(a)) ? a : b; }
-static inline double nan_max(double a, double b) { return (a >= b || isnan(a)) ? a : b; }
+/* numpy's minimum / maximum: a NaN in either operand wins. Two selects, not a
+ * short-circuit ||: no branch in the loops that use them, which the compiler then
+ * vectorizes (walk_summarize ran 2.3 times slower with the ||). */
+static inline double nan_min(double a, double b)
+{
+    double lower = a <= b ? a : b; /* b when either is NaN */
+    return a != a ? a : lower;
+}
+static inline double nan_max(double a, double b)
+{
+    double higher = a >= b ? a : b;
+    return a != a ? a : higher;
+}
 
 static int
 take(PyObject *obj, Py_buffer *view, Py_ssize_t items, int writable, int integer, const char *name)
@@ -176,32 +186,40 @@ walk_summarize(PyObject *Py_UNUSED(self), PyObject *args)
             PyBuffer_Release(&bufs[taken]);
         return NULL;
     }
-    const double *cum = bufs[0].buf, *s = bufs[1].buf;
-    double *floor = bufs[2].buf, *peak = bufs[6].buf, *end = bufs[7].buf;
-    const int64_t *idx = bufs[3].buf, *before = bufs[4].buf;
-    int64_t *last = bufs[5].buf;
-    const double *base = base_row ? cum + (base_row - 1) * width : NULL;
+    const double *restrict cum = bufs[0].buf, *restrict s = bufs[1].buf;
+    double *restrict floor = bufs[2].buf, *restrict peak = bufs[6].buf, *restrict end = bufs[7].buf;
+    const int64_t *restrict idx = bufs[3].buf, *restrict before = bufs[4].buf;
+    int64_t *restrict last = bufs[5].buf;
+    /* Rows after base_row are walked from base_row - 1's increments; x - 0.0 is x, bit
+     * for bit (signed zeros included), so base_row 0 subtracts zeros: one loop, no
+     * branch on it, and the inner loop vectorizes. */
+    double *zeros = NULL;
+    const double *restrict base = cum + (base_row - 1) * width;
+    if (!base_row) {
+        zeros = PyMem_Calloc(width, sizeof(double));
+        if (zeros == NULL) {
+            for (int b = 7; b >= 0; b--)
+                PyBuffer_Release(&bufs[b]);
+            return PyErr_NoMemory();
+        }
+        base = zeros;
+    }
     for (Py_ssize_t i = start; i < start + count; i++) {
-        const double *ci = cum + i * width;
-        const Py_ssize_t k = i - start;
+        const double *restrict ci = cum + i * width;
+        const int64_t index = idx[i - start];
+        const int fresh = i == base_row, first = i == start;
         for (Py_ssize_t j = 0; j < width; j++) {
-            double since = base ? ci[j] - base[j] : ci[j];
-            double w = since + s[j];
-            floor[j] = i == base_row ? w : nan_min(floor[j], w);
-            double v = w - nan_min(floor[j], 0.0);
-            int64_t at = v <= 0.0 ? idx[k] : -1;
-            if (k == 0) {
-                last[j] = at;
-                peak[j] = v;
-            } else {
-                if (at > last[j])
-                    last[j] = at;
-                peak[j] = nan_max(peak[j], v);
-            }
-            if (i == start + count - 1)
-                end[j] = v;
+            double w = (ci[j] - base[j]) + s[j];
+            double f = fresh ? w : nan_min(floor[j], w);
+            floor[j] = f;
+            double v = w - nan_min(f, 0.0);
+            int64_t at = v <= 0.0 ? index : -1;
+            last[j] = first ? at : (at > last[j] ? at : last[j]);
+            peak[j] = first ? v : nan_max(peak[j], v);
+            end[j] = v; /* the last row's stays */
         }
     }
+    PyMem_Free(zeros);
     for (Py_ssize_t j = 0; j < width; j++)
         last[j] = last[j] >= 0 ? last[j] + 1 : before[j];
     for (int b = 7; b >= 0; b--)
