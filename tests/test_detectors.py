@@ -493,7 +493,9 @@ def test_no_input_raises_or_poisons_the_detectors(rows: list[dict]) -> None:
         rows=rows,
         top=[0.5] * len(rows),
         offsets=list(range(len(rows))),
-        outcomes=[(i + 1, i % 2, i % 3 == 0) for i in range(len(rows))],
+        learned_at=[i + 1 for i in range(len(rows))],
+        labels=[i % 2 for i in range(len(rows))],
+        correct=[int(i % 3 == 0) for i in range(len(rows))],
     )
     from streamheal.models import build_model
 

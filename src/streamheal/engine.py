@@ -419,7 +419,7 @@ class Engine:
         """Let the drift detectors see this batch; their declarations follow its outputs,
         and the policy's actions follow the declarations."""
         seen, self._seen = self._seen, Observation(block=self._seen.block)
-        if self.drift is None or not (seen.rows or seen.outcomes):
+        if self.drift is None or not (seen.rows or seen.learned_at):
             return outputs
         seen.partition = self._partition
         drifts = self.drift.observe(seen, self.model, self.model_version)
@@ -709,7 +709,7 @@ class Engine:
         watched = self.drift is not None
         top: list[float] = []
         predicted: list[Any] = []
-        outcomes: list[tuple[int, Any, int]] = []
+        correct: list[int] = []
         append = outputs.append
         for event, proba, prediction in zip(
             events, probas, best if best is not None else itertools.repeat(None), strict=False
@@ -730,8 +730,9 @@ class Engine:
             if watched:
                 top.append(proba[prediction] if proba else 0.0)
                 predicted.append(prediction)
-                outcomes.append((index, event.label, int(right)))
-        counters.labeled += index - counters.feature_events
+                correct.append(int(right))
+        first = counters.feature_events
+        counters.labeled += index - first
         counters.feature_events = index
         counters.correct += right_total
         if watched:
@@ -740,7 +741,9 @@ class Engine:
             seen.top += top
             seen.predicted += predicted
             seen.offsets += [event.source.offset for event in events]
-            seen.outcomes += outcomes
+            seen.learned_at += range(first + 1, index + 1)  # each learned after its own
+            seen.labels += [event.label for event in events]
+            seen.correct += correct
         self.join.close_all([event.id for event in events], Reason.DUPLICATE_LABEL)
 
     def _account_own_label(self, event: Event, prediction: Any) -> bool:
@@ -789,7 +792,10 @@ class Engine:
         right = prediction == label
         counters.correct += right
         if self.drift is not None:
-            self._seen.outcomes.append((counters.feature_events, label, int(right)))
+            seen = self._seen
+            seen.learned_at.append(counters.feature_events)
+            seen.labels.append(label)
+            seen.correct.append(int(right))
         return right
 
     def _remember(self, event: Event, features: dict[str, Any], prediction: Any) -> None:

@@ -55,10 +55,6 @@ LEARNING_EVENTS = 4
 CLASS_MIX_ROLL = 5
 
 
-def _learned_at(outcome: tuple[int, Any, int]) -> int:
-    return outcome[0]
-
-
 @dataclass(frozen=True)
 class PartRef:
     """Where a stable part (see :meth:`DriftSuite.stable_parts`) sits in a saved state."""
@@ -104,8 +100,11 @@ class Observation:
     top: list[float] = field(default_factory=list)
     predicted: list[Any] = field(default_factory=list)  # the predicted class of each row
     offsets: list[int] = field(default_factory=list)
-    # (feature events seen when it was learned, label, 1 if the prediction was right)
-    outcomes: list[tuple[int, Any, int]] = field(default_factory=list)
+    # Each label learned, in learning order, as three columns: the feature events seen
+    # when it was learned, the label, and 1 if the prediction was right.
+    learned_at: list[int] = field(default_factory=list)
+    labels: list[Any] = field(default_factory=list)
+    correct: list[int] = field(default_factory=list)
     partition: int | None = None
     # The batch's features as one matrix, when the Engine could make it: rows are found
     # in it by identity, so encoding them again is skipped.
@@ -154,9 +153,9 @@ class DriftSuite(Stateful):
             self.model_since = self.index
             self.class_mix_since = self.index
         encoded = None
-        outcomes, o = seen.outcomes, 0
+        learned, o = seen.learned_at, 0
         start = 0
-        while start < len(rows) or o < len(outcomes):
+        while start < len(rows) or o < len(learned):
             boundary = (self.index // cfg.check_every + 1) * cfg.check_every
             if self.covariate is None:
                 boundary = min(boundary, self.index + cfg.reference_size - len(self.reference_rows))
@@ -208,17 +207,10 @@ class DriftSuite(Stateful):
             self.index += len(chunk)
             # Labels learned before feature event `index` belong to this chunk (outcomes
             # are in learning order, so their event counts never fall: one bisection).
-            stop = (
-                len(outcomes)
-                if end == len(rows)
-                else bisect_right(outcomes, self.index, lo=o, key=_learned_at)
-            )
-            if stop > o:
-                learned_at, labels, correct = map(list, zip(*outcomes[o:stop], strict=True))
-                errors = [1 - right for right in correct]
-                o = stop
-            else:
-                labels, errors, learned_at, correct = [], [], [], []
+            stop = len(learned) if end == len(rows) else bisect_right(learned, self.index, lo=o)
+            learned_at, labels, correct = learned[o:stop], seen.labels[o:stop], seen.correct[o:stop]
+            errors = [1 - right for right in correct]
+            o = stop
             self.labels.observe(labels)
             self.label_mix.observe(labels, learned_at)
             self.errors.observe(errors, learned_at)
@@ -228,7 +220,7 @@ class DriftSuite(Stateful):
                 self._adopt_prediction_reference()
                 offset = offsets[end - 1] if offsets else None
                 drifts += self._check(model, model_version, offset, seen.partition)
-            if not chunk and o >= len(outcomes):
+            if not chunk and o >= len(learned):
                 break
         return drifts
 
