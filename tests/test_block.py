@@ -329,6 +329,67 @@ def test_the_scalers_pandas_path_gives_rivers_frame(learned, scored) -> None:
     assert ours.to_numpy().tobytes() == rivers.to_numpy().tobytes()
 
 
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    st.lists(st.lists(st.floats(-1e3, 1e3), min_size=3, max_size=3), min_size=0, max_size=40),
+    st.lists(st.lists(st.floats(-1e3, 1e3), min_size=4, max_size=4), min_size=1, max_size=40),
+    st.booleans(),
+)
+def test_the_default_models_batch_probabilities_are_rivers_bit_for_bit(
+    learned, scored, one_by_one
+) -> None:
+    # Mini-batch scoring of the default model computes the scaler's and the classifier's
+    # arithmetic on the matrix: River's pipeline must give the same bits (a fresh model,
+    # constant columns, an unseen column "d", a non-default index, learned in a batch or
+    # row by row).
+    import pandas as pd
+
+    model = models.build_model(Config().model, seed=1)
+    labels = [bool(i % 3) for i in range(len(learned))]
+    if learned and one_by_one:
+        for row, label in zip(learned, labels, strict=True):
+            model.learn_one(dict(zip("abc", row, strict=True)), label)
+    elif learned:
+        model.learn_many(pd.DataFrame(learned, columns=["a", "b", "c"]), pd.Series(labels))
+    frame = pd.DataFrame(scored, columns=["c", "a", "d", "b"], index=range(3, 3 + len(scored)))
+    ours = models.default_proba_many(model, frame)
+    rivers = model.predict_proba_many(frame)
+    assert list(rivers.columns) == [False, True]
+    assert ours.tobytes() == rivers.to_numpy().tobytes()
+
+
+def test_the_default_models_batch_probabilities_are_rivers_on_batch_sized_frames() -> None:
+    # At a batch's size the matrix-vector product goes through BLAS, whose summation
+    # order depends on the matrix's memory layout: the fast path must hand the classifier
+    # the layout River's frames do (2,000 x 30, as the benchmark's batches).
+    import pandas as pd
+
+    rng = np.random.default_rng(4)
+    names = [f"f{j}" for j in range(30)]
+    scales = 10 ** rng.uniform(-2, 3, size=30)
+    model = models.build_model(Config().model, seed=1)
+    for _ in range(3):
+        learned = pd.DataFrame(rng.normal(size=(2000, 30)) * scales, columns=names)
+        model.learn_many(learned, pd.Series(rng.random(2000) < 0.4))
+        frame = pd.DataFrame(rng.normal(size=(2000, 30)) * scales, columns=names)
+        ours = models.default_proba_many(model, frame)
+        assert ours.tobytes() == model.predict_proba_many(frame).to_numpy().tobytes()
+
+
+def test_only_the_default_model_on_numbers_takes_the_matrix_path() -> None:
+    import pandas as pd
+
+    numbers = pd.DataFrame({"a": [1.0, 2.0], "b": [0.5, -1.0]})
+    default = models.build_model(Config().model, seed=1)
+    assert models.default_proba_many(default, numbers) is not None
+    assert models.default_proba_many(default, numbers.assign(s=["x", "y"])) is None
+    assert models.default_proba_many(default, numbers.astype({"a": "int64"})) is None
+    tree = models.build_model(Config().model.__class__(name="hoeffding_tree"), seed=1)
+    assert models.default_proba_many(tree, numbers) is None
+    several = Config().model.__class__(name="logistic_regression", params={"multiclass": True})
+    assert models.default_proba_many(models.build_model(several, seed=1), numbers) is None
+
+
 def test_the_unions_pandas_path_gives_rivers_frame() -> None:
     # The default model's union returns the one branch with columns as it is, where River
     # concatenated through narwhals: the same frame for numbers only, strings only, and

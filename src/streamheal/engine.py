@@ -648,13 +648,17 @@ class Engine:
         """Class probabilities of the batch at once: (classes, rows, best class per row).
         Rows with a missing cell are scored one by one later; only complete rows count for
         the finiteness check."""
-        proba_frame = self.model.predict_proba_many(frame)
-        if not len(proba_frame.columns):
-            return None
-        classes = list(proba_frame.columns)
-        if self._binary:
-            classes = [int(c) for c in classes]
-        matrix = proba_frame.to_numpy()
+        matrix = models.default_proba_many(self.model, frame)
+        if matrix is not None:  # the default model, computed without River's frames
+            classes = [0, 1]
+        else:
+            proba_frame = self.model.predict_proba_many(frame)
+            if not len(proba_frame.columns):
+                return None
+            classes = list(proba_frame.columns)
+            if self._binary:
+                classes = [int(c) for c in classes]
+            matrix = proba_frame.to_numpy()
         if self.watch is not None and not np.isfinite(matrix[np.asarray(complete)]).all():
             self._restore_model("non-finite probabilities")
             matrix = self.model.predict_proba_many(frame).to_numpy()
