@@ -309,6 +309,42 @@ def test_a_feature_that_first_appears_late_in_the_reference_window_does_not_stop
     assert engine.drift.covariate is not None  # the reference was taken
 
 
+@pytest.mark.parametrize("cuts", [[], [5], [7], list(range(1, 12))])
+def test_a_guard_notice_carries_its_events_index_wherever_the_batch_was_cut(cuts) -> None:
+    # Found by an adversarial run: notices were stamped with the batch's first index, so
+    # a restarted worker wrote other alert records than an uninterrupted one. Event 3 is
+    # dead-lettered whole (label 5 for a binary model): it takes no index.
+    config = Config().replace(guards={"max_distinct_features": 3})
+    rows = []
+    for i in range(12):
+        features = {"a": float(i), "b": 1.0}
+        if i == 7:
+            features["a"] = "12.5"  # a string for a numeric feature
+        if i == 8:
+            features["a"] = 1e308  # clipped
+        if i == 10:
+            features.update(c=1.0, d=2.0)  # the fourth name: past the cap
+        label = 5 if i == 3 else i % 2
+        rows.append(orjson.dumps({"id": f"e{i}", "ts": 1000 + i, "features": features,
+                                  "label": label}))  # fmt: skip
+    records = [decode(raw, Source("events", 0, i)) for i, raw in enumerate(rows)]
+    engine, notices, start = Engine(config), {}, 0
+    for end in [*cuts, len(records)]:
+        for output in engine.process(records[start:end]):
+            if type(output) is Notice:
+                notices[output.notice] = output.index
+            elif type(output) is Prediction:
+                notices.setdefault("predictions", []).append((output.id, output.index))
+        start = end
+    index_of = dict(notices.pop("predictions"))
+    assert notices == {
+        "type_mismatch": index_of["e7"],
+        "outlier_clipped": index_of["e8"],
+        "feature_cap_reached": index_of["e10"],
+    }
+    assert index_of["e7"] == 6  # e3 took no index
+
+
 def test_a_value_of_the_other_kind_is_left_out_counted_and_noticed_once() -> None:
     # A Hoeffding tree's splitter raised TypeError on a string in a numeric feature, on
     # every retry of the batch; the linear model one-hot encoded a number's text.

@@ -148,6 +148,8 @@ class Engine:
         self.clock = EventClock(guards.max_future_skew_seconds)
         self.watch = ModelWatch(guards.good_state_every) if guards.check_model else None
         self._noticed: set[tuple[str, str | None]] = set()
+        # (kind, feature) -> index of the event that set off a guard's notice, this batch.
+        self._guard_stamps: dict[tuple[str, str | None], int] = {}
         self._notices: list[Notice | Action] = []
         self._watched: Any = None  # the model whose linear parts are cached below
         self._watched_linear: list[Any] = []
@@ -276,17 +278,28 @@ class Engine:
                 if type(record) is not Rejection and record.features is not None and record.missing:
                     self.guard.note_missing(record.missing)
         else:
-            admit = self.guard.admit
+            guard = self.guard
+            admit, accepts = guard.admit, self._accepts_label
+            # A guard's notice is stamped with the index of the event that set it off, as
+            # its prediction is: the same wherever the batch was cut. A feature event is
+            # scored unless its label is refused (then it is dead-lettered whole).
+            index = self.counters.feature_events
             row = -1
             for i, record in enumerate(records):
                 if type(record) is Rejection or record.features is None:
                     continue
                 row += 1
+                at = index
+                if record.label is None or accepts(record.label):
+                    index += 1
                 if record.missing:
-                    self.guard.note_missing(record.missing)
+                    guard.note_missing(record.missing)
                 if unchanged is not None and unchanged[row]:
                     continue
+                before = len(guard.first_mismatch), len(guard.first_clip), guard.cap_reached
                 admitted = admit(record.features)
+                if (len(guard.first_mismatch), len(guard.first_clip), guard.cap_reached) != before:
+                    self._stamp_guard_notices(before, at)
                 if admitted is not record.features:
                     out = list(records) if out is None else out
                     out[i] = dataclasses.replace(record, features=admitted)
@@ -294,18 +307,21 @@ class Engine:
                 block = FeatureBlock.of(_feature_rows(out))
         self._seen.block = block
         guard = self.guard
+        stamps, self._guard_stamps = self._guard_stamps, {}
         for name in guard.take_first_mismatches():
             self._notice(
                 "type_mismatch",
                 name,
                 "a value of the other kind than the feature's first (a string for a numeric "
                 "feature or a number for a string one) was left out (counted from now on)",
+                at=stamps.get(("type_mismatch", name)),
             )
         for name in guard.take_first_clips():
             self._notice(
                 "outlier_clipped",
                 name,
                 "a value beyond the feature's guard bounds was clipped (counted from now on)",
+                at=stamps.get(("outlier_clipped", name)),
             )
         if guard.cap_reached:
             self._notice(
@@ -313,17 +329,32 @@ class Engine:
                 None,
                 f"more than {self.config.guards.max_distinct_features} distinct feature "
                 "names: new names are ignored by the model and the detectors",
+                at=stamps.get(("feature_cap_reached", None)),
             )
         return records if out is None else out
 
-    def _notice(self, kind: str, feature: str | None, message: str, **detail: Any) -> None:
-        """One notice per (kind, feature) per Engine: a warning, not a stream of them."""
+    def _stamp_guard_notices(self, before: tuple[int, int, bool], index: int) -> None:
+        """The guard noted something new while admitting the event at ``index``: its notice
+        will carry that index. ``before``: the guard's (first mismatches, first clips, cap
+        reached) before that event."""
+        guard, stamps = self.guard, self._guard_stamps
+        for name in guard.first_mismatch[before[0] :]:
+            stamps.setdefault(("type_mismatch", name), index)
+        for name in guard.first_clip[before[1] :]:
+            stamps.setdefault(("outlier_clipped", name), index)
+        if guard.cap_reached and not before[2]:
+            stamps.setdefault(("feature_cap_reached", None), index)
+
+    def _notice(
+        self, kind: str, feature: str | None, message: str, at: int | None = None, **detail: Any
+    ) -> None:
+        """One notice per (kind, feature) per Engine: a warning, not a stream of them.
+        ``at``: the index of the event that set it off (default: the next event's)."""
         if (kind, feature) in self._noticed:
             return
         self._noticed.add((kind, feature))
-        self._notices.append(
-            Notice(kind, feature, self.counters.feature_events, message, detail, self._partition)
-        )
+        index = self.counters.feature_events if at is None else at
+        self._notices.append(Notice(kind, feature, index, message, detail, self._partition))
 
     def _now(self, ts: float) -> float:
         """The partition's event time after ``ts``: far-future stamps do not move it."""
