@@ -53,7 +53,7 @@ class FeatureBlock:
         # the block: one batch).
         self.memo: dict[str, Any] = {}
         self._where: dict[int, int] | None = None  # made on the first ask that is no run
-        self._next = 0  # where the last run taken ended (see _run_of)
+        self._next = 0  # where the last run taken ended (see run_of)
         self._index: dict[str, int] | None = None  # column of each name, made on first need
 
     @classmethod
@@ -101,12 +101,8 @@ class FeatureBlock:
         if tuple(names) == self.names:
             matrix = self.matrix[positions]
             return matrix.copy() if type(positions) is slice else matrix
-        if self._index is None:
-            self._index = {name: j for j, name in enumerate(self.names)}
-        index = self._index
-        try:
-            columns = [index[name] for name in names]
-        except KeyError:
+        columns = self._column_positions(names)
+        if columns is None:
             return None
         if type(positions) is slice:
             return self.matrix[positions][:, columns]  # a copy: columns by index
@@ -117,10 +113,16 @@ class FeatureBlock:
         names: read it, do not write it); None if a name is not in the block."""
         if tuple(names) == self.names:
             return self.matrix
+        columns = self._column_positions(names)
+        return None if columns is None else self.matrix[:, columns]
+
+    def _column_positions(self, names: Sequence[str]) -> list[int] | None:
+        """The column of each of ``names``; None if one is not in the block."""
         if self._index is None:
             self._index = {name: j for j, name in enumerate(self.names)}
+        index = self._index
         try:
-            return self.matrix[:, [self._index[name] for name in names]]
+            return [index[name] for name in names]
         except KeyError:
             return None
 

@@ -148,8 +148,6 @@ class Engine:
         self.clock = EventClock(guards.max_future_skew_seconds)
         self.watch = ModelWatch(guards.good_state_every) if guards.check_model else None
         self._noticed: set[tuple[str, str | None]] = set()
-        # (kind, feature) -> index of the event that set off a guard's notice, this batch.
-        self._guard_stamps: dict[tuple[str, str | None], int] = {}
         self._notices: list[Notice | Action] = []
         self._watched: Any = None  # the model whose linear parts are cached below
         self._watched_linear: list[Any] = []
@@ -270,6 +268,8 @@ class Engine:
                 self.guard.label_kind = label_kind(first)
         block = FeatureBlock.of(rows)
         out: list[Event | Rejection] | None = None
+        # (kind, feature) -> index of the event that set off a guard's notice.
+        stamps: dict[tuple[str, str | None], int] = {}
         # Rows the guard would pass unchanged are known at once; only the others (an
         # outlier to clip, the first rows of a new layout) are admitted one by one.
         unchanged = None if block is None else self.guard.unchanged_rows(block)
@@ -290,7 +290,7 @@ class Engine:
                     continue
                 row += 1
                 at = index
-                if record.label is None or accepts(record.label):
+                if _scored(record, accepts):
                     index += 1
                 if record.missing:
                     guard.note_missing(record.missing)
@@ -299,7 +299,7 @@ class Engine:
                 before = len(guard.first_mismatch), len(guard.first_clip), guard.cap_reached
                 admitted = admit(record.features)
                 if (len(guard.first_mismatch), len(guard.first_clip), guard.cap_reached) != before:
-                    self._stamp_guard_notices(before, at)
+                    self._stamp_guard_notices(stamps, before, at)
                 if admitted is not record.features:
                     out = list(records) if out is None else out
                     out[i] = dataclasses.replace(record, features=admitted)
@@ -307,7 +307,6 @@ class Engine:
                 block = FeatureBlock.of(_feature_rows(out))
         self._seen.block = block
         guard = self.guard
-        stamps, self._guard_stamps = self._guard_stamps, {}
         for name in guard.take_first_mismatches():
             self._notice(
                 "type_mismatch",
@@ -333,11 +332,13 @@ class Engine:
             )
         return records if out is None else out
 
-    def _stamp_guard_notices(self, before: tuple[int, int, bool], index: int) -> None:
+    def _stamp_guard_notices(
+        self, stamps: dict[tuple[str, str | None], int], before: tuple[int, int, bool], index: int
+    ) -> None:
         """The guard noted something new while admitting the event at ``index``: its notice
-        will carry that index. ``before``: the guard's (first mismatches, first clips, cap
-        reached) before that event."""
-        guard, stamps = self.guard, self._guard_stamps
+        will carry that index (in ``stamps``). ``before``: the guard's (first mismatches,
+        first clips, cap reached) before that event."""
+        guard = self.guard
         for name in guard.first_mismatch[before[0] :]:
             stamps.setdefault(("type_mismatch", name), index)
         for name in guard.first_clip[before[1] :]:
@@ -884,6 +885,17 @@ def _labeled_for_the_model(record: Event | Rejection, accepts: Callable[[Label],
     )
 
 
+def _scored(record: Event | Rejection, accepts: Callable[[Label], bool]) -> bool:
+    """A feature event the record loop scores: without a label, or with one the model
+    takes (``accepts``: the Engine's ``_accepts_label``); one it refuses is dead-lettered
+    whole."""
+    return (
+        type(record) is not Rejection
+        and record.features is not None
+        and (record.label is None or accepts(record.label))
+    )
+
+
 def _unpickle(blob: bytes) -> Any:
     return _CheckpointUnpickler(io.BytesIO(blob)).load()
 
@@ -964,13 +976,7 @@ class _MiniBatch:
         drift = engine.drift
         self.watch_every = engine.config.detectors.model_check_every if drift else 1 << 62
         # Exactly the feature events the dispatch will score, in order.
-        self.events = [
-            r
-            for r in records
-            if type(r) is not Rejection
-            and r.features is not None
-            and (r.label is None or engine._accepts_label(r.label))
-        ]
+        self.events = [r for r in records if _scored(r, engine._accepts_label)]
         self.scored = 0  # feature events scored so far: the next one's row is this
         # Each scored row's probabilities and best class, set with the mask `complete` by
         # the same _score_from (a row marked complete has them).

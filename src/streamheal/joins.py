@@ -216,18 +216,13 @@ class LabelJoin:
 
     def close(self, event_id: str, reason: Reason) -> None:
         """Remember that ``event_id`` left (and why) for the labels that come too late."""
-        closed = self.closed
-        closed.pop(event_id, None)  # re-insert at the young end
-        closed[event_id] = (reason._value_, self.seq)  # .value is a slow property
-        self.seq += 1
-        if len(closed) > self.max_entries:
-            closed.popitem(last=False)
+        self.close_all((event_id,), reason)
 
     def close_all(self, event_ids: Iterable[str], reason: Reason) -> None:
         """:meth:`close` for each of ``event_ids`` in order, in one call (a run of feature
         events that carried their own labels). The ids beyond the bound leave at the end
         instead of one per close: either way the newest ``max_entries`` stay, in order."""
-        closed, value, seq = self.closed, reason._value_, self.seq
+        closed, value, seq = self.closed, reason._value_, self.seq  # .value: a slow property
         pop = closed.pop
         for event_id in event_ids:
             pop(event_id, None)  # re-insert at the young end
