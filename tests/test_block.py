@@ -445,3 +445,86 @@ def test_the_type_selectors_take_what_rivers_select_type_takes(x) -> None:
         rivers = compose.SelectType(kind).transform_one(x)
         assert ours.transform_one(x) == rivers
         assert list(ours.transform_one(x)) == list(rivers)
+
+
+OUTLIERS = [1e12, -1e12, 1e300, math.inf, -math.inf, math.nan, -0.0, 0.0]
+
+
+def learning_rows(names: list[str], size: int, seed: int, outliers: float, ints: bool) -> list:
+    """Rows as a stream might send them while a guard learns: ordinary values, a share
+    ``outliers`` of them extreme (each kind of clip, NaN included), and with ``ints`` now
+    and then an int (then the block goes row by row)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(size):
+        row = {}
+        for name in names:
+            value = float(rng.normal(0, 20))
+            if rng.random() < outliers:
+                value = OUTLIERS[rng.integers(len(OUTLIERS))]
+            if ints and rng.random() < 0.05:
+                value = int(rng.integers(-3, 3))
+            row[name] = value
+        rows.append(row)
+    return rows
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(
+    reference_size=st.integers(10, 150),
+    cap=st.integers(2, 5),
+    batches=st.lists(
+        st.tuples(
+            st.lists(st.sampled_from("abcde"), min_size=1, max_size=4, unique=True),
+            st.integers(1, 120),
+            st.integers(0, 2**32 - 1),
+            st.sampled_from([0.0, 0.03, 0.2]),
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=5,
+    ),
+)
+def test_a_learning_guard_admits_a_block_as_it_admits_its_rows_one_by_one(
+    reference_size, cap, batches
+) -> None:
+    # admit_learning against admit() row by row, over batches that cross the provisional
+    # and final bounds at any row: the same admitted rows (the same objects where nothing
+    # changed), the same first clips at the same rows, the same state afterwards.
+    cfg = GuardsConfig(reference_size=reference_size, max_distinct_features=cap)
+    at_once, one_by_one = InputGuard(cfg), InputGuard(cfg)
+    for names, size, seed, outliers, ints in batches:
+        rows = learning_rows(names, size, seed, outliers, ints)
+        expected, firsts = [], {}
+        for i, row in enumerate(rows):
+            before = len(one_by_one.first_clip)
+            expected.append(one_by_one.admit(row))
+            if len(one_by_one.first_clip) > before:
+                firsts[i] = one_by_one.first_clip[before:]
+        block = FeatureBlock.of(rows)
+        learned = None if block is None else at_once.admit_learning(block)
+        if learned is None:
+            got = [at_once.admit(row) for row in rows]
+        else:
+            got = [learned.replaced.get(i, row) for i, row in enumerate(rows)]
+            assert learned.first_clips == firsts
+        assert repr(got) == repr(expected)  # as written: NaN equals nothing
+        assert [g is r for g, r in zip(got, rows, strict=True)] == [
+            e is r for e, r in zip(expected, rows, strict=True)
+        ]
+        assert repr(vars(at_once)) == repr(vars(one_by_one))
+
+
+def test_a_new_partitions_first_rows_go_through_the_guard_as_a_block() -> None:
+    # The case admit_learning is for: a fresh guard, one layout of floats, no missing name.
+    guard = InputGuard(GuardsConfig(reference_size=100))
+    rows = learning_rows(list("abc"), 150, seed=1, outliers=0.05, ints=False)
+    learned = guard.admit_learning(FeatureBlock.of(rows))
+    assert learned is not None and learned.replaced and learned.first_clips
+    assert all(type(guard.features[n]) is tuple for n in "abc")
+    assert guard.admit_learning(FeatureBlock.of(rows)) is None  # bounded: nothing to learn

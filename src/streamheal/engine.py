@@ -280,6 +280,13 @@ class Engine:
         else:
             guard = self.guard
             admit, accepts = guard.admit, self._accepts_label
+            # A new partition's first rows, while the guard learns their bounds: admitted
+            # column by column at once (missing names are noted between rows: one by one).
+            learned = (
+                guard.admit_learning(block)
+                if block is not None and unchanged is None and not _any_missing(records)
+                else None
+            )
             # A guard's notice is stamped with the index of the event that set it off, as
             # its prediction is: the same wherever the batch was cut. A feature event is
             # scored unless its label is refused (then it is dead-lettered whole).
@@ -296,10 +303,15 @@ class Engine:
                     guard.note_missing(record.missing)
                 if unchanged is not None and unchanged[row]:
                     continue
-                before = len(guard.first_mismatch), len(guard.first_clip), guard.cap_reached
-                admitted = admit(record.features)
-                if (len(guard.first_mismatch), len(guard.first_clip), guard.cap_reached) != before:
-                    self._stamp_guard_notices(stamps, before, at)
+                if learned is not None:
+                    for name in learned.first_clips.get(row, ()):
+                        stamps.setdefault(("outlier_clipped", name), at)
+                    admitted = learned.replaced.get(row, record.features)
+                else:
+                    before = _notice_marks(guard)
+                    admitted = admit(record.features)
+                    if _notice_marks(guard) != before:
+                        self._stamp_guard_notices(stamps, before, at)
                 if admitted is not record.features:
                     out = list(records) if out is None else out
                     out[i] = dataclasses.replace(record, features=admitted)
@@ -857,6 +869,15 @@ def _best_class(proba: dict[Any, float], binary: bool) -> Any:
 def _on_the_wire(proba: dict[Any, float]) -> dict[Any, float]:
     """A River binary answer (keyed False/True) as the wire speaks it: keyed 0/1."""
     return {0: proba.get(False, 0.0), 1: proba.get(True, 0.0)}
+
+
+def _notice_marks(guard: InputGuard) -> tuple[int, int, bool]:
+    """How far the guard's notices have come: first mismatches, first clips, cap reached."""
+    return len(guard.first_mismatch), len(guard.first_clip), guard.cap_reached
+
+
+def _any_missing(records: list[Event | Rejection]) -> bool:
+    return any(type(r) is not Rejection and r.features is not None and r.missing for r in records)
 
 
 def _feature_rows(records: list[Event | Rejection]) -> list[dict[str, Any]]:

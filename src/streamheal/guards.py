@@ -40,6 +40,7 @@ from streamheal.detectors.base import Stateful
 
 OTHER_CATEGORY = "__other__"
 _PROVISIONAL_FROM = 32  # values of a feature before it gets provisional bounds
+_FLOAT_ONLY = {float}
 
 
 @dataclass
@@ -52,6 +53,15 @@ class Notice:
     message: str
     detail: dict[str, Any] = field(default_factory=dict)
     partition: int | None = None
+
+
+@dataclass
+class LearnedBlock:
+    """What :meth:`InputGuard.admit_learning` did to a block's rows, by row position: the
+    admitted copies of the rows it clipped, and the names clipped for the first time."""
+
+    replaced: dict[int, dict[str, Any]]
+    first_clips: dict[int, list[str]]
 
 
 class InputGuard(Stateful):
@@ -118,6 +128,141 @@ class InputGuard(Stateful):
         fast = self._fast
         inside = None if fast is None else block.rows_within(*fast)
         return None if inside is None else inside.tolist()
+
+    def admit_learning(self, block: FeatureBlock) -> LearnedBlock | None:
+        """:meth:`admit` for each row of ``block`` in order, in a few array operations, while the
+        guard is learning the bounds of some of its features (a new partition's first
+        rows): the same values appended and clipped, the same provisional and final bounds
+        at the same counts, the same counts and first clips, about 20 times faster.
+
+        Only for a block whose every value is a float and whose every name is known as
+        numeric or new within the name cap; None otherwise (or when no name is learning),
+        and nothing changed: then the rows go through :meth:`admit` one by one. The caller
+        notes the batch's missing names first (so only a batch without any may come here:
+        :meth:`note_missing` between rows could take the cap from a new name).
+
+        The learning features go in lockstep (they came together, so their bounds change
+        at the same rows, each count at once for all of them); a block whose learning
+        features have seen different counts goes row by row."""
+        cfg, known, names = self.cfg, self.features, block.names
+        states = [known.get(name) for name in names]
+        if not cfg.clip_outliers or all(state.__class__ is tuple for state in states):
+            return None
+        for name, state in zip(names, states, strict=True):
+            # Numeric (learning or bounded), or to become numeric at its first value here.
+            numeric = state.__class__ in (list, tuple)
+            if not numeric and (state is not None or name in self.categories):
+                return None
+        if len(known) + sum(name not in known for name in names) > cfg.max_distinct_features:
+            return None
+        # Learning features in lockstep (as many values each, the common case: they came
+        # together), so their bounds change at the same rows, in column order.
+        learning = [j for j, state in enumerate(states) if state.__class__ is not tuple]
+        counts = {len(states[j] or ()) for j in learning}
+        if len(counts) != 1:
+            return None
+        # Each row in the first row's order (admit meets a row's clips in its own order).
+        # The rows the features learn from must be floats only: an int is kept as it came
+        # (a checkpoint holds it so). Past them the bounds hold, which treat both alike.
+        still_learning = cfg.reference_size - counts.pop()
+        for i, row in enumerate(block.rows):
+            if tuple(row) != names:
+                return None
+            if i < still_learning and set(map(type, row.values())) != _FLOAT_ONLY:
+                return None
+        for name in names:  # in the first row's order, as admit() would meet them
+            if known.get(name) is None:
+                known[name] = []
+        matrix = block.matrix.copy()  # clipped in place: the block stays what came
+        outside = np.zeros(matrix.shape, dtype=bool)
+        self._learn_columns(names, learning, matrix, outside)
+        bounded = [j for j, state in enumerate(states) if state.__class__ is tuple]
+        if bounded:
+            self._clip_bounded(names, bounded, 0, matrix, outside)
+        return self._learned(block, matrix, outside)
+
+    def _learn_columns(
+        self, names: tuple[str, ...], columns: list[int], matrix: np.ndarray, outside: np.ndarray
+    ) -> None:
+        """:meth:`_number` for every value of ``columns`` (learning features with as many
+        values so far), row after row, in segments between the counts where their bounds
+        change; then, once bounded, admit's float path for the rows left."""
+        cfg = self.cfg
+        learning = [names[j] for j in columns]
+        states = [self.features[name] for name in learning]
+        at, end = 0, len(matrix)
+        while at < end:
+            n = len(states[0])
+            stop = min(end, at + _next_bounds_count(n, cfg.reference_size) - n)
+            cap = (-cfg.max_abs_value, cfg.max_abs_value)
+            lows, highs = zip(*(self.provisional.get(name, cap) for name in learning), strict=True)
+            segment = matrix[at:stop, columns]
+            lo, hi = np.array(lows), np.array(highs)
+            out = (segment < lo) | (segment > hi)  # NaN stays, as in _number
+            if out.any():
+                segment[out] = np.where(segment < lo, lo, hi)[out]
+                matrix[at:stop, columns] = segment
+                outside[at:stop, columns] = out
+            for state, values in zip(states, segment.T.tolist(), strict=True):
+                state.extend(values)
+            n += stop - at
+            at = stop
+            if n >= cfg.reference_size:
+                for name, bounds in zip(learning, _bounds_many(states, cfg), strict=True):
+                    self.features[name] = bounds
+                    self.provisional.pop(name, None)
+                self._clip_bounded(names, columns, at, matrix, outside)
+                return
+            if n >= _PROVISIONAL_FROM and n & (n - 1) == 0:
+                self.provisional.update(zip(learning, _bounds_many(states, cfg), strict=True))
+
+    def _clip_bounded(
+        self,
+        names: tuple[str, ...],
+        columns: list[int],
+        start: int,
+        matrix: np.ndarray,
+        outside: np.ndarray,
+    ) -> None:
+        """Admit's float path for ``columns`` (bounded features) from row ``start`` on: a
+        value outside its bounds (or NaN) is clipped to the nearer one (NaN to the upper)."""
+        if start >= len(matrix):
+            return
+        lo = np.array([self.features[names[j]][0] for j in columns])
+        hi = np.array([self.features[names[j]][1] for j in columns])
+        segment = matrix[start:, columns]
+        out = ~((lo <= segment) & (segment <= hi))
+        if out.any():
+            segment[out] = np.where(segment < lo, lo, hi)[out]
+            matrix[start:, columns] = segment
+            outside[start:, columns] = out
+
+    def _learned(
+        self, block: FeatureBlock, matrix: np.ndarray, outside: np.ndarray
+    ) -> LearnedBlock:
+        """Counts, first clips (row by row, then column, as admit() meets them) and the
+        admitted copies of the clipped rows."""
+        names = block.names
+        replaced: dict[int, dict[str, Any]] = {}
+        first_clips: dict[int, list[str]] = {}
+        rows, columns = np.nonzero(outside)  # row-major: admit's order
+        for row, column in zip(rows.tolist(), columns.tolist(), strict=True):
+            name = names[column]
+            value = block.rows[row][name]
+            if value.__class__ is not float:  # an int past the learning rows: as _number
+                lo, hi = self.features[name]  # compares it (NaN bounds clip no int)
+                if not (value < lo or value > hi):
+                    continue
+            if not self.clipped[name]:
+                self.first_clip.append(name)
+                first_clips.setdefault(row, []).append(name)
+            self.clipped[name] += 1
+            copy = replaced.get(row)
+            if copy is None:
+                copy = replaced[row] = dict(block.rows[row])
+            copy[name] = float(matrix[row, column])
+        self._remember_layout(block.rows[-1])
+        return LearnedBlock(replaced, first_clips)
 
     def _remember_layout(self, features: dict[str, Any]) -> None:
         known = self.features
@@ -370,11 +515,31 @@ def linear_parts(model: Any) -> list[Any]:
     return []
 
 
+def _next_bounds_count(n: int, reference_size: int) -> int:
+    """The smallest count of values above ``n`` at which a learning feature's bounds change:
+    the next power of two from :data:`_PROVISIONAL_FROM` on, or ``reference_size``."""
+    final = max(reference_size, n + 1)
+    power = max(_PROVISIONAL_FROM, 1 << n.bit_length())  # the next power of two above n
+    return min(final, power)
+
+
 def _bounds(values: list[float], scales: float, cap: float) -> tuple[float, float]:
-    ordered = np.sort(np.asarray(values, dtype=float))
-    q01, median, q99 = stats.sorted_quantiles(ordered, [0.01, 0.5, 0.99]).tolist()
-    spread = q99 - q01 or max(abs(median), 1.0)
-    return max(q01 - scales * spread, -cap), min(q99 + scales * spread, cap)
+    """``[q01 - scales * spread, q99 + scales * spread]`` of ``values``, within ``cap``."""
+    return _bounds_of_rows(np.asarray([values], dtype=float), scales, cap)[0]
+
+
+def _bounds_many(states: list[list[float]], cfg: GuardsConfig) -> list[tuple[float, float]]:
+    """:func:`_bounds` of each of ``states`` (as many values each), in one sort."""
+    return _bounds_of_rows(np.asarray(states, dtype=float), cfg.outlier_scales, cfg.max_abs_value)
+
+
+def _bounds_of_rows(matrix: np.ndarray, scales: float, cap: float) -> list[tuple[float, float]]:
+    quantiles = stats.sorted_quantiles(np.sort(matrix, axis=1), [0.01, 0.5, 0.99])
+    bounds = []
+    for q01, median, q99 in quantiles.tolist():
+        spread = q99 - q01 or max(abs(median), 1.0)
+        bounds.append((max(q01 - scales * spread, -cap), min(q99 + scales * spread, cap)))
+    return bounds
 
 
 def _copy_with(

@@ -195,14 +195,14 @@ def sorted_quantiles(values: np.ndarray, q: Sequence[float] | np.ndarray) -> np.
     >>> sorted_quantiles(v, q).tobytes() == np.quantile(v, q).tobytes()
     True
     """
-    n = len(values)
+    n = values.shape[-1]  # a matrix: the quantiles of each row, each as its own call's
     virtual = (n - 1) * np.asarray(q, dtype=float)
     lower = np.floor(virtual).astype(np.intp)
     upper = lower + 1
     beyond = virtual >= n - 1  # numpy takes the last value there
     lower[beyond] = upper[beyond] = -1
     gamma = virtual - lower
-    a, b = values[lower], values[upper]
+    a, b = values[..., lower], values[..., upper]
     difference = b - a
     result = a + difference * gamma
     np.subtract(b, difference * (1 - gamma), out=result, where=gamma >= 0.5)
