@@ -287,18 +287,16 @@ def _finite_floats(raw_features: dict[str, Any], longest: int) -> bool:
     """
     global _valid_names
     if compiled is not None:  # the same test in one C pass (detectors/_loops.c)
-        if not compiled.finite_floats(raw_features):
-            return False
-    else:
-        values = raw_features.values()
-        if not (
-            raw_features
-            and set(map(type, values)) == _FLOAT_ONLY
-            # A NaN or an infinity makes the sum non-finite (so, rarely, do huge finite
-            # values: they take the careful path, which accepts them).
-            and math.isfinite(sum(values))
-        ):
-            return False
+        return compiled.finite_floats(raw_features, longest)
+    values = raw_features.values()
+    if not (
+        raw_features
+        and set(map(type, values)) == _FLOAT_ONLY
+        # A NaN or an infinity makes the sum non-finite (so, rarely, do huge finite
+        # values: they take the careful path, which accepts them).
+        and math.isfinite(sum(values))
+    ):
+        return False
     names = tuple(raw_features)
     if _valid_names != (names, longest):
         if not (min(map(len, names)) > 0 and max(map(len, names)) <= longest):

@@ -438,26 +438,35 @@ fill_rows(PyObject *Py_UNUSED(self), PyObject *args)
     return PyBool_FromLong(ok);
 }
 
-/* finite_floats(features) -> bool
+/* finite_floats(features, longest) -> bool
  *
  *   bool(features) and {type(v) for v in features.values()} == {float}
  *   and math.isfinite(sum(features.values()))
+ *   and all(0 < len(k) <= longest for k in features)
  *
  * for events.py's decoder (most events are all floats): one pass, where the Python
- * expression builds a set of types and sums in a second pass. The sum is Python 3.11's:
- * doubles added left to right from 0.0, so a finite-valued event whose sum overflows
- * gives False here as there (the careful path then takes it, and accepts it).
+ * expression builds a set of types and sums in a second pass, and a third looks at the
+ * names. The sum is Python 3.11's: doubles added left to right from 0.0, so a
+ * finite-valued event whose sum overflows gives False here as there (the careful path
+ * then takes it, and accepts it). A name that is not an exact str gives False.
  */
 static PyObject *
-finite_floats(PyObject *Py_UNUSED(self), PyObject *features)
+finite_floats(PyObject *Py_UNUSED(self), PyObject *args)
 {
+    PyObject *features;
+    Py_ssize_t longest;
+    if (!PyArg_ParseTuple(args, "On", &features, &longest))
+        return NULL;
     if (!PyDict_CheckExact(features) || PyDict_GET_SIZE(features) == 0)
         Py_RETURN_FALSE;
     Py_ssize_t pos = 0;
     PyObject *key, *value;
     double sum = 0.0;
     while (PyDict_Next(features, &pos, &key, &value)) {
-        if (!PyFloat_CheckExact(value))
+        if (!PyFloat_CheckExact(value) || !PyUnicode_CheckExact(key))
+            Py_RETURN_FALSE;
+        Py_ssize_t length = PyUnicode_GET_LENGTH(key);
+        if (length == 0 || length > longest)
             Py_RETURN_FALSE;
         sum += PyFloat_AS_DOUBLE(value);
     }
@@ -465,7 +474,7 @@ finite_floats(PyObject *Py_UNUSED(self), PyObject *features)
 }
 
 static PyMethodDef methods[] = {
-    {"finite_floats", finite_floats, METH_O, "All values exact floats, finite sum (events.py)."},
+    {"finite_floats", finite_floats, METH_VARARGS, "Exact floats, finite sum, names (events.py)."},
     {"fill_rows", fill_rows, METH_VARARGS, "Feature dicts into a float64 matrix (block.py)."},
     {"increments", increments, METH_VARARGS, "A chunk's cumulative CUSUM increments."},
     {"walk_summarize", walk_summarize, METH_VARARGS, "A segment of the CUSUM path, summarized."},
