@@ -133,11 +133,13 @@ class InputGuard(Stateful):
         """:meth:`admit` for each row of ``block`` in order, in a few array operations, while the
         guard is learning the bounds of some of its features (a new partition's first
         rows): the same values appended and clipped, the same provisional and final bounds
-        at the same counts, the same counts and first clips, about 20 times faster.
+        at the same counts, the same counts and first clips. 500 rows of 30 features: 2.7
+        ms, against 9.6 one by one.
 
-        Only for a block whose every value is a float and whose every name is known as
-        numeric or new within the name cap; None otherwise (or when no name is learning),
-        and nothing changed: then the rows go through :meth:`admit` one by one. The caller
+        Only for a block whose every name is known as numeric or new within the name cap,
+        each row in the first row's order, floats only in the rows the features learn
+        from; None otherwise (or when no name is learning), and nothing changed: then the
+        rows go through :meth:`admit` one by one. The caller
         notes the batch's missing names first (so only a batch without any may come here:
         :meth:`note_missing` between rows could take the cap from a new name).
 
