@@ -115,9 +115,19 @@ class ShareMonitor(Stateful):
         peak = float(cusum.peak[j])
         started = int(cusum.last_zero[j])
         cusum.end_check()
-        classes = sorted(self.reference, key=str)
-        names = [str(c) for c in classes]
-        current = Counter(self.recent)
+        reference, recent = dict(self.reference), tuple(self.recent)  # as they stand now
+
+        def describe() -> tuple[dict[str, Any], dict[str, Any]]:
+            # The mixes, counted only if a record is written: a check while an alarm is
+            # open reads the shares at every check, and counting 500 values cost more.
+            classes = sorted(reference, key=str)
+            names = [str(c) for c in classes]
+            current = Counter(recent)
+            return (
+                _shares(names, np.array([reference[c] for c in classes])),
+                _shares(names, np.array([current[c] for c in classes])),
+            )
+
         moved = self.classes[j]
         return [
             Evidence(
@@ -130,8 +140,7 @@ class ShareMonitor(Stateful):
                 None,
                 cusum.threshold,
                 started_index=started,
-                reference=_shares(names, np.array([self.reference[c] for c in classes])),
-                current=_shares(names, np.array([current[c] for c in classes])),
+                describe=describe,
                 extra={
                     "moved_class": str(moved),
                     "direction": "up" if cusum.upper[j] >= cusum.lower[j] else "down",
