@@ -146,6 +146,10 @@ class Worker:
         # partition -> part name -> (the object, the Part a committed checkpoint wrote)
         self._parts: dict[int, dict[str, tuple[Any, checkpoint.Part]]] = {}
         self._outbox: list[tuple[str, bytes, bytes]] = []  # records for the next transaction
+        # A partition's restore notices (cold start, checkpoint partly used): committed with
+        # that partition's own offsets, so a worker killed before its first commit does
+        # not leave a notice of a start that its restart makes again.
+        self._held: dict[int, list[tuple[str, bytes, bytes]]] = {}
         # partition -> the registry champion its state accounts for (see _reconcile)
         self._champion_seen: dict[int, int | None] = {}
         # partition -> restored from a checkpoint: the champion may have moved meanwhile
@@ -366,7 +370,7 @@ class Worker:
         self._settle()
         try:
             self._committer.begin()
-            self._flush_outbox()
+            self._flush_outbox(partitions)
             produce()
             if background:
                 self._launch(partitions, batch)
@@ -690,14 +694,21 @@ class Worker:
         return engine, None
 
     def _notice(self, partition: int, kind: str, message: str) -> None:
-        """Logged now; an alert record in the next transaction."""
+        """Logged now; an alert record in the first transaction that commits the
+        partition's offsets (dropped if it leaves before: its next owner says its own)."""
         log.warning("partition %d: %s", partition, message)
         notice = Notice(kind, None, 0, message, {"worker": self.worker_id}, partition)
         value = records.encode(records.notice_record(notice))
-        self._outbox.append((self.config.topics.alerts, f"notice:{kind}".encode(), value))
+        held = self._held.setdefault(partition, [])
+        held.append((self.config.topics.alerts, f"notice:{kind}".encode(), value))
 
-    def _flush_outbox(self) -> None:
+    def _flush_outbox(self, partitions: list[int]) -> None:
+        """Into the open transaction: the outbox, and the held notices of ``partitions``
+        (whose offsets it commits). An abort loses them with the rest; the rewind that
+        follows restores those partitions again, which notices again."""
         outbox, self._outbox = self._outbox, []
+        for partition in partitions:
+            outbox += self._held.pop(partition, ())
         for topic, key, value in outbox:
             self._committer.produce(topic, value, key)
 
@@ -883,6 +894,7 @@ class Worker:
                 self._unsaved,
                 self._parts,
                 self._champion_seen,
+                self._held,
             ):
                 table.pop(partition, None)
             self._reconcile.discard(partition)
