@@ -242,6 +242,8 @@ def _mixed_stream(seed: int, events: int = 2500) -> list[bytes]:
         (4, Config().replace(engine={"mode": "mini_batch"}), 100),
         (5, Config().replace(engine={"mode": "mini_batch"}, detectors={"enabled": False}), 333),
         (6, Config().replace(engine={"mode": "mini_batch"}, guards={"clip_outliers": False}), 1000),
+        # A model that never moves from 0.5: every answer a tie, which goes to class 0.
+        (7, Config().replace(model={"params": {"clip_gradient": 0.0, "intercept_lr": 0.0}}), 50),
     ],
 )
 def test_runs_of_labeled_events_give_what_the_event_by_event_path_gives(

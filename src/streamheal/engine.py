@@ -673,9 +673,9 @@ class Engine:
                     break
                 watch.since_good += 1
         taken = run[: len(answers)]
-        self._emit_own_labeled(
-            taken, [_on_the_wire(p) for p in answers] if binary else answers, None, outputs
-        )
+        if binary:  # _on_the_wire, inline: a call per event cost as much as the dict
+            answers = [{0: p.get(False, 0.0), 1: p.get(True, 0.0)} for p in answers]
+        self._emit_own_labeled(taken, answers, None, outputs)
         policy = self.policy
         recent = policy.recent if policy is not None else None
         kept = zip([event.features for event in taken], labels, strict=True)
@@ -765,7 +765,10 @@ class Engine:
             for name in event.missing:
                 tally[name if name in admitted else OTHER_FEATURES] += 1
             if prediction is None and proba:
-                prediction = _best_class(proba, binary)
+                # _best_class, inline for a binary answer (keyed 0/1 on the wire)
+                prediction = (
+                    (1 if proba[1] > proba[0] else 0) if binary else _best_class(proba, False)
+                )
             append(
                 Prediction(
                     event.id, event.ts, index, prediction, proba, version, event.source,
