@@ -281,7 +281,7 @@ class Engine:
             guard = self.guard
             admit, accepts = guard.admit, self._accepts_label
             # A new partition's first rows, while the guard learns their bounds: admitted
-            # column by column at once (missing names are noted between rows: one by one).
+            # as one block (missing names are noted between rows: then one by one).
             learned = (
                 guard.admit_learning(block)
                 if block is not None and unchanged is None and not _any_missing(records)

@@ -192,19 +192,16 @@ class InputGuard(Stateful):
         cfg = self.cfg
         learning = [names[j] for j in columns]
         states = [self.features[name] for name in learning]
+        cap = (-cfg.max_abs_value, cfg.max_abs_value)
         at, end = 0, len(matrix)
         while at < end:
             n = len(states[0])
             stop = min(end, at + _next_bounds_count(n, cfg.reference_size) - n)
-            cap = (-cfg.max_abs_value, cfg.max_abs_value)
             lows, highs = zip(*(self.provisional.get(name, cap) for name in learning), strict=True)
             segment = matrix[at:stop, columns]
             lo, hi = np.array(lows), np.array(highs)
             out = (segment < lo) | (segment > hi)  # NaN stays, as in _number
-            if out.any():
-                segment[out] = np.where(segment < lo, lo, hi)[out]
-                matrix[at:stop, columns] = segment
-                outside[at:stop, columns] = out
+            _put_clipped(matrix, outside, slice(at, stop), columns, segment, out, lo, hi)
             for state, values in zip(states, segment.T.tolist(), strict=True):
                 state.extend(values)
             n += stop - at
@@ -234,10 +231,7 @@ class InputGuard(Stateful):
         hi = np.array([self.features[names[j]][1] for j in columns])
         segment = matrix[start:, columns]
         out = ~((lo <= segment) & (segment <= hi))
-        if out.any():
-            segment[out] = np.where(segment < lo, lo, hi)[out]
-            matrix[start:, columns] = segment
-            outside[start:, columns] = out
+        _put_clipped(matrix, outside, slice(start, None), columns, segment, out, lo, hi)
 
     def _learned(
         self, block: FeatureBlock, matrix: np.ndarray, outside: np.ndarray
@@ -515,6 +509,25 @@ def linear_parts(model: Any) -> list[Any]:
     if isinstance(last, multiclass.OneVsRestClassifier):
         return [c for c in last.classifiers.values() if isinstance(c, linear_model.base.GLM)]
     return []
+
+
+def _put_clipped(
+    matrix: np.ndarray,
+    outside: np.ndarray,
+    rows: slice,
+    columns: list[int],
+    segment: np.ndarray,
+    out: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+) -> None:
+    """``segment`` (a copy of ``matrix[rows, columns]``) clipped where ``out``: below its
+    column's ``lo`` to it, anything else (above, or NaN) to ``hi``; written back, and the
+    cells marked in ``outside``."""
+    if out.any():
+        segment[out] = np.where(segment < lo, lo, hi)[out]
+        matrix[rows, columns] = segment
+        outside[rows, columns] = out
 
 
 def _next_bounds_count(n: int, reference_size: int) -> int:
