@@ -57,7 +57,8 @@ from streamheal.serving import ServingModel, VersionAuthority
 Output = Any  # Prediction | Rejection | Drift | Action | Notice
 # Feature names beyond the distinct-name cap share one slot in the per-feature counters.
 OTHER_FEATURES = "(other)"
-# A champion pickled to at most this many bytes is served as a fresh copy afterwards.
+# A champion pickled to at most this many bytes is read without slowing it, or served as
+# a fast copy afterwards (Engine._pickled_model).
 COPY_MAX_BYTES = 256 * 1024
 
 
@@ -151,6 +152,7 @@ class Engine:
         self._notices: list[Notice | Action] = []
         self._watched: Any = None  # the model whose linear parts are cached below
         self._watched_linear: list[Any] = []
+        self._model_pickle_bytes = 0  # the champion's last pickle's size
         self.counters = Counters()
         self.drift = DriftSuite(config.detectors) if config.detectors.enabled else None
         if models.supports_mini_batch(self.model) and (self.mini_batch or self.drift):
@@ -412,22 +414,27 @@ class Engine:
             if not healthy(self._watched_linear):
                 self._restore_model("non-finite weights")
                 return
-            good = models.dumps(self.model)
-            watch.keep(good, self.model_version)
-            self._serve_copy(len(good))
+            watch.keep(self._pickled_model(), self.model_version)
 
-    def _serve_copy(self, pickled_bytes: int) -> None:
-        """Serve a copy of the champion (the same state) after pickling it: pickling slows
-        River's learning step by about 5% on CPython 3.11, the copy runs as the model did
-        before (:mod:`streamheal.pickling`). Its feature-name keys are the names the guard
-        took from the events, the objects every later event uses too. Only for a small
-        state (``pickled_bytes``, the pickle just made): a linear model's copy costs a
-        third of a millisecond, a forest's (megabytes) more than the pickle itself."""
-        if pickled_bytes > COPY_MAX_BYTES:
-            return
-        self.serving.repair(pickling.copy(self.model, self.guard.features))
-        self._watched = self.model
-        self._watched_linear = linear_parts(self.model)
+    def _pickled_model(self) -> bytes:
+        """The champion pickled (``models.dumps``'s bytes) for a good state or a
+        checkpoint. Pickling the default way slows River's learning step by about 5% on
+        CPython 3.11 for good (:mod:`streamheal.pickling`); a small model is read without
+        that (:func:`pickling.dumps`), and when it could not be (a model loaded from a
+        pickle, or new to this process), a copy of the same state that runs as fast as
+        before is served from then on, its feature-name keys the objects the events use.
+        A large model (a forest: megabytes) is pickled the default way: read attribute by
+        attribute its pickle costs several times more, and so would its copy."""
+        if self._model_pickle_bytes > COPY_MAX_BYTES:
+            blob = models.dumps(self.model)
+        else:
+            blob, kept = pickling.dumps(self.model)
+            if not kept and len(blob) <= COPY_MAX_BYTES:
+                self.serving.repair(pickling.copy(self.model, self.guard.features))
+                self._watched = self.model
+                self._watched_linear = linear_parts(self.model)
+        self._model_pickle_bytes = len(blob)
+        return blob
 
     def _restore_model(self, cause: str) -> None:
         watch = self.watch
@@ -516,19 +523,15 @@ class Engine:
         """The same state serialized (for checkpoints): pickled straight from the live
         objects, no copy first, so a checkpoint costs about a millisecond, not tens.
         ``without_parts``: the :meth:`stable_parts` are left out (named), for a checkpoint
-        that writes them only when they change. Pickling slows the live model, so a small
-        one is replaced by a fast copy of the same state afterwards (:meth:`_serve_copy`)."""
+        that writes them only when they change. The champion is pickled on its own
+        (:meth:`_pickled_model`)."""
         state = self._live_state()
+        state["model"] = self._pickled_model()  # bytes: load_state_dict reads either
         if without_parts:
             state["join"] = self.join.log_state()  # its sealed segments are parts
             if self.drift is not None:
                 state["drift"] = self.drift.state_without_parts()
-        blob = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
-        # The model's own size: its last good state's, else the whole state's (an upper
-        # bound; the join buffer can make it large).
-        good = self.watch.good if self.watch is not None else None
-        self._serve_copy(len(good) if good is not None else len(blob))
-        return blob
+        return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
     def stable_parts(self) -> dict[str, Any]:
         """Large pieces of the state that change rarely or never (the detectors'
