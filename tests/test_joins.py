@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import pickle
+from array import array
 
 import pytest
 from hypothesis import given, settings
@@ -145,6 +146,55 @@ def test_a_tail_read_before_its_ids_were_closed_again_or_forgotten_restores_the_
     assert restored.take("b", 1.0) is Reason.UNKNOWN_LABEL_ID
 
 
+def test_closed_ids_of_any_text_round_trip_through_the_packed_log() -> None:
+    join = LabelJoin(max_entries=100, max_bytes=1 << 30, max_age_seconds=1e9)
+    ids = ["", "é", "🙂x", "a\x00b", "plain", "\u2028"]
+    for i, event_id in enumerate(ids):
+        join.close(event_id, Reason.DUPLICATE_LABEL if i % 3 else Reason.EXPIRED_LABEL_ID)
+        assert _contents(_restored(join)) == _contents(join)  # incremental tails
+    join._compact()  # every id sealed in packed segments
+    assert _contents(_restored(join)) == _contents(join)
+
+
+def test_a_log_written_before_packing_still_restores() -> None:
+    # "logs": the closed ids' tail and segments as (ids, numbers, reasons) tuples.
+    saved, joins.SEGMENT_CHANGES = joins.SEGMENT_CHANGES, 8
+    try:
+        join = LabelJoin(max_entries=30, max_bytes=1 << 30, max_age_seconds=1e9)
+        for i in range(47):
+            join.remember(f"p{i}", float(i), 10, {"x": i}, 0, now=float(i))
+            join.close(f"c{i}", Reason.DUPLICATE_LABEL)
+            if i % 7 == 6:
+                join.take(f"p{i - 3}", float(i))
+        segments = join.checkpoint_segments()
+        for event_id in ("c3", "late", "c46"):  # a tail: one closed again, one new
+            join.close(event_id, Reason.EXPIRED_LABEL_ID)
+        state = join.log_state()
+    finally:
+        joins.SEGMENT_CHANGES = saved
+
+    def unpacked(changes: tuple) -> tuple:
+        closed = list(joins._closed_changes(changes))
+        return (
+            tuple(c[0] for c in closed),
+            array("q", [c[1] for c in closed]),
+            tuple(c[2] for c in closed),
+        )
+
+    state["format"] = "logs"
+    state["logs"][1]["tail"] = unpacked(state["logs"][1]["tail"])
+    old = {
+        name: s._replace(changes=unpacked(s.changes)) if name.startswith("join.c") else s
+        for name, s in segments.items()
+    }
+    assert any(name.startswith("join.c") for name in old) and len(state["logs"][1]["tail"][0])
+    restored = LabelJoin(30, 1 << 30, 1e9)
+    restored.load_log(pickle.loads(pickle.dumps(state)), old)
+    assert _contents(restored) == _contents(join)
+    with pytest.raises(ValueError, match="does not add up"):
+        list(joins._closed_changes(("ab", array("I", [1]).tobytes(), b"", (("x", 1),))))
+
+
 def _loaded(state: dict) -> LabelJoin:
     join = LabelJoin(max_entries=10, max_bytes=1 << 30, max_age_seconds=1e9)
     join.load(pickle.loads(pickle.dumps(state)))
@@ -218,7 +268,7 @@ def test_a_long_run_writes_each_sealed_segment_once_and_keeps_few() -> None:
         if i % 500 == 499:  # a checkpoint per batch of 500
             segments = join.checkpoint_segments()
             state = join.log_state()
-            assert len(state["logs"][1]["tail"][0]) < 4096 + 500
+            assert len(state["logs"][1]["tail"][1]) // 4 < 4096 + 500  # lengths: uint32s
             new = [n for n, s in segments.items() if written.get(n) is not s]
             assert len(new) <= 1  # at most the one sealed since the last checkpoint
             written.update(segments)

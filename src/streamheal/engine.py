@@ -50,7 +50,7 @@ from streamheal.guards import (
     label_kind,
     linear_parts,
 )
-from streamheal.joins import LOG_FORMAT, LabelJoin, Pending
+from streamheal.joins import LOG_FORMATS_READ, LabelJoin, Pending
 from streamheal.policy import Action, Policy
 from streamheal.serving import ServingModel, VersionAuthority
 
@@ -555,7 +555,7 @@ class Engine:
         join = state["join"]
         if "format" not in join:  # the tables whole (state_dict, older checkpoints)
             self.join.load(copy.deepcopy(join))
-        elif join["format"] == LOG_FORMAT:  # a change log (to_bytes without parts)
+        elif join["format"] in LOG_FORMATS_READ:  # a change log (to_bytes without parts)
             self.join.load_log(join, parts or {})
         else:
             raise ValueError(

@@ -29,10 +29,11 @@ True
 
 from __future__ import annotations
 
+import itertools
 import math
 from array import array
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -45,9 +46,12 @@ BYTES_PER_RAW_BYTE = 3
 # Changes per sealed segment of the change log (an unlabeled 30-feature event's entry is
 # about 400 bytes pickled, so a segment of such entries is about 1.6 MB).
 SEGMENT_CHANGES = 4096
-# What log_state() writes: one change log per table. (A build that was never released
-# wrote "log", one log for both tables; Engine.load_state_dict refuses anything else.)
-LOG_FORMAT = "logs"
+# What log_state() writes: one change log per table, the closed ids' changes packed
+# (see Packed). Read too: "logs", the same with the closed ids' changes as three
+# tuples (before 2026-11-29). (A build that was never released wrote "log", one log for
+# both tables; Engine.load_state_dict refuses anything else.)
+LOG_FORMAT = "logs.packed"
+LOG_FORMATS_READ = ("logs", LOG_FORMAT)
 # Kinds of change in the log.
 _REMEMBERED, _LEFT, _CLOSED = 0, 1, 2
 
@@ -65,7 +69,7 @@ class Pending:
 
 class Segment(NamedTuple):
     """Sealed changes ``first`` <= seq < ``end`` of one table of a join, in order:
-    (seq, kind, id, entry) tuples for the waiting entries, (ids, numbers, reasons) for
+    (seq, kind, id, entry) tuples for the waiting entries, :data:`Packed` changes for
     the closed ids. Immutable, so a checkpoint writes it once (under ``name``)."""
 
     name: str
@@ -85,15 +89,27 @@ class _Log:
     prefix: str = ""
 
 
+# Closed ids' changes, in order, packed so that pickling them costs a few copies of memory
+# rather than a step per id (a tuple of 2,000 ids took 75 us to pickle, at every
+# checkpoint): the ids end to end; each one's length (an array("I")'s bytes); their change
+# numbers (an array("q")'s bytes); their reasons as runs of (reason, how many). A plain
+# tuple, so a checkpoint's pickle names no class of this module.
+Packed = tuple[str, bytes, bytes, tuple[tuple[str, int], ...]]
+
+
 @dataclass(slots=True)
 class _Tail:
-    """The closed ids' changes from ``start`` up to ``end`` as last read (_closed_since)."""
+    """The closed ids' changes from ``start`` up to ``end`` as last read (_closed_since):
+    the ids' text in pieces, their lengths, numbers and reason runs, and the packed form
+    of all that once asked for."""
 
     start: int
     end: int
-    ids: list[str]
+    pieces: list[str]
+    lengths: array
     seqs: array
-    reasons: list[str]
+    runs: list[list[Any]]
+    packed: Packed | None = None
 
 
 class LabelJoin:
@@ -348,7 +364,7 @@ class LabelJoin:
                     pending[event_id] = value
         closed: OrderedDict[str, tuple[str, int]] = OrderedDict()
         for changes in [*(s.changes for s in replayed[1]), closed_state["tail"]]:
-            for event_id, seq, reason in zip(*changes, strict=True):
+            for event_id, seq, reason in _closed_changes(changes):
                 closed.pop(event_id, None)
                 closed[event_id] = (_plain(reason), seq)
         oldest_pending, oldest_closed = state["live"]
@@ -381,29 +397,37 @@ class LabelJoin:
         changes.sort(key=_first)
         return tuple(changes)
 
-    def _closed_since(self, start: int) -> tuple[tuple[str, ...], array, tuple[str, ...]]:
-        """The closed ids' changes numbered ``start`` or later, in order, as (ids, their
-        numbers, their reasons). Read once per change: a checkpoint every batch read the
-        whole tail again (up to :data:`SEGMENT_CHANGES` ids, in Python), which cost a
-        worker 1-2 us per event; the tail read last time is kept and the changes since
-        appended. An id closed again, or forgotten for space, since it was read keeps its
-        older change in the tail: replaying the log re-inserts an id at its newest
-        change, and drops what is older than the oldest id still remembered, so the join
-        restored is the same."""
+    def _closed_since(self, start: int) -> Packed:
+        """The closed ids' changes numbered ``start`` or later, in order, packed (see
+        :data:`Packed`). Read once per change: the tail read last time is kept and the
+        changes since appended, so a checkpoint every batch costs what the batch closed,
+        not the whole tail (up to :data:`SEGMENT_CHANGES` ids). An id closed again, or
+        forgotten for space, since it was read keeps its older change in the tail:
+        replaying the log re-inserts an id at its newest change, and drops what is older
+        than the oldest id still remembered, so the join restored is the same."""
         tail = self._closed_tail
-        if tail is None or tail.start != start or len(tail.ids) > 2 * SEGMENT_CHANGES:
-            tail = self._closed_tail = _Tail(start, start, [], array("q"), [])
+        if tail is None or tail.start != start or len(tail.lengths) > 2 * SEGMENT_CHANGES:
+            tail = self._closed_tail = _Tail(start, start, [], array("I"), array("q"), [])
         newest: list[tuple[str, tuple[str, int]]] = []
         for item in reversed(self.closed.items()):
             if item[1][1] < tail.end:
                 break
             newest.append(item)
-        newest.reverse()
-        tail.ids += [event_id for event_id, _ in newest]
-        tail.seqs.extend([seq for _, (_, seq) in newest])
-        tail.reasons += [reason for _, (reason, _) in newest]
         tail.end = self.seq
-        return tuple(tail.ids), array("q", tail.seqs), tuple(tail.reasons)
+        if newest or tail.packed is None:
+            newest.reverse()
+            ids = [event_id for event_id, _ in newest]
+            tail.pieces.append("".join(ids))
+            tail.lengths.extend(map(len, ids))
+            tail.seqs.extend([seq for _, (_, seq) in newest])
+            _add_runs(tail.runs, [reason for _, (reason, _) in newest])
+            tail.packed = (
+                "".join(tail.pieces),
+                tail.lengths.tobytes(),
+                tail.seqs.tobytes(),
+                tuple((reason, count) for reason, count in tail.runs),
+            )
+        return tail.packed
 
     def _seal(self, log: _Log, start: int, changes: Any, end: int) -> None:
         name = f"join.{log.prefix}{log.ordinal % self._ring()}"
@@ -430,12 +454,15 @@ class LabelJoin:
         closed_log = self._logs[1]
         closed_log.sealed = []
         self._closed_tail = None  # read under the old numbers
-        ids, seqs, reasons = self._closed_since(first_closed)
-        self._closed_tail = None  # every live id, sealed: nothing for the next checkpoint
-        for first in range(0, len(ids), SEGMENT_CHANGES):
-            last = first + SEGMENT_CHANGES
-            part = (ids[first:last], seqs[first:last], reasons[first:last])
-            self._seal(closed_log, first_closed + first, part, first_closed + first + len(part[0]))
+        live = list(self.closed.items())
+        for first in range(0, len(live), SEGMENT_CHANGES):
+            part = live[first : first + SEGMENT_CHANGES]
+            packed = _pack(
+                [event_id for event_id, _ in part],
+                [seq for _, (_, seq) in part],
+                [reason for _, (reason, _) in part],
+            )
+            self._seal(closed_log, first_closed + first, packed, first_closed + first + len(part))
 
     def _left_pending(self, event_id: str) -> None:
         """Log that ``event_id`` left ``pending``. A join nobody checkpoints (replay,
@@ -476,6 +503,50 @@ class LabelJoin:
         self.expired += 1
         self._left_pending(event_id)
         self.close(event_id, Reason.EXPIRED_LABEL_ID)
+
+
+def _add_runs(runs: list[list[Any]], reasons: Iterable[str]) -> None:
+    """Append ``reasons`` to ``runs`` of [reason, how many]."""
+    for reason in reasons:
+        if runs and runs[-1][0] == reason:
+            runs[-1][1] += 1
+        else:
+            runs.append([reason, 1])
+
+
+def _pack(ids: list[str], seqs: list[int], reasons: list[str]) -> Packed:
+    """Closed ids' changes, packed (see :data:`Packed`)."""
+    runs: list[list[Any]] = []
+    _add_runs(runs, reasons)
+    return (
+        "".join(ids),
+        array("I", map(len, ids)).tobytes(),
+        array("q", seqs).tobytes(),
+        tuple((reason, count) for reason, count in runs),
+    )
+
+
+def _closed_changes(changes: Any) -> Iterator[tuple[str, int, str]]:
+    """(id, number, reason) of each closed id's change in a closed-id segment or tail:
+    packed (see :data:`Packed`), or three tuples (ids, numbers, reasons) as written
+    before 2026-11-29."""
+    if len(changes) == 3:  # (ids, numbers, reasons)
+        yield from zip(*changes, strict=True)
+        return
+    text, lengths, seqs = changes[0], array("I"), array("q")
+    lengths.frombytes(changes[1])
+    seqs.frombytes(changes[2])
+    reasons = itertools.chain.from_iterable(
+        itertools.repeat(reason, count) for reason, count in changes[3]
+    )
+    if not (len(lengths) == len(seqs) == sum(count for _, count in changes[3])):
+        raise ValueError("a packed segment of closed ids does not add up")
+    if sum(lengths) != len(text):
+        raise ValueError("a packed segment of closed ids does not add up")
+    end = 0
+    for length, seq, reason in zip(lengths, seqs, reasons):  # noqa: B905 (checked above)
+        start, end = end, end + length
+        yield text[start:end], seq, reason
 
 
 def _first(change: tuple[int, int, str, Any]) -> int:
