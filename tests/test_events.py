@@ -216,3 +216,113 @@ def test_the_compiled_all_floats_check_decides_as_the_python_one(
         assert _finite_floats(features, longest) == fast
     finally:
         events.compiled = compiled
+
+
+_ABSENT = object()
+_any_scalar = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=3),
+)
+_other_values = {
+    "id": st.one_of(_any_scalar, st.just(_ABSENT)),
+    "ts": st.one_of(_any_scalar, st.just(_ABSENT), st.sampled_from([1e11, -1e11, 10**11])),
+    "label": st.one_of(
+        _any_scalar,
+        st.lists(st.integers(), max_size=1),
+        st.sampled_from([2**63, -(2**63) - 1, 2**64 - 1, 2**64]),
+    ),
+    "features": st.one_of(
+        _any_scalar,
+        st.just(_ABSENT),
+        st.just({}),
+        st.dictionaries(feature_names, st.one_of(feature_values, _floats_only), max_size=5),
+        st.lists(st.floats(), max_size=2),
+    ),
+}
+
+
+@st.composite
+def _events(draw: st.DrawFn) -> tuple[dict, EventsConfig]:
+    """An event _check takes as it is, near the edges it draws (lengths at the limits, ts
+    at the bound, labels at 64 bits, feature sums that overflow), then often one field
+    with a value it refuses or takes otherwise."""
+    limits = EventsConfig(
+        max_id_length=draw(st.integers(1, 12)),
+        max_features=draw(st.integers(1, 8)),
+        max_feature_name_length=draw(st.integers(1, 12)),
+    )
+    longest = limits.max_feature_name_length
+    names = (
+        st.text(min_size=1, max_size=longest)
+        | st.text(min_size=longest, max_size=longest + 1)
+        | st.just("")
+    )
+    fields = {
+        "id": draw(st.text(min_size=1, max_size=limits.max_id_length + 1)),
+        "ts": draw(
+            st.floats(min_value=-1.1e11, max_value=1.1e11)
+            | st.integers(min_value=-(10**11) - 1, max_value=10**11 + 1)
+            | st.sampled_from([99_999_999_999.9, -99_999_999_999, 1700e6])
+        ),
+        "label": draw(
+            st.just(_ABSENT)
+            | st.none()
+            | st.booleans()
+            | st.text(max_size=3)
+            | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+            | st.sampled_from([2**63 - 1, -(2**63)])
+        ),
+        "features": draw(
+            st.dictionaries(
+                names,
+                st.floats(-1e3, 1e3) | _floats_only,
+                min_size=1,
+                max_size=limits.max_features + 1,
+            )
+        ),
+    }
+    other = draw(st.sampled_from([None, None, *_other_values]))
+    if other is not None:
+        fields[other] = draw(_other_values[other])
+    return {name: value for name, value in fields.items() if value is not _ABSENT}, limits
+
+
+@settings(max_examples=1000)
+@given(_events())
+def test_the_compiled_plain_event_check_answers_as_check_or_not_at_all(
+    event: tuple[dict, EventsConfig],
+) -> None:
+    import streamheal.events as events
+
+    if events.compiled is None:
+        pytest.skip("built without the C extension")
+    obj, limits = event
+    plain = events.compiled.plain_event(
+        obj,
+        limits.max_id_length,
+        limits.max_features,
+        limits.max_feature_name_length,
+        events.MAX_TS,
+    )
+    try:
+        checked = events._check(obj, limits)
+    except InvalidEvent:
+        checked = None
+    if plain is not None:
+        assert checked is not None and checked[4] == ()
+        assert plain == checked[:4] and plain[2] is checked[2] and type(plain[1]) is float
+        assert plain[3] is checked[3]
+
+
+def test_a_plain_event_takes_the_compiled_path() -> None:
+    import streamheal.events as events
+
+    if events.compiled is None:
+        pytest.skip("built without the C extension")
+    for label in (None, 1, "spam", True):
+        obj = {"id": "e1", "ts": 1_700_000_000, "features": {"x": 1.5}, "label": label}
+        plain = events.compiled.plain_event(obj, 256, 1000, 256, events.MAX_TS)
+        assert plain == ("e1", 1.7e9, {"x": 1.5}, label)

@@ -154,6 +154,12 @@ def decode(
         return Rejection(Reason.NOT_JSON, _short(f"not valid JSON: {err}"), source, raw, key)
     except Exception as err:  # a parser failure no reason above names: still a dead letter
         return Rejection(Reason.INVALID, _short(f"{type(err).__name__}: {err}"), source, raw, key)
+    if compiled is not None:  # most events, as _check takes them, in one C call (_loops.c)
+        plain = compiled.plain_event(
+            obj, limits.max_id_length, limits.max_features, limits.max_feature_name_length, MAX_TS
+        )
+        if plain is not None:
+            return Event(plain[0], plain[1], plain[2], plain[3], (), source, raw)
     try:
         event_id, ts, features, label, missing = _check(obj, limits)
     except InvalidEvent as err:
