@@ -223,3 +223,22 @@ def test_the_engine_serves_a_fast_copy_after_keeping_a_good_state_and_after_a_ch
     restored = Engine(Config())
     restored.load_bytes(blob)
     assert restored.counters.feature_events == 1200
+
+
+def test_a_champions_pickle_does_not_depend_on_what_the_process_pickled_before(
+    monkeypatch,
+) -> None:
+    """A snapshot's or a good state's bytes: the first Engine reads its model through
+    ``__dict__`` (no class names known yet), the second by name; both serve a copy of a
+    champion they had not copied yet, so both pickle the same key objects alike."""
+    from streamheal.config import Config
+    from streamheal.engine import Engine
+
+    monkeypatch.setattr(pickling, "_names", {})
+    events = bench_events(2500)
+    pickles = []
+    for _ in range(2):
+        engine = Engine(Config().replace(guards={"good_state_every": 1000}))
+        engine.process(events)
+        pickles.append((engine.watch.good, engine._pickled_model()))
+    assert pickles[0] == pickles[1]

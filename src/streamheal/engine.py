@@ -153,6 +153,7 @@ class Engine:
         self._watched: Any = None  # the model whose linear parts are cached below
         self._watched_linear: list[Any] = []
         self._model_pickle_bytes = 0  # the champion's last pickle's size
+        self._served_copy: Any = None  # the champion as last served by _pickled_model
         self.counters = Counters()
         self.drift = DriftSuite(config.detectors) if config.detectors.enabled else None
         if models.supports_mini_batch(self.model) and (self.mini_batch or self.drift):
@@ -429,9 +430,14 @@ class Engine:
             blob = models.dumps(self.model)
         else:
             blob, kept = pickling.dumps(self.model)
-            if not kept and len(blob) <= COPY_MAX_BYTES:
+            # A champion this Engine has not served as a copy yet is copied whatever the
+            # pickle says: the copy's feature-name keys are the guard's name objects, and
+            # a pickle's bytes depend on which keys are one object (a snapshot's bytes
+            # must not depend on what else this process pickled before).
+            fresh = self.model is not self._served_copy
+            if (fresh or not kept) and len(blob) <= COPY_MAX_BYTES:
                 self.serving.repair(pickling.copy(self.model, self.guard.features))
-                self._watched = self.model
+                self._served_copy = self._watched = self.model
                 self._watched_linear = linear_parts(self.model)
         self._model_pickle_bytes = len(blob)
         return blob
