@@ -450,6 +450,25 @@ fill_rows(PyObject *Py_UNUSED(self), PyObject *args)
  * finite-valued event whose sum overflows gives False here as there (the careful path
  * then takes it, and accepts it). A name that is not an exact str gives False.
  */
+static int
+all_finite_floats(PyObject *features, Py_ssize_t longest)
+{
+    if (!PyDict_CheckExact(features) || PyDict_GET_SIZE(features) == 0)
+        return 0;
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    double sum = 0.0;
+    while (PyDict_Next(features, &pos, &key, &value)) {
+        if (!PyFloat_CheckExact(value) || !PyUnicode_CheckExact(key))
+            return 0;
+        Py_ssize_t length = PyUnicode_GET_LENGTH(key);
+        if (length == 0 || length > longest)
+            return 0;
+        sum += PyFloat_AS_DOUBLE(value);
+    }
+    return isfinite(sum);
+}
+
 static PyObject *
 finite_floats(PyObject *Py_UNUSED(self), PyObject *args)
 {
@@ -457,20 +476,7 @@ finite_floats(PyObject *Py_UNUSED(self), PyObject *args)
     Py_ssize_t longest;
     if (!PyArg_ParseTuple(args, "On", &features, &longest))
         return NULL;
-    if (!PyDict_CheckExact(features) || PyDict_GET_SIZE(features) == 0)
-        Py_RETURN_FALSE;
-    Py_ssize_t pos = 0;
-    PyObject *key, *value;
-    double sum = 0.0;
-    while (PyDict_Next(features, &pos, &key, &value)) {
-        if (!PyFloat_CheckExact(value) || !PyUnicode_CheckExact(key))
-            Py_RETURN_FALSE;
-        Py_ssize_t length = PyUnicode_GET_LENGTH(key);
-        if (length == 0 || length > longest)
-            Py_RETURN_FALSE;
-        sum += PyFloat_AS_DOUBLE(value);
-    }
-    return PyBool_FromLong(isfinite(sum));
+    return PyBool_FromLong(all_finite_floats(features, longest));
 }
 
 /* plain_event(obj, max_id_length, max_features, longest, max_ts) -> tuple | None
@@ -541,21 +547,7 @@ plain_event(PyObject *Py_UNUSED(self), PyObject *args)
     PyObject *features = PyDict_GetItem(obj, s_features);
     if (features == NULL || !PyDict_CheckExact(features))
         Py_RETURN_NONE;
-    Py_ssize_t count = PyDict_GET_SIZE(features);
-    if (count == 0 || count > max_features)
-        Py_RETURN_NONE;
-    Py_ssize_t pos = 0;
-    PyObject *key, *value;
-    double sum = 0.0;
-    while (PyDict_Next(features, &pos, &key, &value)) {
-        if (!PyFloat_CheckExact(value) || !PyUnicode_CheckExact(key))
-            Py_RETURN_NONE;
-        Py_ssize_t length = PyUnicode_GET_LENGTH(key);
-        if (length == 0 || length > longest)
-            Py_RETURN_NONE;
-        sum += PyFloat_AS_DOUBLE(value);
-    }
-    if (!isfinite(sum))
+    if (PyDict_GET_SIZE(features) > max_features || !all_finite_floats(features, longest))
         Py_RETURN_NONE;
     PyObject *seconds = PyFloat_FromDouble(when);
     if (seconds == NULL)
