@@ -212,7 +212,7 @@ class InputGuard(Stateful):
                     self.provisional.pop(name, None)
                 self._clip_bounded(names, columns, at, matrix, outside)
                 return
-            if n >= _PROVISIONAL_FROM and n & (n - 1) == 0:
+            if _provisional_at(n):
                 self.provisional.update(zip(learning, _bounds_many(states, cfg), strict=True))
 
     def _clip_bounded(
@@ -325,7 +325,7 @@ class InputGuard(Stateful):
             if n >= cfg.reference_size:
                 self.features[name] = _bounds(state, cfg.outlier_scales, cfg.max_abs_value)
                 self.provisional.pop(name, None)
-            elif n >= _PROVISIONAL_FROM and n & (n - 1) == 0:
+            elif _provisional_at(n):
                 # Until the reference is complete, bounds from the values so far (at 32, 64,
                 # 128, ... values) keep one early extreme from wrecking a scaler's variance
                 # for good (few values already give wide percentiles).
@@ -528,6 +528,12 @@ def _put_clipped(
         segment[out] = np.where(segment < lo, lo, hi)[out]
         matrix[rows, columns] = segment
         outside[rows, columns] = out
+
+
+def _provisional_at(n: int) -> bool:
+    """Whether a learning feature gets new provisional bounds at its ``n``-th value: at
+    :data:`_PROVISIONAL_FROM` and each power of two after it (below the reference size)."""
+    return n >= _PROVISIONAL_FROM and n & (n - 1) == 0
 
 
 def _next_bounds_count(n: int, reference_size: int) -> int:

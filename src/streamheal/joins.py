@@ -421,12 +421,7 @@ class LabelJoin:
             tail.lengths.extend(map(len, ids))
             tail.seqs.extend([seq for _, (_, seq) in newest])
             _add_runs(tail.runs, [reason for _, (reason, _) in newest])
-            tail.packed = (
-                "".join(tail.pieces),
-                tail.lengths.tobytes(),
-                tail.seqs.tobytes(),
-                tuple((reason, count) for reason, count in tail.runs),
-            )
+            tail.packed = _packed("".join(tail.pieces), tail.lengths, tail.seqs, tail.runs)
         return tail.packed
 
     def _seal(self, log: _Log, start: int, changes: Any, end: int) -> None:
@@ -518,12 +513,12 @@ def _pack(ids: list[str], seqs: list[int], reasons: list[str]) -> Packed:
     """Closed ids' changes, packed (see :data:`Packed`)."""
     runs: list[list[Any]] = []
     _add_runs(runs, reasons)
-    return (
-        "".join(ids),
-        array("I", map(len, ids)).tobytes(),
-        array("q", seqs).tobytes(),
-        tuple((reason, count) for reason, count in runs),
-    )
+    return _packed("".join(ids), array("I", map(len, ids)), array("q", seqs), runs)
+
+
+def _packed(text: str, lengths: array, seqs: array, runs: list[list[Any]]) -> Packed:
+    """The :data:`Packed` tuple of ids end to end, their lengths, numbers and reason runs."""
+    return text, lengths.tobytes(), seqs.tobytes(), tuple((reason, n) for reason, n in runs)
 
 
 def _closed_changes(changes: Any) -> Iterator[tuple[str, int, str]]:
@@ -539,9 +534,8 @@ def _closed_changes(changes: Any) -> Iterator[tuple[str, int, str]]:
     reasons = itertools.chain.from_iterable(
         itertools.repeat(reason, count) for reason, count in changes[3]
     )
-    if not (len(lengths) == len(seqs) == sum(count for _, count in changes[3])):
-        raise ValueError("a packed segment of closed ids does not add up")
-    if sum(lengths) != len(text):
+    counts = sum(count for _, count in changes[3])
+    if not (len(lengths) == len(seqs) == counts and sum(lengths) == len(text)):
         raise ValueError("a packed segment of closed ids does not add up")
     end = 0
     for length, seq, reason in zip(lengths, seqs, reasons):  # noqa: B905 (checked above)

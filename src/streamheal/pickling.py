@@ -98,10 +98,8 @@ class _LayoutKeepingPickler(pickle.Pickler):
         cls = type(obj)
         if not _is_plain(cls):
             return NotImplemented
-        state = _read_attributes(obj, cls)
-        if state is None:  # through __dict__, as the default pickle reads it
-            self.moved = True
-            state = _attribute_dict(obj, cls)
+        state, by_name = _attributes(obj, cls)
+        self.moved = self.moved or not by_name
         # The reduction object.__reduce_ex__ makes (an empty state is saved as None).
         return copyreg.__newobj__, (cls,), state or None, None, None
 
@@ -118,9 +116,7 @@ class _CopyPickler(pickle.Pickler):
         cls = type(obj)
         if not _is_plain(cls):
             return NotImplemented
-        state = _read_attributes(obj, cls)
-        if state is None:
-            state = _attribute_dict(obj, cls)
+        state, _ = _attributes(obj, cls)
         if not state:
             return NotImplemented
         # The reduction object.__reduce_ex__ makes, with our state setter in its place.
@@ -189,11 +185,16 @@ def _read_attributes(obj: Any, cls: type) -> dict[str, Any] | None:
     return state
 
 
-def _attribute_dict(obj: Any, cls: type) -> dict[str, Any]:
-    """``obj.__dict__`` (its attributes move there if they were not), its names learned."""
+def _attributes(obj: Any, cls: type) -> tuple[dict[str, Any], bool]:
+    """``obj``'s attributes (a plain instance's), and whether they were read by name
+    (:func:`_read_attributes`); else through ``__dict__``, as the default pickle reads
+    them (they move there if they were not), and their names are learned."""
+    state = _read_attributes(obj, cls)
+    if state is not None:
+        return state, True
     state = obj.__dict__
     _learn_names(cls, state)
-    return state
+    return state, False
 
 
 def _learn_names(cls: type, attributes: Iterable[str]) -> None:
