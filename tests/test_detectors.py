@@ -21,7 +21,7 @@ from streamheal.detectors import cusum as cusum_module
 from streamheal.detectors import stats
 from streamheal.detectors.alarm import Alarm
 from streamheal.detectors.base import Level
-from streamheal.detectors.concept import ErrorMonitor
+from streamheal.detectors.concept import ErrorMonitor, rise_start
 from streamheal.detectors.cusum import VectorCusum
 from streamheal.detectors.suite import Drift, DriftSuite, Observation
 from streamheal.engine import Engine
@@ -672,13 +672,15 @@ def test_the_error_monitor_reads_river_adwins_windows_as_their_own_methods_would
     cuts = [0, *cuts[cuts < len(errors)].tolist(), len(errors)]
 
     def readings() -> list[tuple]:
-        monitor = ErrorMonitor("adwin", 0.002, 300)
+        monitor = ErrorMonitor("adwin", 0.002, 300, warning_delta=0.05)
         seen = []
         for start, end in itertools.pairwise(cuts):
             monitor.watch_falls(start >= 2500)
             monitor.observe(errors[start:end], list(range(start, end)))
-            windows = [(d.width, d.total) for d in (monitor.detector, monitor.falls) if d]
+            adwins = (monitor.detector, monitor.falls, monitor.warns)
+            windows = [(d.width, d.total) for d in adwins if d]
             seen.append((start, monitor.fired_at, monitor.error_before, windows))
+            seen.append((monitor.take_warning(), monitor.since_change()))
             seen.append((start, monitor.fell_at, monitor.error_before_fall))
             seen.append([repr(e) for e in monitor.evidence(True, True)])
         return seen
@@ -687,7 +689,8 @@ def test_the_error_monitor_reads_river_adwins_windows_as_their_own_methods_would
     assert concept._bare_adwin(ErrorMonitor("adwin", 0.002, 300).detector)
     monkeypatch.setattr(concept, "_bare_adwin", lambda detector: False)
     careful = readings()
-    assert any(r[1] for r in careful[::3]) and any(r[1] for r in careful[1::3])
+    assert any(r[1] for r in careful[::4]) and any(r[1] for r in careful[2::4])
+    assert any(r[0] for r in careful[1::4])
     assert fast == careful
 
 
@@ -764,3 +767,16 @@ def test_a_stored_reference_profile_keeps_the_model_and_confidence_tests(tmp_pat
     assert (
         references[0] == references[1] and len(references[0]) == config.detectors.model_sample_size
     )
+
+
+def test_rise_start_places_a_rise_of_the_error_rate() -> None:
+    rng = np.random.default_rng(11)
+    placed = []
+    for _ in range(20):
+        errors = (rng.random(500) < np.r_[np.full(420, 0.05), np.full(80, 0.5)]).astype(int)
+        placed.append(rise_start(errors.tolist()))
+    assert abs(np.median(placed) - 80) <= 5 and all(60 <= p <= 100 for p in placed)
+    # A fall is not a rise, and too few errors to split: every error counts as new.
+    assert rise_start([1] * 200 + [0] * 100) == 300
+    assert rise_start([0] * 10 + [1] * 9) == 19
+    assert rise_start([0] * 30 + [1] * 10) == 10  # the shortest newer part

@@ -33,7 +33,7 @@ def test_a_concept_drift_forks_a_challenger_that_gets_promoted() -> None:
     snapshot = actions(outputs, "snapshot")[0]
     fork = actions(outputs, "fork")[0]
     promote = actions(outputs, "promote")[0]
-    assert 8000 < fork.index < promote.index < 9500
+    assert 8000 < fork.index <= promote.index < 9500
     assert snapshot.model_version == 1 and models.loads(snapshot.model) is not None
     assert promote.model_version == 2 == engine.model_version
     assert promote.detail["challenger_accuracy"] > promote.detail["champion_accuracy"]
@@ -109,7 +109,7 @@ def test_warm_start_zero_keeps_no_rows_to_warm_start_on() -> None:
     assert len(cold.policy.recent) == 0
     assert len(warm.policy.recent) == 5
     # A "warm" model on zero rows is a fresh one: the same bytes as an untrained model.
-    assert models.dumps(cold.policy._fresh()[0]) == models.dumps(cold.policy.make_model())
+    assert models.dumps(cold.policy._fresh().model) == models.dumps(cold.policy.make_model())
 
 
 def test_a_rollback_discards_the_live_challenger_with_an_action() -> None:
@@ -154,13 +154,13 @@ def test_a_tree_started_after_a_drift_catches_up_then_learns_at_weight_one() -> 
     assert (fork.action, promote.action) == ("fork", "promote") and fork.index > 8000
     # The challenger learned its warm start and every labeled event from the fork on: the
     # first 300 of them counted ten times each, the rest once.
-    learned = engine.config.policy.warm_start + 16000 - fork.index
+    learned = fork.detail["warm_rows"] + 16000 - fork.index
     assert learned_weight(engine.model) == 10 * 300 + (learned - 300)
     assert engine.policy.catch_up is None  # over: the champion learns at weight 1 again
     # A gradient learner never catches up: a weight would only be a larger step.
     linear = Engine(Config())
     run(linear, stagger())
-    assert linear.policy._fresh()[1] == 0 and linear.policy.catch_up is None
+    assert linear.policy._fresh().catch_up == 0 and linear.policy.catch_up is None
 
 
 def test_a_reset_tree_catches_up_too() -> None:
@@ -169,7 +169,7 @@ def test_a_reset_tree_catches_up_too() -> None:
     outputs = run(engine, stagger())
     *_, reset = actions(outputs, "reset", "rollback", "promote", "fork")
     assert reset.action == "reset" and reset.index > 8000
-    learned = engine.config.policy.warm_start + 16000 - reset.index
+    learned = reset.detail["warm_rows"] + 16000 - reset.index
     assert learned_weight(engine.model) == 10 * 300 + (learned - 300)
 
 
@@ -187,9 +187,11 @@ def test_catch_up_makes_a_tree_recover_sooner_and_hold() -> None:
 
 
 def test_a_clear_lead_promotes_the_challenger_early() -> None:
+    # A fresh challenger (no warm start to be scored on) meets the champion's errors live.
     events = scenario_events(SCENARIOS["stagger"](events=12000, drift_at=6000, seed=3, width=1))
-    early = actions(run(Engine(Config()), events), "promote")[0]
-    waiting = Engine(Config().replace(policy={"promotion_early_samples": 0}))
+    fresh = Config().replace(policy={"challenger": "fresh"})
+    early = actions(run(Engine(fresh), events), "promote")[0]
+    waiting = Engine(fresh.replace(policy={"promotion_early_samples": 0}))
     late = actions(run(waiting, events), "promote")[0]
     assert early.detail["early"] and 30 <= early.detail["samples"] < 100
     assert early.detail["challenger_accuracy"] > early.detail["champion_accuracy"] + 0.2
@@ -216,3 +218,45 @@ def test_a_checkpoint_taken_while_catching_up_continues_exactly() -> None:
         whole.model.predict_proba_one(x) for x in probe
     ]
     assert second.model.summary == whole.model.summary
+
+
+def test_a_warm_challenger_learns_and_is_scored_on_the_rows_since_the_change() -> None:
+    # ADWIN's cut places the change: the challenger learns only the rows after it, each
+    # tested before it is learned beside the champion's answer then: its comparison with
+    # the champion starts with those rows, not from nothing.
+    outputs = run(Engine(Config()), stagger())
+    fork, promote = actions(outputs, "fork", "promote")[:2]
+    assert (fork.action, promote.action) == ("fork", "promote")
+    assert promote.detail["samples"] > promote.index - fork.index + 30
+    assert promote.detail["challenger_accuracy"] > promote.detail["champion_accuracy"]
+
+
+def test_the_warm_start_skips_rows_from_before_the_change() -> None:
+    # Rows of the old concept (label 0) then of the new one (label 1): told where the
+    # change was, the challenger learns and is scored on the new rows only.
+    engine = Engine(Config())
+    policy = engine.policy
+    old = [({"x": 1.0}, 0) for _ in range(150)]
+    new = [({"x": 1.0}, 1) for _ in range(50)]
+    policy.recent.extend(old + new)
+    since = [1] * 50  # the champion was wrong on each row since the change
+    fork = policy._fork(0, "concept", since)
+    assert fork.action == "fork"
+    assert len(policy.challenger_right) == 50 and list(policy.champion_right) == [0] * 50
+    assert policy.challenger.predict_proba_one({"x": 1.0})[True] > 0.5  # it never saw a 0
+
+
+def test_an_adwin_warning_forks_a_provisional_challenger() -> None:
+    # At a loose warning confidence warnings come on a stationary stream too: a
+    # challenger a drift never confirms is discarded, unpromoted (a clear lead aside).
+    # Even at no margin, an unconfirmed challenger waits for a drift (or a clear lead).
+    policy = {"warning_patience": 200, "promotion_margin": 0.0, "challenger": "copy"}
+    loose = Config().replace(detectors={"warning_delta": 0.5}, policy=policy)
+    events = scenario_events(SCENARIOS["stationary"](events=20000, seed=4))
+    outputs = actions(run(Engine(loose), events))
+    warned = [a for a in outputs if a.action == "fork" and a.cause.startswith("warning")]
+    discarded = [a for a in outputs if a.action == "discard"]
+    assert warned and discarded
+    assert all(a.detail["reason"] == "warning not confirmed" for a in discarded)
+    assert all(a.detail["samples"] >= 1 for a in discarded)
+    assert not [a for a in outputs if a.action == "promote" and not a.detail.get("early")]

@@ -274,6 +274,12 @@ class DetectorsConfig:
     max_categories: int = field(default=50, metadata=_positive())
     max_features: int = field(default=200, metadata=_positive())
     concept_detector: ConceptDetector = "adwin"
+    # An ADWIN's warning level: a second ADWIN at this looser confidence; a rise it sees
+    # lets the policy start a challenger before the drift is confirmed (as DDM's warning
+    # level does). 0 turns it off; DDM and HDDM_A keep their own warning levels.
+    warning_delta: float = field(
+        default=0.0, metadata=_rule("a number >= 0 and < 1", lambda v: 0 <= v < 1)
+    )
     # Concept detectors decide on their own statistics: confirm on the first firing by default.
     concept_confirm_checks: int = field(default=1, metadata=_positive())
     # Page-Hinkley threshold on the top-class probability stream (River's default is 50).
@@ -345,7 +351,8 @@ class PolicyConfig:
         default_factory=lambda: ["snapshot"], metadata=_actions_rule()
     )
     # A challenger (and a reset model) starts "fresh", as a "copy" of the champion, or
-    # "warm": fresh and trained on the last `warm_start` labeled events.
+    # "warm": fresh and trained on the last `warm_start` labeled events (after a rise of the
+    # error rate, only those since the rise began, each scored before it is learned).
     challenger: ChallengerStart = "warm"
     warm_start: int = field(default=200, metadata=_rule("an integer >= 0", lambda v: v >= 0))
     # Promote when the challenger's accuracy over the last `promotion_window` labeled events
@@ -380,8 +387,11 @@ class PolicyConfig:
     # comes back.
     rollback_window: int = field(default=300, metadata=_positive())
     rollback_margin: float = field(default=0.05, metadata=_rule("a number >= 0", lambda v: v >= 0))
-    # Start the challenger on the concept detector's warning (DDM, HDDM_A) already.
+    # Start the challenger on the concept detector's warning already. Until a drift
+    # confirms it, such a challenger is promoted only by the early test's clear lead, and
+    # it is discarded after `warning_patience` labeled events without a confirmation.
     fork_on_warning: bool = True
+    warning_patience: int = field(default=500, metadata=_positive())
 
     def __post_init__(self) -> None:
         # The comparison window holds at most promotion_window results: a larger minimum

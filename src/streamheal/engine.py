@@ -482,14 +482,20 @@ class Engine:
         drifts = self.drift.observe(seen, self.model, self.model_version)
         outputs.extend(drifts)
         if self.policy is not None:
+            errors = self.drift.errors
             for drift in drifts:
                 # One drift, one response: confirmations by other detectors and drifts
                 # explained by an open episode (caused_by) add evidence, not actions.
                 if drift.status == "firing" and drift.role == "opened" and not drift.caused_by:
-                    self._act(self.policy.on_drift(drift, self.counters), outputs)
-            warning = self.drift.errors.take_warning()
+                    # After a rise of the error rate a new model learns (and is scored on)
+                    # the rows since the rise, not the old concept's.
+                    rose = drift.kind == "concept" and drift.signal == "error"
+                    since = errors.since_change() if rose else None
+                    self._act(self.policy.on_drift(drift, self.counters, since), outputs)
+            warning = errors.take_warning()
             if warning:
-                self._act(self.policy.on_warning(warning, self.counters.feature_events), outputs)
+                index, since = self.counters.feature_events, errors.since_change()
+                self._act(self.policy.on_warning(warning, index, since), outputs)
         return outputs
 
     def _heal(self, features: dict[str, Any], label: Label, right: bool, outputs: list) -> None:

@@ -37,9 +37,9 @@ from __future__ import annotations
 import copy
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from streamheal import models
 from streamheal.config import PolicyConfig
@@ -118,6 +118,8 @@ class Policy(Stateful):
         self.challenger: Any = None
         self.challenger_cause = ""
         self.challenger_seen = 0
+        # Forked on a warning and not yet confirmed by a drift: promoted only by a clear lead.
+        self.challenger_provisional = False
         self.challenger_right: deque[int] = deque(maxlen=cfg.promotion_window)
         self.champion_right: deque[int] = deque(maxlen=cfg.promotion_window)
         self.shadow: Any = None  # the previous champion, kept for a possible rollback
@@ -132,7 +134,9 @@ class Policy(Stateful):
         self.catch_up: tuple[int, int] | None = None
 
     # ------------------------------------------------------------- drift hooks
-    def on_drift(self, drift: Drift, now: Progress) -> list[Action]:
+    def on_drift(
+        self, drift: Drift, now: Progress, since_change: Sequence[int] | None = None
+    ) -> list[Action]:
         # While a new champion is on probation (a shadow is kept), a drift is most likely
         # the new champion's own doing: the rollback decision comes first, then new models.
         actions: list[Action] = []
@@ -145,15 +149,24 @@ class Policy(Stateful):
                     self.snapshot_at = taken
                     actions.append(self._snapshot(now, drift.key))
             elif name == "reset" and self.shadow is None:
-                actions.append(self._reset(now.feature_events, drift.key))
+                actions.append(self._reset(now.feature_events, drift.key, since_change))
+            elif name == "fork" and self.challenger_provisional:
+                # The warning's challenger has learned the new concept since: it is the fork.
+                self.challenger_provisional = False
+                self.challenger_cause = drift.key
             elif name == "fork" and self.challenger is None and self.shadow is None:
-                actions.append(self._fork(now.feature_events, drift.key))
+                actions.append(self._fork(now.feature_events, drift.key, since_change))
+                actions += self._maybe_promote(now.feature_events)
         return actions
 
-    def on_warning(self, cause: str, index: int) -> list[Action]:
+    def on_warning(
+        self, cause: str, index: int, since_change: Sequence[int] | None = None
+    ) -> list[Action]:
         idle = self.challenger is None and self.shadow is None
         if self.cfg.fork_on_warning and "fork" in self.cfg.concept and idle:
-            return [self._fork(index, f"warning: {cause}")]
+            action = self._fork(index, f"warning: {cause}", since_change)
+            self.challenger_provisional = True
+            return [action, *self._maybe_promote(index)]
         return []
 
     def install(self, model: Any, version: int, cause: str, index: int) -> Action:
@@ -216,41 +229,68 @@ class Policy(Stateful):
             model=models.dumps(serving.model),
         )
 
-    def _fresh(self) -> tuple[Any, int]:
-        """A new model for a reset or a fork, and the events it has left to catch up."""
+    def _fresh(self, since_change: Sequence[int] | None = None) -> Started:
+        """A new model for a reset or a fork, the events it has left to catch up, the rows
+        it was warm-started on, and its score on them: (right, champion right) per row,
+        tested before it learned the row. Given ``since_change`` (the champion's errors
+        since the error rate rose, oldest first), only those newest rows are learned and
+        scored: a warm start on older rows would teach the new model the concept it
+        replaces."""
         cfg = self.cfg
         if cfg.challenger == "copy":  # the champion's statistics: nothing to catch up
-            return copy.deepcopy(self.serving.model), 0
+            return Started(copy.deepcopy(self.serving.model), 0, 0, [])
         model = self.make_model()
         catches_up = cfg.catch_up_weight != 1.0 and models.counts_evidence(model)
         left = cfg.catch_up_events if catches_up else 0
+        scored: list[tuple[int, int]] = []
+        rows: Sequence[tuple[dict[str, Any], Any]] = ()
         if cfg.challenger == "warm":
-            for features, label in self.recent:
+            rows = self.recent
+            errors: Sequence[int] = ()
+            if since_change is not None:
+                count = min(len(since_change), len(rows))
+                rows = list(rows)[len(rows) - count :]
+                errors = since_change[len(since_change) - count :]
+            for i, (features, label) in enumerate(rows):
+                if errors:
+                    scored.append((int(model.predict_one(features) == label), 1 - errors[i]))
                 models.learn_weighted(model, features, label, cfg.catch_up_weight if left else 1.0)
                 left = max(left - 1, 0)
-        return model, left
+        return Started(model, left, len(rows), scored)
 
-    def _reset(self, index: int, cause: str) -> Action:
+    def _reset(self, index: int, cause: str, since_change: Sequence[int] | None = None) -> Action:
         """A fresh champion (the Engine gives it a new drift reference on this action)."""
-        model, left = self._fresh()
-        previous = self.serving.replace(model, action="reset", cause=cause, index=index)
+        started = self._fresh(since_change)
+        previous = self.serving.replace(started.model, action="reset", cause=cause, index=index)
+        left = started.catch_up
         self.catch_up = (self.serving.version, left) if left else None
         self._keep_shadow(previous, cause)
-        return Action("reset", index, self.serving.version, cause)
+        return Action("reset", index, self.serving.version, cause, {"warm_rows": started.warm_rows})
 
-    def _fork(self, index: int, cause: str) -> Action:
-        self.challenger, self.challenger_catch_up = self._fresh()
+    def _fork(self, index: int, cause: str, since_change: Sequence[int] | None = None) -> Action:
+        started = self._fresh(since_change)
+        self.challenger, self.challenger_catch_up = started.model, started.catch_up
         self.challenger_cause = cause
         self.challenger_seen = 0
+        self.challenger_provisional = False
         self.challenger_right.clear()
         self.champion_right.clear()
+        for challenger_right, champion_right in started.scored:
+            self.challenger_right.append(challenger_right)
+            self.champion_right.append(champion_right)
         return Action(
-            "fork", index, self.serving.version, cause, {"challenger": self.cfg.challenger}
+            "fork",
+            index,
+            self.serving.version,
+            cause,
+            {"challenger": self.cfg.challenger, "warm_rows": started.warm_rows},
         )
 
     def _maybe_promote(self, index: int) -> list[Action]:
         cfg = self.cfg
         n = len(self.challenger_right)
+        if not n:
+            return []
         challenger_accuracy = sum(self.challenger_right) / n
         champion_accuracy = sum(self.champion_right) / n
         detail = {
@@ -267,23 +307,29 @@ class Policy(Stateful):
         )
         if early:
             detail["early"] = True
+        provisional = self.challenger_provisional
         if early or (
-            n >= cfg.promotion_min_samples
+            not provisional
+            and n >= cfg.promotion_min_samples
             and _better(
                 challenger_accuracy, champion_accuracy, n, cfg.promotion_margin, cfg.promotion_test
             )
         ):
             challenger, cause = self.challenger, self.challenger_cause
             self.challenger = None
+            self.challenger_provisional = False
             previous = self.serving.replace(challenger, action="promote", cause=cause, index=index)
             left = self.challenger_catch_up
             self.catch_up = (self.serving.version, left) if left else None
             self._keep_shadow(previous, cause)
             return [Action("promote", index, self.serving.version, cause, detail)]
-        if self.challenger_seen >= cfg.challenger_timeout:
-            self.challenger = None
-            return [Action("discard", index, self.serving.version, self.challenger_cause, detail)]
-        return []
+        if provisional and self.challenger_seen >= cfg.warning_patience:
+            detail["reason"] = "warning not confirmed"
+        elif self.challenger_seen < cfg.challenger_timeout:
+            return []
+        self.challenger = None
+        self.challenger_provisional = False
+        return [Action("discard", index, self.serving.version, self.challenger_cause, detail)]
 
     def _maybe_roll_back(self, index: int) -> list[Action]:
         n = len(self.shadow_right)
@@ -316,6 +362,7 @@ class Policy(Stateful):
                 )
             )
             self.challenger = None
+            self.challenger_provisional = False
         return actions
 
     def _keep_shadow(self, previous: tuple[Any, int], cause: str) -> None:
@@ -328,6 +375,15 @@ class Policy(Stateful):
         state = dict(state)
         state.pop("next_version", None)  # checkpoints from before versions had one authority
         super().load_state_dict(state)
+
+
+class Started(NamedTuple):
+    """A model started after a drift (:meth:`Policy._fresh`)."""
+
+    model: Any
+    catch_up: int  # labeled events it has left to learn at the catch-up weight
+    warm_rows: int  # the labeled rows it was warm-started on
+    scored: list[tuple[int, int]]  # (its answer right, the champion's) per warm row, if known
 
 
 EARLY_Z = 3.0902  # one-sided z for level 0.001: an early promotion needs a clear lead

@@ -7,12 +7,18 @@ probably moved) but needs no healing. Falls are watched by an ADWIN of their own
 confidence), started only once the serving model has settled: a learning model's error
 falls as it learns, and an ADWIN that had seen the learning phase would report it (see
 :class:`~streamheal.detectors.suite.DriftSuite`).
+
+A *warning* is a rise seen at a looser confidence: DDM and HDDM_A have their own warning
+level; beside an ADWIN a second ADWIN at ``warning_delta`` plays that part. A warning is
+not a drift (no record): the policy may start a challenger on it, so that the challenger
+has learned the new concept by the time the drift is confirmed.
 """
 
 from __future__ import annotations
 
 from collections import deque
 
+import numpy as np
 from river import drift
 
 from streamheal.detectors.base import Evidence, Level, Stateful
@@ -42,14 +48,20 @@ def _bare_adwin(detector: drift.base.DriftDetector) -> bool:
 class ErrorMonitor(Stateful):
     RECENT = 50  # errors compared with the longer window when a detector fires
 
-    def __init__(self, detector: str, delta: float, window: int) -> None:
+    def __init__(
+        self, detector: str, delta: float, window: int, warning_delta: float = 0.0
+    ) -> None:
         self.name = detector
         self.detector = build_detector(detector, delta)
         self.delta = delta
+        # An ADWIN's warning level: an ADWIN at the looser warning_delta (0: no warnings).
+        self.warns: drift.ADWIN | None = (
+            drift.ADWIN(delta=warning_delta) if detector == "adwin" and warning_delta else None
+        )
         self.window: deque[int] = deque(maxlen=window)
         self.recent: deque[int] = deque(maxlen=self.RECENT)
         self.fired_at: int | None = None
-        self.warned = False  # DDM / HDDM_A warning level since the last take_warning()
+        self.warned = False  # a warning-level rise since the last take_warning()
         self.error_before = 0.0
         self.falls: drift.ADWIN | None = None  # watches for falls once the model settled
         self.fell_at: int | None = None
@@ -60,7 +72,8 @@ class ErrorMonitor(Stateful):
         events (so a firing is dated by its own event, however the stream was cut)."""
         # The windows take the chunk at once, after it; a firing (rare) reads them as they
         # would have stood at its own error (see _windows_at).
-        if _bare_adwin(self.detector) and (self.falls is None or _bare_adwin(self.falls)):
+        adwins = (self.detector, self.falls, self.warns)
+        if all(d is None or _bare_adwin(d) for d in adwins):
             self._observe_adwins(errors, learned_at)
         else:
             self._observe_any(errors, learned_at)
@@ -68,10 +81,20 @@ class ErrorMonitor(Stateful):
         self.recent.extend(errors)
 
     def _observe_any(self, errors: list[int], learned_at: list[int]) -> None:
-        detector, falls = self.detector, self.falls
+        detector, falls, warn_adwin = self.detector, self.falls, self.warns
         warns = hasattr(detector, "warning_detected")
+        two_sided = isinstance(detector, drift.ADWIN)
         for i, (error, at) in enumerate(zip(errors, learned_at, strict=True)):
+            if two_sided:  # its window as the update will find it (emptied after a firing)
+                fresh = detector.drift_detected
+                held, held_total = (0, 0.0) if fresh else (detector.width, detector.total)
             detector.update(error)
+            if warn_adwin is not None:
+                width = warn_adwin.width
+                before = warn_adwin.total / width if width else 0.0
+                warn_adwin.update(error)
+                if warn_adwin.drift_detected and warn_adwin.estimation > before:
+                    self.warned = True
             if falls is not None:
                 width = falls.width  # falls.estimation, with one property call less
                 before = falls.total / width if width else 0.0
@@ -81,7 +104,10 @@ class ErrorMonitor(Stateful):
             if warns and detector.warning_detected:
                 self.warned = True
             if detector.drift_detected:
-                self._rose(errors[: i + 1], at)
+                if two_sided:
+                    self._cut(held, held_total, error, detector.width, detector.total, at)
+                else:
+                    self._rose(errors[: i + 1], at)
 
     def _observe_adwins(self, errors: list[int], learned_at: list[int]) -> None:
         """:meth:`_observe_any` for River's ADWINs (the default), on their windows directly:
@@ -89,14 +115,29 @@ class ErrorMonitor(Stateful):
         each, and cost about as much as the window's own work, twice per label. What
         ``ADWIN.update`` does besides is done here: after a detection, the next update
         starts a new window."""
-        detector, falls = self.detector, self.falls
+        detector, falls, warns = self.detector, self.falls, self.warns
         window = detector._helper
         fall_window = falls._helper if falls is not None else None
+        warn_window = warns._helper if warns is not None else None
+        # The window's width and sum before each update, without asking it twice per
+        # label: between firings it grows by one error at a time.
+        base, base_width, base_total = 0, window.get_width(), window.get_total()
         for i, (error, at) in enumerate(zip(errors, learned_at, strict=True)):
             if detector._drift_detected:
                 detector._reset()
                 window = detector._helper
+                base, base_width, base_total = i, 0, 0.0
             detector._drift_detected = window.update(error)
+            if warn_window is not None:
+                if warns._drift_detected:
+                    warns._reset()
+                    warn_window = warns._helper
+                width = warn_window.get_width()
+                before = warn_window.get_total() / width if width else 0.0
+                warns._drift_detected = warn_window.update(error)
+                if warns._drift_detected:  # a rise (the window kept the newer, worse part)?
+                    width = warn_window.get_width()
+                    self.warned |= (warn_window.get_total() / width if width else 0.0) > before
             if fall_window is not None:
                 if falls._drift_detected:
                     falls._reset()
@@ -108,7 +149,22 @@ class ErrorMonitor(Stateful):
                     width = fall_window.get_width()
                     self._fell(fall_window.get_total() / width if width else 0.0, before, at)
             if detector._drift_detected:
-                self._rose(errors[: i + 1], at)
+                width, total = base_width + i - base, base_total + sum(errors[base:i])
+                self._cut(width, total, error, window.get_width(), window.get_total(), at)
+
+    def _cut(
+        self, width: float, total: float, error: int, kept: float, kept_total: float, at: int
+    ) -> None:
+        """The error ADWIN fired at feature event ``at``: it held ``width`` errors summing
+        to ``total`` before ``error`` came, and kept the newest ``kept`` (summing to
+        ``kept_total``). A rise, when the errors kept are worse than the ones dropped."""
+        dropped = width + 1 - kept
+        if dropped <= 0 or not kept:
+            return
+        before = (total + error - kept_total) / dropped
+        if kept_total / kept > before:
+            self.fired_at = at
+            self.error_before = before
 
     def _fell(self, estimation: float, before: float, at: int) -> None:
         """The fall detector fired at feature event ``at``: a fall worth a record?"""
@@ -117,9 +173,9 @@ class ErrorMonitor(Stateful):
             self.error_before_fall = before
 
     def _rose(self, seen: list[int], at: int) -> None:
-        """The error detector fired at feature event ``at``, after the errors ``seen`` of
-        this chunk (rare: the window sums are taken only here); a rise, not an
-        improvement, is a concept drift."""
+        """A one-sided error detector (Page-Hinkley, DDM, HDDM_A) fired at feature event
+        ``at``, after the errors ``seen`` of this chunk (rare: the window sums are taken
+        only here); a rise, not an improvement, is a concept drift."""
         long, short = self._windows_at(seen)
         before = sum(long) / len(long)
         if sum(short) / len(short) > before:
@@ -140,8 +196,16 @@ class ErrorMonitor(Stateful):
             self.falls = None
             self.fell_at = None
 
+    def since_change(self) -> list[int]:
+        """The serving model's errors (1 = wrong, oldest first) since the most likely rise
+        of its error rate in the window (call it after a rise or a warning): the rows of
+        the new concept, as far as the errors tell."""
+        window = list(self.window)
+        return window[len(window) - rise_start(window) :]
+
     def take_warning(self) -> str | None:
-        """The warning level was reached since the last call (DDM, HDDM_A only)."""
+        """A warning-level rise was seen since the last call (DDM, HDDM_A, or the warning
+        ADWIN beside an ADWIN)."""
         warned, self.warned = self.warned, False
         return f"{self.name} warning" if warned else None
 
@@ -190,3 +254,35 @@ class ErrorMonitor(Stateful):
                 extra={"direction": "worse"},
             )
         ]
+
+
+MIN_SEGMENT = 10  # errors on each side of a change point, at least
+
+
+def rise_start(errors: list[int]) -> int:
+    """How many of the newest ``errors`` (0 right, 1 wrong) follow the most likely rise of
+    the error rate: the split into an older and a newer Bernoulli segment, the newer one
+    worse, of highest likelihood. A detector's own placement is coarser (ADWIN cuts at its
+    buckets' edges, which grow exponentially), and a warm start on the old concept's rows
+    would teach a new model the concept it is replacing. All of ``errors`` when no split
+    with ``MIN_SEGMENT`` errors on each side is a rise."""
+    n = len(errors)
+    if n < 2 * MIN_SEGMENT:
+        return n
+    wrong = np.cumsum(errors, dtype=float)
+    older = np.arange(MIN_SEGMENT, n - MIN_SEGMENT + 1, dtype=float)  # errors before a split
+    wrong_older = wrong[MIN_SEGMENT - 1 : n - MIN_SEGMENT]
+    newer, wrong_newer = n - older, wrong[-1] - wrong_older
+    rise = wrong_newer / newer > wrong_older / older
+    if not rise.any():
+        return n
+    likelihood = _bernoulli_log_likelihood(wrong_older, older) + _bernoulli_log_likelihood(
+        wrong_newer, newer
+    )
+    best = int(np.argmax(np.where(rise, likelihood, -np.inf)))
+    return int(newer[best])
+
+
+def _bernoulli_log_likelihood(wrong: np.ndarray, count: np.ndarray) -> np.ndarray:
+    rate = np.clip(wrong / count, 1e-12, 1 - 1e-12)
+    return wrong * np.log(rate) + (count - wrong) * np.log1p(-rate)

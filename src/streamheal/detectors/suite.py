@@ -127,7 +127,9 @@ class DriftSuite(Stateful):
         self.model_since = 0  # the feature event index from which the current model serves
         self.class_mix_since = 0  # when the predicted-class reference was last started
         concept_delta = CONCEPT_SHARE * cfg.false_alarms_per_10k / (10_000 / ADWIN_CLOCK)
-        self.errors = ErrorMonitor(cfg.concept_detector, concept_delta, cfg.window_size)
+        self.errors = ErrorMonitor(
+            cfg.concept_detector, concept_delta, cfg.window_size, cfg.warning_delta
+        )
         self.predictions = PredictionMonitor(
             cfg.model_sample_size, cfg.window_size, cfg.confidence_threshold
         )
