@@ -36,6 +36,25 @@ def build_detector(name: str, delta: float) -> drift.base.DriftDetector:
     raise ValueError(f"unknown concept detector {name!r}")
 
 
+def _advance(adwin: drift.ADWIN, error: int) -> float | None:
+    """``adwin.update(error)`` on a bare River ADWIN's window directly (see
+    :meth:`ErrorMonitor._observe_adwins`): the mean of its window before ``error`` when it
+    fired (its window then holds the newer part only), else None."""
+    if adwin._drift_detected:
+        adwin._reset()
+    window = adwin._helper
+    width = window.get_width()
+    before = window.get_total() / width if width else 0.0
+    adwin._drift_detected = fired = window.update(error)
+    return before if fired else None
+
+
+def _mean(adwin: drift.ADWIN) -> float:
+    window = adwin._helper
+    width = window.get_width()
+    return window.get_total() / width if width else 0.0
+
+
 MIN_FALL = 0.01  # a fall of the error rate smaller than this is not worth a record
 
 
@@ -117,8 +136,6 @@ class ErrorMonitor(Stateful):
         starts a new window."""
         detector, falls, warns = self.detector, self.falls, self.warns
         window = detector._helper
-        fall_window = falls._helper if falls is not None else None
-        warn_window = warns._helper if warns is not None else None
         # The window's width and sum before each update, without asking it twice per
         # label: between firings it grows by one error at a time.
         base, base_width, base_total = 0, window.get_width(), window.get_total()
@@ -128,26 +145,10 @@ class ErrorMonitor(Stateful):
                 window = detector._helper
                 base, base_width, base_total = i, 0, 0.0
             detector._drift_detected = window.update(error)
-            if warn_window is not None:
-                if warns._drift_detected:
-                    warns._reset()
-                    warn_window = warns._helper
-                width = warn_window.get_width()
-                before = warn_window.get_total() / width if width else 0.0
-                warns._drift_detected = warn_window.update(error)
-                if warns._drift_detected:  # a rise (the window kept the newer, worse part)?
-                    width = warn_window.get_width()
-                    self.warned |= (warn_window.get_total() / width if width else 0.0) > before
-            if fall_window is not None:
-                if falls._drift_detected:
-                    falls._reset()
-                    fall_window = falls._helper
-                width = fall_window.get_width()
-                before = fall_window.get_total() / width if width else 0.0
-                falls._drift_detected = fall_window.update(error)
-                if falls._drift_detected:
-                    width = fall_window.get_width()
-                    self._fell(fall_window.get_total() / width if width else 0.0, before, at)
+            if warns is not None and (before := _advance(warns, error)) is not None:
+                self.warned |= _mean(warns) > before  # a rise: the newer, worse part kept
+            if falls is not None and (before := _advance(falls, error)) is not None:
+                self._fell(_mean(falls), before, at)
             if detector._drift_detected:
                 width, total = base_width + i - base, base_total + sum(errors[base:i])
                 self._cut(width, total, error, window.get_width(), window.get_total(), at)
