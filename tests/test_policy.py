@@ -260,3 +260,26 @@ def test_an_adwin_warning_forks_a_provisional_challenger() -> None:
     assert all(a.detail["reason"] == "warning not confirmed" for a in discarded)
     assert all(a.detail["samples"] >= 1 for a in discarded)
     assert not [a for a in outputs if a.action == "promote" and not a.detail.get("early")]
+
+
+def test_the_rows_kept_for_warm_starts_line_up_with_the_errors_the_suite_saw(monkeypatch) -> None:
+    # since_change slices the suite's error window and the policy pairs it with its own
+    # newest rows: both must be the same labeled events in the same order, in either mode,
+    # with labels late, however the stream is cut.
+    from streamheal.policy import Policy
+
+    fresh, forks = Policy._fresh, []
+
+    def checked(policy, since_change=None):
+        seen = list(engine.drift.labels.window)
+        kept = [label for _, label in policy.recent]
+        count = min(len(seen), len(kept))
+        forks.append([bool(v) for v in seen[-count:]] == [bool(v) for v in kept[-count:]])
+        return fresh(policy, since_change)
+
+    monkeypatch.setattr(Policy, "_fresh", checked)
+    for mode in ("per_event", "mini_batch"):
+        for batch in (100, 2000):
+            engine = Engine(Config().replace(engine={"mode": mode}))
+            run(engine, stagger(label_delay=10), batch)
+    assert len(forks) >= 4 and all(forks)
