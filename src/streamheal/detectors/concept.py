@@ -49,6 +49,19 @@ def _advance(adwin: drift.ADWIN, error: int) -> float | None:
     return before if fired else None
 
 
+def _held(adwin: drift.ADWIN) -> tuple[float, float]:
+    """An ADWIN's window width and sum as its next ``update`` finds them: emptied after a
+    firing (River resets it then)."""
+    return (0, 0.0) if adwin.drift_detected else (adwin.width, adwin.total)
+
+
+def _advance_any(adwin: drift.ADWIN, error: int) -> float | None:
+    """:func:`_advance` through River's own ADWIN methods."""
+    width, total = _held(adwin)
+    adwin.update(error)
+    return (total / width if width else 0.0) if adwin.drift_detected else None
+
+
 def _mean(adwin: drift.ADWIN) -> float:
     window = adwin._helper
     width = window.get_width()
@@ -100,27 +113,18 @@ class ErrorMonitor(Stateful):
         self.recent.extend(errors)
 
     def _observe_any(self, errors: list[int], learned_at: list[int]) -> None:
-        detector, falls, warn_adwin = self.detector, self.falls, self.warns
-        warns = hasattr(detector, "warning_detected")
+        detector, falls, warns = self.detector, self.falls, self.warns
+        warning_level = hasattr(detector, "warning_detected")  # DDM, HDDM_A
         two_sided = isinstance(detector, drift.ADWIN)
         for i, (error, at) in enumerate(zip(errors, learned_at, strict=True)):
-            if two_sided:  # its window as the update will find it (emptied after a firing)
-                fresh = detector.drift_detected
-                held, held_total = (0, 0.0) if fresh else (detector.width, detector.total)
+            if two_sided:
+                held, held_total = _held(detector)
             detector.update(error)
-            if warn_adwin is not None:
-                width = warn_adwin.width
-                before = warn_adwin.total / width if width else 0.0
-                warn_adwin.update(error)
-                if warn_adwin.drift_detected and warn_adwin.estimation > before:
-                    self.warned = True
-            if falls is not None:
-                width = falls.width  # falls.estimation, with one property call less
-                before = falls.total / width if width else 0.0
-                falls.update(error)
-                if falls.drift_detected:
-                    self._fell(falls.estimation, before, at)
-            if warns and detector.warning_detected:
+            if warns is not None and (before := _advance_any(warns, error)) is not None:
+                self.warned |= warns.estimation > before
+            if falls is not None and (before := _advance_any(falls, error)) is not None:
+                self._fell(falls.estimation, before, at)
+            if warning_level and detector.warning_detected:
                 self.warned = True
             if detector.drift_detected:
                 if two_sided:
