@@ -118,8 +118,6 @@ class Policy(Stateful):
         self.challenger: Any = None
         self.challenger_cause = ""
         self.challenger_seen = 0
-        # Forked on a warning and not yet confirmed by a drift: promoted only by a clear lead.
-        self.challenger_provisional = False
         self.challenger_right: deque[int] = deque(maxlen=cfg.promotion_window)
         self.champion_right: deque[int] = deque(maxlen=cfg.promotion_window)
         self.shadow: Any = None  # the previous champion, kept for a possible rollback
@@ -150,9 +148,8 @@ class Policy(Stateful):
                     actions.append(self._snapshot(now, drift.key))
             elif name == "reset" and self.shadow is None:
                 actions.append(self._reset(now.feature_events, drift.key, since_change))
-            elif name == "fork" and self.challenger_provisional:
+            elif name == "fork" and self._provisional:
                 # The warning's challenger has learned the new concept since: it is the fork.
-                self.challenger_provisional = False
                 self.challenger_cause = drift.key
             elif name == "fork" and self.challenger is None and self.shadow is None:
                 actions.append(self._fork(now.feature_events, drift.key, since_change))
@@ -164,8 +161,7 @@ class Policy(Stateful):
     ) -> list[Action]:
         idle = self.challenger is None and self.shadow is None
         if self.cfg.fork_on_warning and "fork" in self.cfg.concept and idle:
-            action = self._fork(index, f"warning: {cause}", since_change)
-            self.challenger_provisional = True
+            action = self._fork(index, WARNING_CAUSE + cause, since_change)
             return [action, *self._maybe_promote(index)]
         return []
 
@@ -211,6 +207,12 @@ class Policy(Stateful):
             return 1.0
         self.catch_up = (served, left - 1)
         return self.cfg.catch_up_weight
+
+    @property
+    def _provisional(self) -> bool:
+        """The challenger was forked on a warning and no drift has confirmed it yet: it is
+        promoted only by a clear lead (a confirmation gives it the drift as its cause)."""
+        return self.challenger is not None and self.challenger_cause.startswith(WARNING_CAUSE)
 
     @property
     def busy(self) -> bool:
@@ -272,7 +274,6 @@ class Policy(Stateful):
         self.challenger, self.challenger_catch_up = started.model, started.catch_up
         self.challenger_cause = cause
         self.challenger_seen = 0
-        self.challenger_provisional = False
         self.challenger_right.clear()
         self.champion_right.clear()
         for challenger_right, champion_right in started.scored:
@@ -307,7 +308,7 @@ class Policy(Stateful):
         )
         if early:
             detail["early"] = True
-        provisional = self.challenger_provisional
+        provisional = self._provisional
         if early or (
             not provisional
             and n >= cfg.promotion_min_samples
@@ -317,7 +318,6 @@ class Policy(Stateful):
         ):
             challenger, cause = self.challenger, self.challenger_cause
             self.challenger = None
-            self.challenger_provisional = False
             previous = self.serving.replace(challenger, action="promote", cause=cause, index=index)
             left = self.challenger_catch_up
             self.catch_up = (self.serving.version, left) if left else None
@@ -328,7 +328,6 @@ class Policy(Stateful):
         elif self.challenger_seen < cfg.challenger_timeout:
             return []
         self.challenger = None
-        self.challenger_provisional = False
         return [Action("discard", index, self.serving.version, self.challenger_cause, detail)]
 
     def _maybe_roll_back(self, index: int) -> list[Action]:
@@ -362,7 +361,6 @@ class Policy(Stateful):
                 )
             )
             self.challenger = None
-            self.challenger_provisional = False
         return actions
 
     def _keep_shadow(self, previous: tuple[Any, int], cause: str) -> None:
@@ -386,6 +384,7 @@ class Started(NamedTuple):
     scored: list[tuple[int, int]]  # (its answer right, the champion's) per warm row, if known
 
 
+WARNING_CAUSE = "warning: "  # the cause of a challenger forked on a warning, before its name
 EARLY_Z = 3.0902  # one-sided z for level 0.001: an early promotion needs a clear lead
 
 
