@@ -39,10 +39,12 @@ from streamheal.heap import frozen_heap
 from streamheal.scenarios import SCENARIOS
 
 
-def stream(name: str, events: int) -> list[Event]:
+def stream(name: str, events: int, seed: int = 7, generator_seed: int = 0) -> list[Event]:
     points = drift_points(events)
     width = events // 10 if name == "hyperplane" else 1
-    scenario = SCENARIOS[name](events=events, drift_at=points, width=width, seed=7)
+    scenario = SCENARIOS[name](
+        events=events, drift_at=points, width=width, seed=seed, generator_seed=generator_seed
+    )
     source = Source(name, 0, 0)
     return [
         Event(e["id"], e["ts"], e["features"], e["label"], (), source, b"")

@@ -4,8 +4,8 @@
 
 ``bench/heal.py`` runs one seeded stream per generator; on one stream a few hundredths
 of a point either way is the luck of where a detector fired. Here each River generator
-gets a different seed per run (the scenarios in ``streamheal.scenarios`` keep theirs
-fixed, so their files stay byte-identical), drifts at 25%, 50% and 75% as in heal.py,
+gets a different seed per run (``generator_seed``; the scenarios keep theirs fixed by
+default, so their files stay byte-identical), drifts at 25%, 50% and 75% as in heal.py,
 and each row is the mean over the seeds of the whole-stream accuracy and of the first
 1,000 and 5,000 events after each drift, with the mean difference to
 ``DriftRetrainingClassifier`` (DDM) with the same base and how many seeds were at or
@@ -15,40 +15,16 @@ above it.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Iterator
 
 from river import drift
-from river.datasets import synth
 
-from heal import drift_points, prequential, recovery, through_engine
+from heal import drift_points, prequential, recovery, stream, through_engine
 from streamheal import models
 from streamheal.config import Config
-from streamheal.events import Event, Source
 from streamheal.heap import frozen_heap
-from streamheal.scenarios import _switching
 
-GENERATORS: dict[str, Callable[[int, int], Iterator]] = {
-    "sea": lambda k, seed: synth.SEA(variant=k % 4, seed=1000 + k + 100 * seed),
-    "agrawal": lambda k, seed: synth.Agrawal(
-        classification_function=(2 * k) % 10, seed=2000 + k + 100 * seed
-    ),
-    "stagger": lambda k, seed: synth.STAGGER(
-        classification_function=k % 3, seed=3000 + k + 100 * seed
-    ),
-    "hyperplane": lambda k, seed: synth.Hyperplane(seed=4000 + k + 100 * seed, n_features=10),
-}
+STREAMS = ("sea", "agrawal", "stagger", "hyperplane")
 BASES = ("logistic_regression", "hoeffding_tree")
-
-
-def stream(name: str, events: int, seed: int) -> list[Event]:
-    points = drift_points(events)
-    width = events // 10 if name == "hyperplane" else 1  # gradual, as in heal.py
-    generators = [iter(GENERATORS[name](k, seed)) for k in range(len(points) + 1)]
-    source = Source(name, 0, 0)
-    rows = _switching(generators, points, width, events, seed)
-    return [Event(f"e{i}", 1.7e9 + i, x, y, (), source, b"") for i, (x, y) in enumerate(rows)]
-
-
 Scores = tuple[float, float, float]  # whole stream, first 1k and first 5k after each drift
 
 
@@ -60,7 +36,7 @@ def run(name: str, events: int, seeds: int) -> dict[tuple[str, str], list[Scores
     points = drift_points(events)
     results: dict[tuple[str, str], list[Scores]] = {}
     for seed in range(seeds):
-        data = stream(name, events, seed)
+        data = stream(name, events, seed=seed, generator_seed=seed)
         with frozen_heap():
             for base in BASES:
                 config = Config().replace(model={"name": base})
@@ -81,15 +57,15 @@ def mean(values: list[Scores], i: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("streams", nargs="*", metavar="STREAM", help=", ".join(GENERATORS))
+    parser.add_argument("streams", nargs="*", metavar="STREAM", help=", ".join(STREAMS))
     parser.add_argument("--seeds", type=int, default=6)
     parser.add_argument("--events", type=int, default=40_000)
     args = parser.parse_args()
-    unknown = [name for name in args.streams if name not in GENERATORS]
+    unknown = [name for name in args.streams if name not in STREAMS]
     if unknown:
-        parser.error(f"unknown stream {unknown[0]!r}: choose from {', '.join(GENERATORS)}")
+        parser.error(f"unknown stream {unknown[0]!r}: choose from {', '.join(STREAMS)}")
     print(f"{'stream':<11}{'base':<21}{'method':<18}{'whole':>8}{'1k':>8}{'5k':>8}  vs DDM")
-    for name in args.streams or GENERATORS:
+    for name in args.streams or STREAMS:
         results = run(name, args.events, args.seeds)
         for base in BASES:
             peer = results[(base, "drift_retraining")]

@@ -207,7 +207,7 @@ def prior_shift(
 
 
 def _river_scenario(
-    name: str, make: Callable[[int], Iterable[Row]], prefix: str, default_width: int = 1
+    name: str, make: Callable[[int, int], Iterable[Row]], prefix: str, default_width: int = 1
 ) -> Callable[..., Scenario]:
     def scenario(
         events: int = 20000,
@@ -216,18 +216,23 @@ def _river_scenario(
         drift_at: Drifts = None,
         width: int | None = None,
         unlabeled: float = 0.0,
+        generator_seed: int = 0,
     ) -> Scenario:
         points = _drift_points(events, drift_at)
         w = default_width if width is None else width
 
         def stream() -> Iterator[dict[str, Any]]:
-            generators = [iter(make(k)) for k in range(len(points) + 1)]
+            generators = [iter(make(k, generator_seed)) for k in range(len(points) + 1)]
             rows = _switching(generators, points, w, events, seed)
             return with_labels(rows, label_delay, prefix, unlabeled, seed)
 
         return Scenario(name, stream, _truth(points, w, "concept"))
 
-    scenario.__doc__ = f"River's {name} generator, switched to a new concept at each drift."
+    scenario.__doc__ = (
+        f"River's {name} generator, switched to a new concept at each drift. ``seed`` "
+        "draws the gradual mix and the labels; the generators' own seeds are fixed (so "
+        "files stay byte-identical) unless ``generator_seed`` moves them."
+    )
     return scenario
 
 
@@ -235,18 +240,26 @@ SCENARIOS: dict[str, Callable[..., Scenario]] = {
     "breast-cancer": breast_cancer,
     "prior-shift": prior_shift,
     "stationary": stationary,
-    "sea": _river_scenario("sea", lambda k: synth.SEA(variant=k % 4, seed=1000 + k), "sea"),
+    # Concept k's generator is seeded base + k + 100 * generator_seed.
+    "sea": _river_scenario(
+        "sea", lambda k, g: synth.SEA(variant=k % 4, seed=1000 + k + 100 * g), "sea"
+    ),
     "agrawal": _river_scenario(
         "agrawal",
-        lambda k: synth.Agrawal(classification_function=(2 * k) % 10, seed=2000 + k),
+        lambda k, g: synth.Agrawal(classification_function=(2 * k) % 10, seed=2000 + k + 100 * g),
         "agr",
     ),
     "stagger": _river_scenario(
-        "stagger", lambda k: synth.STAGGER(classification_function=k % 3, seed=3000 + k), "stg"
+        "stagger",
+        lambda k, g: synth.STAGGER(classification_function=k % 3, seed=3000 + k + 100 * g),
+        "stg",
     ),
     # A gradual drift by default: a new hyperplane takes over linearly over 2,000 events.
     "hyperplane": _river_scenario(
-        "hyperplane", lambda k: synth.Hyperplane(seed=4000 + k, n_features=10), "hyp", 2000
+        "hyperplane",
+        lambda k, g: synth.Hyperplane(seed=4000 + k + 100 * g, n_features=10),
+        "hyp",
+        2000,
     ),
 }
 
